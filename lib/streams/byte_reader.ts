@@ -1,0 +1,430 @@
+import { StreamFormatError, UnexpectedEndOfStreamError } from "../errors.ts";
+
+/**
+ * Exact reads over any `ReadableStream<Uint8Array>`, whatever its chunking.
+ *
+ * Two layers: `await ensure(n)` fills the buffer until `n` bytes are there
+ * (or the stream ended), and the synchronous `take*()` methods consume
+ * buffered bytes. Decoders call `ensure()` once for a whole record and then
+ * decode it synchronously, which keeps the per-record cost low. The
+ * `read*()` methods combine both for convenience.
+ *
+ * A clean end (no byte of the next value present) and a truncated value are
+ * told apart: {@linkcode ByteReader.readExactOrEnd} returns `undefined` for
+ * the first and throws {@linkcode UnexpectedEndOfStreamError} for the second.
+ *
+ * Returned bytes may alias the stream's own chunks: copy them before you
+ * keep or mutate them. Nothing is allocated from a length the stream
+ * announces: bytes are buffered only as they really arrive.
+ *
+ * @example Usage
+ * ```ts
+ * import { ByteReader } from "@livemig/livemig";
+ * import assert from "node:assert/strict";
+ *
+ * const reader = new ByteReader(ReadableStream.from([
+ *   new Uint8Array([0x00, 0x00]),
+ *   new Uint8Array([0x10, 0x00, 0xff]),
+ * ]));
+ *
+ * assert.equal(await reader.readUint32(), 0x1000);
+ * assert.deepEqual(await reader.readExact(1), new Uint8Array([0xff]));
+ * assert.equal(await reader.readExactOrEnd(1), undefined);
+ * ```
+ */
+export class ByteReader {
+  readonly #reader: ReadableStreamDefaultReader<Uint8Array>;
+  #chunks: Uint8Array[] = [];
+  #head = 0; // index of the first chunk still holding bytes
+  #pos = 0; // read position inside #chunks[#head]
+  #buffered = 0;
+  #offset: number;
+  #ended = false;
+
+  /**
+   * Constructs a new instance, locking `readable`.
+   *
+   * @param readable The bytes to read.
+   * @param startOffset The stream offset of the first byte, for messages.
+   */
+  constructor(readable: ReadableStream<Uint8Array>, startOffset: number = 0) {
+    this.#reader = readable.getReader();
+    this.#offset = startOffset;
+  }
+
+  /** How many bytes have been consumed so far (plus the start offset). */
+  get offset(): number {
+    return this.#offset;
+  }
+
+  /** How many bytes are buffered and can be taken without waiting. */
+  get buffered(): number {
+    return this.#buffered;
+  }
+
+  /** Whether the underlying stream has ended (buffered bytes may remain). */
+  get ended(): boolean {
+    return this.#ended;
+  }
+
+  /**
+   * Buffers at least `size` bytes, unless the stream ends first.
+   *
+   * @param size How many bytes are needed.
+   * @returns Whether `size` bytes are now buffered.
+   */
+  async ensure(size: number): Promise<boolean> {
+    while (this.#buffered < size && !this.#ended) {
+      const { done, value } = await this.#reader.read();
+      if (done) {
+        this.#ended = true;
+      } else if (value.byteLength > 0) {
+        this.#chunks.push(value);
+        this.#buffered += value.byteLength;
+      }
+    }
+    return this.#buffered >= size;
+  }
+
+  /**
+   * Like {@linkcode ByteReader.ensure}, but throws when the stream ends
+   * first.
+   *
+   * @param size How many bytes are needed.
+   * @param what What the bytes are, for the error message.
+   * @throws {UnexpectedEndOfStreamError} If the stream ends first.
+   */
+  async require(size: number, what?: string): Promise<void> {
+    if (this.#buffered >= size || await this.ensure(size)) return;
+    throw this.endError(size, what);
+  }
+
+  /**
+   * Builds the error for a value of `size` bytes cut short at the current
+   * offset.
+   *
+   * @param size How many bytes the value needed.
+   * @param what What the value is.
+   * @returns The error, to throw.
+   */
+  endError(size: number, what?: string): UnexpectedEndOfStreamError {
+    return new UnexpectedEndOfStreamError(size, {
+      offset: this.#offset,
+      receivedBytes: this.#buffered,
+      ...(what === undefined ? {} : { what }),
+    });
+  }
+
+  /**
+   * Takes `size` buffered bytes. The caller must have ensured them.
+   *
+   * @param size How many bytes to take.
+   * @returns The bytes; a view into a chunk when they lie in one chunk.
+   */
+  take(size: number): Uint8Array {
+    if (size > this.#buffered) {
+      throw new RangeError(
+        `Cannot take ${size} bytes: only ${this.#buffered} are buffered`,
+      );
+    }
+    if (size === 0) return new Uint8Array(0);
+    const chunk = this.#chunks[this.#head]!;
+    const available = chunk.byteLength - this.#pos;
+    let bytes: Uint8Array;
+    if (available >= size) {
+      bytes = chunk.subarray(this.#pos, this.#pos + size);
+      this.#advance(size);
+    } else {
+      bytes = new Uint8Array(size);
+      for (let filled = 0; filled < size;) {
+        const current = this.#chunks[this.#head]!;
+        const count = Math.min(current.byteLength - this.#pos, size - filled);
+        bytes.set(current.subarray(this.#pos, this.#pos + count), filled);
+        this.#advance(count);
+        filled += count;
+      }
+      return bytes;
+    }
+    return bytes;
+  }
+
+  /**
+   * Takes one buffered byte.
+   *
+   * @returns The byte.
+   */
+  takeUint8(): number {
+    if (this.#buffered < 1) {
+      throw new RangeError("Cannot take a byte: none is buffered");
+    }
+    const value = this.#chunks[this.#head]![this.#pos]!;
+    this.#advance(1);
+    return value;
+  }
+
+  /**
+   * Takes a buffered big-endian unsigned 16-bit integer.
+   *
+   * @returns The integer.
+   */
+  takeUint16(): number {
+    const b = this.#small(2);
+    return (b[0]! << 8) | b[1]!;
+  }
+
+  /**
+   * Takes a buffered big-endian unsigned 32-bit integer.
+   *
+   * @returns The integer.
+   */
+  takeUint32(): number {
+    const b = this.#small(4);
+    return ((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0;
+  }
+
+  /**
+   * Takes a buffered big-endian unsigned 64-bit integer.
+   *
+   * @returns The integer, as a bigint so that no bit is lost.
+   */
+  takeBigUint64(): bigint {
+    const high = this.takeUint32();
+    const low = this.takeUint32();
+    return (BigInt(high) << 32n) | BigInt(low);
+  }
+
+  /**
+   * Takes a buffered big-endian 64-bit integer as the two 32-bit halves.
+   *
+   * @returns `[high, low]`, each an unsigned 32-bit number.
+   */
+  takeUint64Parts(): [number, number] {
+    const high = this.takeUint32();
+    return [high, this.takeUint32()];
+  }
+
+  /**
+   * Returns the byte `ahead` positions past the read position, without
+   * consuming anything. The caller must have ensured it.
+   *
+   * @param ahead How many bytes to look past.
+   * @returns The byte.
+   */
+  peekUint8(ahead: number = 0): number {
+    if (ahead >= this.#buffered) {
+      throw new RangeError(
+        `Cannot peek at byte ${ahead}: only ${this.#buffered} are buffered`,
+      );
+    }
+    let index = this.#head;
+    let pos = this.#pos + ahead;
+    while (pos >= this.#chunks[index]!.byteLength) {
+      pos -= this.#chunks[index]!.byteLength;
+      index++;
+    }
+    return this.#chunks[index]![pos]!;
+  }
+
+  /**
+   * Reads exactly `size` bytes, or returns `undefined` when the stream ends
+   * cleanly before the first of them.
+   *
+   * @param size How many bytes to read.
+   * @param what What the bytes are, for the error message.
+   * @returns The bytes, or `undefined` at a clean end of stream.
+   * @throws {UnexpectedEndOfStreamError} If the stream ends part-way.
+   */
+  async readExactOrEnd(
+    size: number,
+    what?: string,
+  ): Promise<Uint8Array | undefined> {
+    if (!await this.ensure(size)) {
+      if (this.#buffered === 0) return undefined;
+      throw this.endError(size, what);
+    }
+    return this.take(size);
+  }
+
+  /**
+   * Reads exactly `size` bytes.
+   *
+   * @param size How many bytes to read.
+   * @param what What the bytes are, for the error message.
+   * @returns The bytes.
+   * @throws {UnexpectedEndOfStreamError} If the stream ends first.
+   */
+  async readExact(size: number, what?: string): Promise<Uint8Array> {
+    await this.require(size, what);
+    return this.take(size);
+  }
+
+  /**
+   * Reads one byte.
+   *
+   * @param what What the byte is, for the error message.
+   * @returns The byte.
+   */
+  async readUint8(what?: string): Promise<number> {
+    await this.require(1, what);
+    return this.takeUint8();
+  }
+
+  /**
+   * Reads a big-endian unsigned 16-bit integer.
+   *
+   * @param what What the integer is, for the error message.
+   * @returns The integer.
+   */
+  async readUint16(what?: string): Promise<number> {
+    await this.require(2, what);
+    return this.takeUint16();
+  }
+
+  /**
+   * Reads a big-endian unsigned 32-bit integer.
+   *
+   * @param what What the integer is, for the error message.
+   * @returns The integer.
+   */
+  async readUint32(what?: string): Promise<number> {
+    await this.require(4, what);
+    return this.takeUint32();
+  }
+
+  /**
+   * Reads a big-endian unsigned 64-bit integer.
+   *
+   * @param what What the integer is, for the error message.
+   * @returns The integer, as a bigint so that no bit is lost.
+   */
+  async readBigUint64(what?: string): Promise<bigint> {
+    await this.require(8, what);
+    return this.takeBigUint64();
+  }
+
+  /**
+   * Skips `size` bytes without keeping them (they are not buffered whole).
+   *
+   * @param size How many bytes to skip.
+   * @param what What the bytes are, for the error message.
+   * @throws {UnexpectedEndOfStreamError} If the stream ends first.
+   */
+  async skip(size: number, what?: string): Promise<void> {
+    let left = size;
+    const start = this.#offset;
+    while (left > 0) {
+      if (this.#buffered === 0 && !await this.ensure(1)) {
+        throw new UnexpectedEndOfStreamError(size, {
+          offset: start,
+          receivedBytes: size - left,
+          ...(what === undefined ? {} : { what }),
+        });
+      }
+      const count = Math.min(left, this.#buffered);
+      let done = 0;
+      while (done < count) {
+        const chunk = this.#chunks[this.#head]!;
+        const step = Math.min(chunk.byteLength - this.#pos, count - done);
+        this.#advance(step);
+        done += step;
+      }
+      left -= count;
+    }
+  }
+
+  /**
+   * Returns the next run of bytes as they arrived: what is buffered in the
+   * current chunk, else the next chunk of the stream.
+   *
+   * @param maxBytes The most bytes to return.
+   * @returns The bytes (a view into a chunk), or `undefined` at the end.
+   */
+  async readChunk(
+    maxBytes: number = Infinity,
+  ): Promise<Uint8Array | undefined> {
+    if (this.#buffered === 0 && !await this.ensure(1)) return undefined;
+    const chunk = this.#chunks[this.#head]!;
+    const size = Math.min(chunk.byteLength - this.#pos, maxBytes);
+    const bytes = chunk.subarray(this.#pos, this.#pos + size);
+    this.#advance(size);
+    return bytes;
+  }
+
+  /**
+   * Resolves once the stream has ended with nothing left unread.
+   *
+   * @returns Whether the stream is at its end.
+   */
+  async atEnd(): Promise<boolean> {
+    return this.#buffered === 0 && !await this.ensure(1);
+  }
+
+  /**
+   * Cancels the underlying stream, dropping buffered bytes.
+   *
+   * @param reason Why reading stopped.
+   */
+  async cancel(reason?: unknown): Promise<void> {
+    this.#chunks = [];
+    this.#head = 0;
+    this.#pos = 0;
+    this.#buffered = 0;
+    this.#ended = true;
+    await this.#reader.cancel(reason);
+  }
+
+  /** Releases the lock on the underlying stream, which stays readable. */
+  releaseLock(): void {
+    this.#reader.releaseLock();
+  }
+
+  /**
+   * Builds a {@linkcode StreamFormatError} at the current offset.
+   *
+   * @param message The message.
+   * @param offset Where the bad value starts; defaults to the current offset.
+   * @returns The error, to throw.
+   */
+  formatError(
+    message: string,
+    offset: number = this.#offset,
+  ): StreamFormatError {
+    return new StreamFormatError(message, { offset });
+  }
+
+  #small(size: number): Uint8Array {
+    if (size > this.#buffered) {
+      throw new RangeError(
+        `Cannot take ${size} bytes: only ${this.#buffered} are buffered`,
+      );
+    }
+    const chunk = this.#chunks[this.#head]!;
+    if (chunk.byteLength - this.#pos >= size) {
+      const view = chunk.subarray(this.#pos, this.#pos + size);
+      this.#advance(size);
+      return view;
+    }
+    return this.take(size);
+  }
+
+  #advance(count: number): void {
+    this.#pos += count;
+    this.#buffered -= count;
+    this.#offset += count;
+    const chunk = this.#chunks[this.#head]!;
+    if (this.#pos === chunk.byteLength) {
+      this.#chunks[this.#head] = EMPTY;
+      this.#head++;
+      this.#pos = 0;
+      if (this.#head === this.#chunks.length) {
+        this.#chunks.length = 0;
+        this.#head = 0;
+      } else if (this.#head >= 64) {
+        this.#chunks = this.#chunks.slice(this.#head);
+        this.#head = 0;
+      }
+    }
+  }
+}
+
+const EMPTY = new Uint8Array(0);
