@@ -15,6 +15,7 @@
  * @module
  */
 export * from "./lib/bytes/byte_writer.ts";
+export * from "./lib/bytes/uleb128.ts";
 export * from "./lib/errors.ts";
 export * from "./lib/ram/ram_record.ts";
 export * from "./lib/streams/byte_reader.ts";
