@@ -204,6 +204,43 @@ export class ByteReader {
   }
 
   /**
+   * Returns the next `size` buffered bytes as one contiguous view without
+   * consuming them. When they span several chunks, those chunks are merged
+   * once, so a following {@linkcode ByteReader.take} does not copy again.
+   *
+   * @param size How many bytes to look at; the caller must have ensured them.
+   * @returns A view of the bytes.
+   */
+  peek(size: number): Uint8Array {
+    if (size > this.#buffered) {
+      throw new RangeError(
+        `Cannot peek at ${size} bytes: only ${this.#buffered} are buffered`,
+      );
+    }
+    const first = this.#chunks[this.#head];
+    if (first === undefined) return new Uint8Array(0);
+    if (first.byteLength - this.#pos >= size) {
+      return first.subarray(this.#pos, this.#pos + size);
+    }
+    let total = first.byteLength - this.#pos;
+    let last = this.#head;
+    while (total < size) {
+      last++;
+      total += this.#chunks[last]!.byteLength;
+    }
+    const merged = new Uint8Array(total);
+    merged.set(first.subarray(this.#pos));
+    let at = first.byteLength - this.#pos;
+    for (let i = this.#head + 1; i <= last; i++) {
+      merged.set(this.#chunks[i]!, at);
+      at += this.#chunks[i]!.byteLength;
+    }
+    this.#chunks.splice(this.#head, last - this.#head + 1, merged);
+    this.#pos = 0;
+    return merged.subarray(0, size);
+  }
+
+  /**
    * Returns the byte `ahead` positions past the read position, without
    * consuming anything. The caller must have ensured it.
    *

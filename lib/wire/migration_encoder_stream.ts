@@ -1,0 +1,77 @@
+import { ByteWriter } from "../bytes/byte_writer.ts";
+import {
+  MigrationEncoder,
+  type MigrationEncoderOptions,
+} from "./migration_encoder.ts";
+import type { MigrationRecord } from "./migration_record.ts";
+
+/** Options for {@linkcode MigrationEncoderStream}. */
+export interface MigrationEncoderStreamOptions extends MigrationEncoderOptions {
+  /**
+   * Output chunks are cut once they reach this size (a batch of records
+   * becomes one chunk when it is smaller).
+   *
+   * @default {1024 * 1024}
+   */
+  chunkBytes?: number;
+}
+
+/**
+ * A stream stage that encodes batches of {@linkcode MigrationRecord}s into
+ * QEMU migration stream bytes, one large chunk per batch. Device tail bytes
+ * pass through without a copy.
+ *
+ * @example Usage
+ * ```ts
+ * import { MigrationEncoderStream } from "@livemig/livemig";
+ * import assert from "node:assert/strict";
+ *
+ * const chunks = await Array.fromAsync(
+ *   ReadableStream.from([[{ type: "header", version: 3 } as const, { type: "eof" } as const]])
+ *     .pipeThrough(new MigrationEncoderStream()),
+ * );
+ * assert.deepEqual(chunks, [new Uint8Array([0x51, 0x45, 0x56, 0x4d, 0, 0, 0, 3, 0])]);
+ * ```
+ */
+export class MigrationEncoderStream
+  extends TransformStream<readonly MigrationRecord[], Uint8Array> {
+  readonly #encoder: MigrationEncoder;
+
+  /**
+   * Constructs a new instance.
+   *
+   * @param options Page size and output chunk size.
+   */
+  constructor(options: MigrationEncoderStreamOptions = {}) {
+    const chunkBytes = options.chunkBytes ?? 1024 * 1024;
+    if (!(chunkBytes >= 1)) {
+      throw new RangeError(
+        `Cannot construct MigrationEncoderStream as chunkBytes must be >= 1: received ${chunkBytes}`,
+      );
+    }
+    const encoder = new MigrationEncoder(options);
+    const writer = new ByteWriter(Math.min(chunkBytes + 8192, 4 * 1024 * 1024));
+    super({
+      transform(batch, controller) {
+        for (const record of batch) {
+          if (record.type === "device-tail") {
+            if (writer.length > 0) controller.enqueue(writer.takeBytes());
+            controller.enqueue(record.data);
+            continue;
+          }
+          encoder.encodeRecord(record, writer);
+          if (writer.length >= chunkBytes) {
+            controller.enqueue(writer.takeBytes());
+          }
+        }
+        if (writer.length > 0) controller.enqueue(writer.takeBytes());
+      },
+    });
+    this.#encoder = encoder;
+  }
+
+  /** The encoder, for its state (current block) and to forget the block. */
+  get encoder(): MigrationEncoder {
+    return this.#encoder;
+  }
+}
