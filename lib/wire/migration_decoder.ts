@@ -792,15 +792,32 @@ export class MigrationDecoder {
   #ramRecordSize(reader: ByteReader): number {
     if (reader.buffered < 8) return 8;
     const head = reader.peek(8);
-    const flags = ((head[6]! << 8) | head[7]!) & (this.#pageSize - 1) & 0x3ff;
+    const mask = this.#pageSize - 1;
+    const low = ((head[4]! << 24) | (head[5]! << 16) | (head[6]! << 8) |
+      head[7]!) >>> 0;
+    const flags = low & mask;
+    const kind = flags & ~RAM_SAVE_FLAG.CONTINUE;
+    // Anything #ramRecord rejects from the bytes seen so far is decoded at
+    // once, so a bad header fails where it is instead of waiting for a
+    // payload that may never come.
+    if ((PAGE_CARRIERS & kind) === 0 || (kind & (kind - 1)) !== 0) return 8;
     let size = 8;
-    if (
-      (flags & PAGE_CARRIERS) !== 0 && (flags & RAM_SAVE_FLAG.CONTINUE) === 0
-    ) {
+    let block = this.#currentBlock;
+    if ((flags & RAM_SAVE_FLAG.CONTINUE) === 0) {
       if (reader.buffered < 9) return 9;
-      size += 1 + reader.peekUint8(8);
+      const nameLength = reader.peekUint8(8);
+      size += 1 + nameLength;
+      if (reader.buffered < size) return size;
+      block = this.#blocks.get(
+        TEXT.decode(reader.peek(size).subarray(9, size)),
+      );
     }
-    switch (flags & ~RAM_SAVE_FLAG.CONTINUE) {
+    const offset = (((head[0]! << 24) | (head[1]! << 16) | (head[2]! << 8) |
+          head[3]!) >>> 0) * 0x1_0000_0000 + ((low & ~mask) >>> 0);
+    if (block === undefined || offset + this.#pageSize > block.usedLength) {
+      return size;
+    }
+    switch (kind) {
       case RAM_SAVE_FLAG.ZERO:
         return size + 1;
       case RAM_SAVE_FLAG.PAGE:
@@ -809,16 +826,15 @@ export class MigrationDecoder {
         if (reader.buffered < size + 3) return size + 3;
         const bytes = reader.peek(size + 3);
         const length = (bytes[size + 1]! << 8) | bytes[size + 2]!;
-        // Never wait for more than QEMU accepts: the decode step rejects it.
-        return size + 3 + Math.min(length, this.#pageSize);
+        if (bytes[size] !== 0x01 || length > this.#pageSize) return size + 3;
+        return size + 3 + length;
       }
-      case RAM_SAVE_FLAG.COMPRESS_PAGE: {
+      default: {
         if (reader.buffered < size + 4) return size + 4;
         const length = be32(reader.peek(size + 4), size);
-        return size + 4 + Math.min(length, compressBound(this.#pageSize));
+        if (length > compressBound(this.#pageSize)) return size + 4;
+        return size + 4 + length;
       }
-      default:
-        return size;
     }
   }
 
@@ -1072,11 +1088,12 @@ export class MigrationDecoder {
             { offset: at },
           );
         }
+        const lengthAt = reader.offset;
         const length = await readUint32(reader, "the vmdesc length");
         if (length > this.#maxVmdesc) {
           throw new StreamFormatError(
-            `Cannot decode vmdesc at offset ${at}: length ${length} exceeds the limit of ${this.#maxVmdesc} bytes`,
-            { offset: at + 1 },
+            `Cannot decode vmdesc length at offset ${lengthAt}: ${length} bytes exceed the limit of ${this.#maxVmdesc} bytes`,
+            { offset: lengthAt },
           );
         }
         const jsonAt = reader.offset;
@@ -1135,6 +1152,13 @@ export class MigrationDecoder {
     }
     let items = collector.items;
     let validated = complete;
+    if (!complete && this.#expectVmdesc && !collector.overflowed) {
+      throw new UnexpectedEndOfStreamError(1, {
+        offset: offset + collector.length,
+        what:
+          "the vmdesc trailer (the stream ended inside the device state, or its trailer is damaged)",
+      });
+    }
     if (!complete) {
       const walk = collector.finish();
       items = walk.items;
