@@ -43,21 +43,21 @@ const page = (fill: number) => new Uint8Array(PAGE).fill(fill);
 
 const DEVICE_DESC = {
   name: "livemig-test",
-  instance_id: 0,
-  vmsd_name: "livemig-test",
+  "instance_id": 0,
+  "vmsd_name": "livemig-test",
   version: 1,
   fields: [
     { name: "counter", type: "uint32", size: 4 },
-    { name: "regs", type: "uint64", size: 8, array_len: 2 },
+    { name: "regs", type: "uint64", size: 8, "array_len": 2 },
   ],
   subsections: [{
-    vmsd_name: "livemig-test/extra",
+    "vmsd_name": "livemig-test/extra",
     version: 1,
     fields: [{ name: "flag", type: "bool", size: 1 }],
   }],
 };
 const VMDESC = new TextEncoder().encode(
-  JSON.stringify({ page_size: PAGE, devices: [DEVICE_DESC] }),
+  JSON.stringify({ "page_size": PAGE, devices: [DEVICE_DESC] }),
 );
 const DEVICE_BODY = new Uint8Array([
   0,
