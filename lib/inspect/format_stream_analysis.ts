@@ -1,0 +1,113 @@
+import type { StreamAnalysis } from "./stream_analysis.ts";
+
+/**
+ * Formats a {@linkcode StreamAnalysis} as the human summary `analyze`
+ * prints: header, machine, commands, sections, RAM per block, devices,
+ * vmdesc.
+ *
+ * @example Usage
+ * ```ts
+ * import { analyzeMigrationStream, encodeMigrationRecords, formatStreamAnalysis } from "@livemig/livemig";
+ * import assert from "node:assert/strict";
+ *
+ * const bytes = encodeMigrationRecords([{ type: "header", version: 3 }, { type: "eof" }]);
+ * const { analysis } = await analyzeMigrationStream(ReadableStream.from([bytes]), { decoder: { vmdesc: false } });
+ * assert.match(formatStreamAnalysis(analysis), /^QEMU migration stream, version 3, 9 bytes/);
+ * ```
+ *
+ * @param analysis The analysis.
+ * @returns The summary, lines ending in `\n`.
+ */
+export function formatStreamAnalysis(analysis: StreamAnalysis): string {
+  const lines: string[] = [];
+  const ram = analysis.ram;
+  lines.push(
+    `QEMU migration stream, version ${
+      analysis.version ?? "?"
+    }, ${analysis.bytes} bytes`,
+  );
+  lines.push(
+    `machine       ${analysis.machine ?? "(no CONFIGURATION)"}, page size ${
+      analysis["page-size"]
+    }`,
+  );
+  lines.push(
+    `capabilities  ${
+      analysis.capabilities.length ? analysis.capabilities.join(", ") : "(none)"
+    }`,
+  );
+  const commands = Object.entries(analysis.commands).map(([name, count]) =>
+    name === "PING"
+      ? `PING ×${count} (${analysis.pings.join(", ")})`
+      : `${name} ×${count}`
+  );
+  lines.push(
+    `commands      ${commands.length ? commands.join(", ") : "(none)"}`,
+  );
+  const s = analysis.sections;
+  lines.push(
+    `sections      ${s.start} START, ${s.part} PART, ${s.end} END, ${s.full} FULL, ${s.footer} footers`,
+  );
+  lines.push(
+    `RAM           ${ram.total} bytes in ${ram.blocks.length} blocks: ${ram.zero} zero, ${ram.normal} normal, ${ram.xbzrle} xbzrle${
+      ram.compressed ? `, ${ram.compressed} compressed` : ""
+    } pages; ${ram.eos} EOS, ${ram.continue} with CONTINUE`,
+  );
+  if (ram.blocks.length > 0) {
+    const width = Math.max(5, ...ram.blocks.map((b) => b.name.length));
+    lines.push(
+      `  ${"block".padEnd(width)}  ${"size".padStart(11)}  ${
+        "zero".padStart(8)
+      }  ${"normal".padStart(8)}  ${"xbzrle".padStart(8)}`,
+    );
+    for (const block of ram.blocks) {
+      lines.push(
+        `  ${block.name.padEnd(width)}  ${String(block.size).padStart(11)}  ${
+          String(block.zero).padStart(8)
+        }  ${String(block.normal).padStart(8)}  ${
+          String(block.xbzrle).padStart(8)
+        }${block.compressed ? `  (${block.compressed} compressed)` : ""}`,
+      );
+    }
+  }
+  if (analysis.devices.length > 0) {
+    const total = analysis.devices.reduce((sum, d) => sum + d.size, 0);
+    lines.push(
+      `devices       ${analysis.devices.length} sections, ${total} bytes of state`,
+    );
+    const width = Math.max(
+      4,
+      ...analysis.devices.map((d) => `${d.name} (${d["instance-id"]})`.length),
+    );
+    for (const device of analysis.devices) {
+      lines.push(
+        `  ${`${device.name} (${device["instance-id"]})`.padEnd(width)}  v${
+          String(device.version).padEnd(3)
+        } ${String(device.size).padStart(7)} bytes`,
+      );
+    }
+  }
+  const tail = analysis["device-tail"];
+  if (tail) {
+    lines.push(
+      `device tail   ${tail.bytes} bytes at offset ${tail.offset}, ${
+        tail.validated ? "walked through the vmdesc" : "not walked (no vmdesc)"
+      }`,
+    );
+  }
+  lines.push(`eof           ${analysis.eof ? "yes" : "no"}`);
+  lines.push(
+    `vmdesc        ${
+      analysis.vmdesc
+        ? `${analysis.vmdesc.bytes} bytes, ${analysis.vmdesc.devices} devices`
+        : "absent"
+    }`,
+  );
+  const check = analysis["check-xbzrle"];
+  if (check) {
+    lines.push(
+      `check-xbzrle  ${check.identical} of ${check.records} XBZRLE records re-encode byte-identically`,
+    );
+  }
+  return lines.join("\n") + "\n";
+}
