@@ -60,7 +60,7 @@ Deno.test({
 });
 
 Deno.test({
-  name: `QmpClient reports QEMU's error description${SKIPPED}`,
+  name: `QmpClient reports QEMU's errors and events${SKIPPED}`,
   ignore: SKIP_REASON !== undefined,
   async fn() {
     const dir = await Deno.makeTempDir({ prefix: "livemig-harness-" });
@@ -74,6 +74,10 @@ Deno.test({
       assert.equal(error.errorClass, "GenericError");
       assert.match(error.desc, /downtime_limit|downtime-limit/);
       assert.equal(vm.qmp.greeting.QMP.version.qemu.major >= 7, true);
+
+      await vm.qmp.execute("cont");
+      const resume = await vm.qmp.waitForEvent("RESUME", () => true, 5000);
+      assert.equal(resume.event, "RESUME");
     } finally {
       await Deno.remove(dir, { recursive: true });
     }
