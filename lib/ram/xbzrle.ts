@@ -93,8 +93,8 @@ export interface EncodeXbzrleOptions {
  * byte as QEMU does.
  *
  * Compares four bytes at a time when both pages start on a 4-byte boundary
- * (any `Uint8Array` over a fresh `ArrayBuffer` does) and byte by byte
- * otherwise; both give the same result.
+ * (any `Uint8Array` over a fresh `ArrayBuffer` does) and their length is a
+ * multiple of 4, and byte by byte otherwise; both give the same result.
  *
  * @example Usage
  * ```ts
@@ -159,7 +159,7 @@ export function encodeXbzrle(
     );
   }
   const length = LITTLE_ENDIAN &&
-      ((old.byteOffset | current.byteOffset) & 3) === 0 && size >= 4
+      ((old.byteOffset | current.byteOffset | size) & 3) === 0
     ? encodeWords(
       old,
       current,
@@ -359,8 +359,16 @@ const SMALL_COPY = 32;
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 /**
- * The encoder over 4-byte words; requires a little-endian host and both
- * pages aligned. Returns the delta length, UNCHANGED_CODE or OVERFLOW_CODE.
+ * The encoder over 4-byte words; requires a little-endian host, both pages
+ * aligned and a size that is a multiple of 4. Returns the delta length,
+ * UNCHANGED_CODE or OVERFLOW_CODE.
+ *
+ * Within a word, byte j is the j-th lowest byte (little-endian), so the
+ * first byte of interest is the lowest set bit of a mask divided by 8.
+ * `x = old ^ current` is 0 in the bytes that are equal; the mask of equal
+ * bytes is `~(((x & 0x7f7f7f7f) + 0x7f7f7f7f) | x) & 0x80808080` (bit 7 of
+ * each byte whose x is 0, exact per byte). Bytes before the scan position
+ * are masked off with `-1 << 8 * (position & 3)`.
  */
 function encodeWords(
   old: Uint8Array,
@@ -376,21 +384,16 @@ function encodeWords(
   let o = 0;
   while (i < size) {
     if (o + 2 > limit) return OVERFLOW_CODE; // check A
+    // Zero run: find the first differing byte at or after i.
     const zeroStart = i;
-    while ((i & 3) !== 0 && i < size && old[i] === current[i]) i++;
-    if ((i & 3) === 0) {
-      let w = i >>> 2;
-      while (w < words && old32[w] === current32[w]) w++;
-      if (w < words) {
-        // Little-endian: the lowest differing byte is the lowest set bit's.
-        const x = old32[w]! ^ current32[w]!;
-        i = (w << 2) + ((31 - Math.clz32(x & -x)) >>> 3);
-      } else {
-        i = w << 2;
-        while (i < size && old[i] === current[i]) i++;
-      }
+    let w = i >>> 2;
+    let x = (old32[w]! ^ current32[w]!) & (-1 << ((i & 3) << 3));
+    while (x === 0) {
+      if (++w === words) break;
+      x = old32[w]! ^ current32[w]!;
     }
-    if (i === size) return zeroStart === 0 ? UNCHANGED_CODE : o;
+    if (x === 0) return zeroStart === 0 ? UNCHANGED_CODE : o;
+    i = (w << 2) + ((31 - Math.clz32(x & -x)) >>> 3);
     const z = i - zeroStart;
     if (z < 0x80) {
       output[o++] = z;
@@ -400,20 +403,19 @@ function encodeWords(
       output[o++] = z >>> 7;
     }
     if (o + 2 > limit) return OVERFLOW_CODE; // check B
+    // Non-zero run: find the first equal byte after i, in the same word
+    // first (x still holds it), then in the following words.
     const runStart = i;
-    i++;
-    while ((i & 3) !== 0 && i < size && old[i] !== current[i]) i++;
-    if ((i & 3) === 0 && i < size && old[i] !== current[i]) {
-      let w = i >>> 2;
-      while (w < words) {
-        const x = old32[w]! ^ current32[w]!;
-        // Non-zero when some byte of x is zero, i.e. some byte is equal.
-        if (((x - 0x01010101) & ~x & 0x80808080) !== 0) break;
-        w++;
-      }
-      i = w << 2;
-      while (i < size && old[i] !== current[i]) i++;
+    let equal = ~(((x & 0x7f7f7f7f) + 0x7f7f7f7f) | x) & 0x80808080 &
+      (-2 << ((i & 3) << 3));
+    while (equal === 0) {
+      if (++w === words) break;
+      x = old32[w]! ^ current32[w]!;
+      equal = ~(((x & 0x7f7f7f7f) + 0x7f7f7f7f) | x) & 0x80808080;
     }
+    i = equal === 0
+      ? size
+      : (w << 2) + ((31 - Math.clz32(equal & -equal)) >>> 3);
     const k = i - runStart;
     if (k < 0x80) {
       output[o++] = k;
