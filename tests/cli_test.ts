@@ -1,0 +1,242 @@
+import assert from "node:assert/strict";
+import { type CliIo, main } from "../cli.ts";
+import { encodeMigrationRecords, type MigrationRecord } from "../mod.ts";
+
+const FIXTURES = new URL("../fixtures/qemu/", import.meta.url);
+
+function capture(): CliIo & { out: string; err: string } {
+  const io = {
+    out: "",
+    err: "",
+    errIsTerminal: false,
+    writeOut(text: string) {
+      io.out += text;
+    },
+    writeErr(text: string) {
+      io.err += text;
+    },
+  };
+  return io;
+}
+
+async function run(args: string[]) {
+  const io = capture();
+  const code = await main(args, io);
+  return { code, out: io.out, err: io.err };
+}
+
+async function sha256Hex(bytes: Uint8Array): Promise<string> {
+  const digest = await crypto.subtle.digest(
+    "SHA-256",
+    bytes as Uint8Array<ArrayBuffer>,
+  );
+  return Array.from(
+    new Uint8Array(digest),
+    (b) => b.toString(16).padStart(2, "0"),
+  ).join("");
+}
+
+async function tempFile(bytes: Uint8Array): Promise<string> {
+  const path = await Deno.makeTempFile({ suffix: ".mig" });
+  await Deno.writeFile(path, bytes);
+  return path;
+}
+
+Deno.test("cli analyze prints a human summary of a QEMU stream", async () => {
+  const { code, out } = await run([
+    "analyze",
+    new URL("dirty/stream.bin", FIXTURES).pathname,
+  ]);
+  assert.equal(code, 0);
+  assert.match(out, /^QEMU migration stream, version 3, \d+ bytes$/m);
+  assert.match(out, /^machine {7}pc-i440fx-7\.2, page size 4096$/m);
+  assert.match(out, /^ {2}pc\.ram +16777216 +\d+ +\d+ +0$/m);
+  assert.match(out, /^devices +27 sections/m);
+  assert.match(out, /^ {2}globalstate \(0\) +v1 +104 bytes$/m);
+  assert.match(out, /^vmdesc +\d+ bytes, 27 devices$/m);
+});
+
+Deno.test("cli analyze --json prints the summary as the last line", async () => {
+  const path = new URL("return-path/stream.bin", FIXTURES).pathname;
+  const { code, out } = await run(["analyze", path, "--json"]);
+  assert.equal(code, 0);
+  const json = JSON.parse(out.trimEnd().split("\n").at(-1)!);
+  const expected = JSON.parse(
+    await Deno.readTextFile(new URL("return-path/expected.json", FIXTURES)),
+  );
+  delete expected["check-xbzrle"];
+  assert.deepEqual(json, expected);
+  assert.deepEqual(json.commands, { OPEN_RETURN_PATH: 1, PING: 1 });
+});
+
+Deno.test("cli analyze --extract-ram writes every block, pc.ram equal to QEMU's", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = new URL("xbzrle/stream.bin", FIXTURES).pathname;
+    const { code } = await run([
+      "analyze",
+      path,
+      "--extract-ram",
+      dir,
+      "--json",
+    ]);
+    assert.equal(code, 0);
+    const names = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+    assert.deepEqual(names, ["pc.bios.bin", "pc.ram.bin", "pc.rom.bin"]);
+    const ram = await Deno.readFile(`${dir}/pc.ram.bin`);
+    assert.equal(ram.byteLength, 16 * 1024 * 1024);
+    ram.fill(0, 0xa0000, 0x100000);
+    const expected =
+      (await Deno.readTextFile(new URL("xbzrle/ram.sha256", FIXTURES))).trim();
+    assert.equal(await sha256Hex(ram), expected.split(/\s+/)[0]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cli analyze --extract-ram names files after the block idstr", async () => {
+  const dir = await Deno.makeTempDir();
+  const page = new Uint8Array(4096).fill(0x5a);
+  const path = await tempFile(encodeMigrationRecords([
+    { type: "header", version: 3 },
+    {
+      type: "section-start",
+      sectionId: 2,
+      idstr: "ram",
+      instanceId: 0,
+      versionId: 4,
+    },
+    {
+      type: "ram-mem-size",
+      blocks: [{ idstr: "/rom@etc/acpi/tables", usedLength: 8192 }],
+    },
+    {
+      type: "ram-page",
+      block: "/rom@etc/acpi/tables",
+      offset: 4096,
+      data: page,
+    },
+    { type: "ram-eos" },
+    { type: "section-footer", sectionId: 2 },
+    { type: "eof" },
+    {
+      type: "vmdesc",
+      data: new TextEncoder().encode('{"page_size":4096,"devices":[]}'),
+      document: { "page_size": 4096, devices: [] },
+    },
+  ]));
+  try {
+    const { code, out } = await run(["analyze", path, "--extract-ram", dir]);
+    assert.equal(code, 0, out);
+    const file = await Deno.readFile(`${dir}/_rom_etc_acpi_tables.bin`);
+    assert.equal(file.byteLength, 8192);
+    assert.deepEqual(file.subarray(4096), page);
+    assert.ok(file.subarray(0, 4096).every((b) => b === 0));
+    assert.match(out, /wrote .*_rom_etc_acpi_tables\.bin/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("cli analyze --dump state decodes device fields through the vmdesc", async () => {
+  const path = new URL("idle/stream.bin", FIXTURES).pathname;
+  const { code, out } = await run([
+    "analyze",
+    path,
+    "--dump",
+    "state",
+    "--json",
+  ]);
+  assert.equal(code, 0);
+  const json = JSON.parse(out.trimEnd().split("\n").at(-1)!);
+  const key = Object.keys(json.state).find((k) =>
+    k.startsWith("globalstate (")
+  )!;
+  assert.ok(key, "globalstate is dumped");
+  assert.equal(json.state[key].size, "0x00000008");
+});
+
+Deno.test("cli analyze --check-xbzrle reports every QEMU record identical", async () => {
+  const path = new URL("xbzrle/stream.bin", FIXTURES).pathname;
+  const { code, out } = await run([
+    "analyze",
+    path,
+    "--check-xbzrle",
+    "--json",
+  ]);
+  assert.equal(code, 0);
+  const json = JSON.parse(out.trimEnd().split("\n").at(-1)!);
+  assert.ok(json["check-xbzrle"].records > 0);
+  assert.equal(json["check-xbzrle"].identical, json["check-xbzrle"].records);
+});
+
+Deno.test("cli analyze --check-xbzrle exits 1 on a valid delta that QEMU would not write", async () => {
+  const records: MigrationRecord[] = [
+    { type: "header", version: 3 },
+    {
+      type: "section-start",
+      sectionId: 2,
+      idstr: "ram",
+      instanceId: 0,
+      versionId: 4,
+    },
+    { type: "ram-mem-size", blocks: [{ idstr: "pc.ram", usedLength: 4096 }] },
+    // Rewrites byte 0 with its old value: valid, but QEMU's encoder skips it.
+    {
+      type: "ram-xbzrle",
+      block: "pc.ram",
+      offset: 0,
+      delta: new Uint8Array([0, 2, 0, 0xbb]),
+    },
+    { type: "ram-eos" },
+    { type: "section-footer", sectionId: 2 },
+    { type: "eof" },
+  ];
+  const path = await tempFile(encodeMigrationRecords(records));
+  try {
+    const { code, out } = await run(["analyze", path, "--check-xbzrle"]);
+    assert.equal(code, 1);
+    assert.match(out, /check-xbzrle +0 of 1 XBZRLE records/);
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("cli analyze reports a corrupt stream with its offset and exits 1", async () => {
+  const bytes = await Deno.readFile(new URL("idle/stream.bin", FIXTURES));
+  bytes[8] = 0x09; // where CONFIGURATION starts
+  const path = await tempFile(bytes);
+  try {
+    const { code, err } = await run(["analyze", path]);
+    assert.equal(code, 1);
+    assert.match(err, /offset 8/);
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("cli analyze exits 1 on a missing file and 2 on usage errors", async () => {
+  assert.equal((await run(["analyze", "/nonexistent/stream.bin"])).code, 1);
+  const noFile = await run(["analyze"]);
+  assert.equal(noFile.code, 2);
+  assert.match(noFile.err, /analyze needs a FILE/);
+  const badFlag = await run(["analyze", "x", "--frobnicate"]);
+  assert.equal(badFlag.code, 2);
+  assert.match(badFlag.err, /frobnicate/);
+  const badDump = await run(["analyze", "x", "--dump", "ram"]);
+  assert.equal(badDump.code, 2);
+  assert.match(badDump.err, /--dump accepts only "state"/);
+});
+
+Deno.test("cli prints help and refuses unknown commands", async () => {
+  const help = await run(["--help"]);
+  assert.equal(help.code, 0);
+  assert.match(help.out, /Usage: livemig <command>/);
+  const analyzeHelp = await run(["analyze", "--help"]);
+  assert.equal(analyzeHelp.code, 0);
+  assert.match(analyzeHelp.out, /--extract-ram DIR/);
+  const unknown = await run(["frob"]);
+  assert.equal(unknown.code, 2);
+  assert.match(unknown.err, /Unknown command "frob"/);
+});

@@ -1,0 +1,112 @@
+import assert from "node:assert/strict";
+import { ByteReader, UnexpectedEndOfStreamError } from "../../mod.ts";
+import { chunked, CHUNKINGS } from "../_helpers/chunking.ts";
+import { createPrng } from "../_helpers/prng.ts";
+
+const BYTES = createPrng(5).fill(new Uint8Array(10_000));
+
+for (const chunking of CHUNKINGS) {
+  Deno.test(`ByteReader reads exact sizes across ${chunking} chunks`, async () => {
+    const reader = new ByteReader(chunked(BYTES, chunking, 3));
+    const prng = createPrng(9);
+    let at = 0;
+    while (at < BYTES.byteLength) {
+      const size = Math.min(1 + prng.nextInt(700), BYTES.byteLength - at);
+      const bytes = await reader.readExact(size);
+      assert.deepEqual(bytes, BYTES.subarray(at, at + size));
+      at += size;
+      assert.equal(reader.offset, at);
+    }
+    assert.equal(await reader.readExactOrEnd(1), undefined);
+    assert.ok(await reader.atEnd());
+  });
+}
+
+Deno.test("ByteReader reads big-endian integers across chunk edges", async () => {
+  const reader = new ByteReader(chunked(
+    new Uint8Array([
+      0x12,
+      0x34,
+      0xde,
+      0xad,
+      0xbe,
+      0xef,
+      1,
+      2,
+      3,
+      4,
+      5,
+      6,
+      7,
+      8,
+      0xff,
+    ]),
+    "bytewise",
+  ));
+  assert.equal(await reader.readUint16(), 0x1234);
+  assert.equal(await reader.readUint32(), 0xdeadbeef);
+  assert.equal(await reader.readBigUint64(), 0x0102030405060708n);
+  assert.equal(await reader.readUint8(), 0xff);
+});
+
+Deno.test("ByteReader tells a clean end from a truncated value", async () => {
+  const reader = new ByteReader(chunked(new Uint8Array([1, 2, 3]), "bytewise"));
+  await assert.rejects(reader.readExactOrEnd(4, "a test value"), (error) => {
+    assert.ok(error instanceof UnexpectedEndOfStreamError);
+    assert.equal(error.offset, 0);
+    assert.match(
+      error.message,
+      /a test value at offset 0 .*received 3 of 4 bytes/,
+    );
+    return true;
+  });
+});
+
+Deno.test("ByteReader returns views without copying when a value lies in one chunk", async () => {
+  const chunk = new Uint8Array(100);
+  const reader = new ByteReader(ReadableStream.from([chunk]));
+  const bytes = await reader.readExact(10);
+  assert.equal(bytes.buffer, chunk.buffer);
+});
+
+Deno.test("ByteReader peek() merges chunks once and does not consume", async () => {
+  const reader = new ByteReader(chunked(BYTES.subarray(0, 64), "bytewise"));
+  await reader.require(16);
+  assert.deepEqual(reader.peek(16), BYTES.subarray(0, 16));
+  assert.equal(reader.offset, 0);
+  assert.equal(reader.peekUint8(15), BYTES[15]);
+  assert.deepEqual(reader.take(16), BYTES.subarray(0, 16));
+});
+
+Deno.test("ByteReader skip() discards without buffering the whole run", async () => {
+  const reader = new ByteReader(chunked(BYTES, "random", 4));
+  await reader.skip(9_000);
+  assert.equal(reader.offset, 9_000);
+  assert.deepEqual(await reader.readExact(4), BYTES.subarray(9_000, 9_004));
+  await assert.rejects(reader.skip(5_000), UnexpectedEndOfStreamError);
+});
+
+Deno.test("ByteReader readChunk() hands over bytes as they arrived", async () => {
+  const reader = new ByteReader(
+    ReadableStream.from([BYTES.subarray(0, 10), BYTES.subarray(10, 30)]),
+  );
+  await reader.readExact(4);
+  assert.deepEqual(await reader.readChunk(), BYTES.subarray(4, 10));
+  assert.deepEqual(await reader.readChunk(5), BYTES.subarray(10, 15));
+  assert.deepEqual(await reader.readChunk(), BYTES.subarray(15, 30));
+  assert.equal(await reader.readChunk(), undefined);
+});
+
+Deno.test("ByteReader cancel() cancels the underlying stream", async () => {
+  let reason: unknown;
+  const reader = new ByteReader(
+    new ReadableStream({ cancel: (r) => void (reason = r) }),
+  );
+  await reader.cancel("stop");
+  assert.equal(reason, "stop");
+});
+
+Deno.test("ByteReader take() refuses bytes that are not buffered", () => {
+  const reader = new ByteReader(ReadableStream.from([]));
+  assert.throws(() => reader.take(1), RangeError);
+});
