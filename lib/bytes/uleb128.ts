@@ -17,7 +17,20 @@
  * @module
  */
 
-/** The largest value the two-byte form holds: 16383. */
+/**
+ * The largest value the two-byte form holds: 16383.
+ *
+ * @example Usage
+ * ```ts
+ * import { encodeUleb128, ULEB128_MAX } from "@livemig/livemig";
+ * import assert from "node:assert/strict";
+ *
+ * const output = new Uint8Array(2);
+ * encodeUleb128(ULEB128_MAX, output);
+ * assert.deepEqual(output, new Uint8Array([0xff, 0x7f]));
+ * assert.throws(() => encodeUleb128(ULEB128_MAX + 1, output), RangeError);
+ * ```
+ */
 export const ULEB128_MAX = 0x3fff;
 
 /**

@@ -21,7 +21,22 @@
  * @module
  */
 
-/** Generations a cached page resists replacement by another page: 2. */
+/**
+ * Generations a cached page resists replacement by another page: 2.
+ *
+ * @example Usage
+ * ```ts
+ * import { CACHED_PAGE_LIFETIME, XbzrleCache } from "@livemig/livemig";
+ * import assert from "node:assert/strict";
+ *
+ * const cache = new XbzrleCache(4096, 4096); // one slot
+ * cache.insert(0, new Uint8Array(4096));
+ * cache.setGeneration(CACHED_PAGE_LIFETIME - 1);
+ * assert.equal(cache.insert(4096, new Uint8Array(4096)).kind, "refused");
+ * cache.setGeneration(CACHED_PAGE_LIFETIME);
+ * assert.equal(cache.insert(4096, new Uint8Array(4096)).kind, "inserted");
+ * ```
+ */
 export const CACHED_PAGE_LIFETIME = 2;
 
 /** What {@linkcode XbzrleCache.insert} did. */
