@@ -15,11 +15,17 @@
  * @module
  */
 export * from "./lib/bytes/byte_writer.ts";
+export * from "./lib/bytes/is_zero_page.ts";
 export * from "./lib/bytes/uleb128.ts";
 export * from "./lib/errors.ts";
+export * from "./lib/guest/dirty_bitmap.ts";
+export * from "./lib/guest/guest_memory.ts";
 export * from "./lib/inspect/format_stream_analysis.ts";
 export * from "./lib/inspect/stream_analysis.ts";
 export * from "./lib/ram/apply_ram_record.ts";
+export * from "./lib/ram/dirty_page_scanner.ts";
+export * from "./lib/ram/page_encoder_stream.ts";
+export * from "./lib/ram/page_source_stream.ts";
 export * from "./lib/ram/ram_block_file_name.ts";
 export * from "./lib/ram/ram_image.ts";
 export * from "./lib/ram/ram_record.ts";

@@ -1,0 +1,250 @@
+import { DirtyBitmap } from "./dirty_bitmap.ts";
+
+/** One RAM block to create, or to wrap when `bytes` is given. */
+export interface GuestRamBlockSpec {
+  /** The block idstr, e.g. `pc.ram`. */
+  idstr: string;
+  /** Size in bytes, a multiple of the page size (when `bytes` is absent). */
+  size?: number;
+  /**
+   * Memory the caller owns and keeps writing to (it must then mark what it
+   * writes with {@linkcode GuestMemory.markDirty}); its length must be a
+   * multiple of the page size.
+   */
+  bytes?: Uint8Array;
+}
+
+/** A RAM block of a {@linkcode GuestMemory}. */
+export interface GuestRamBlock {
+  /** The block idstr. */
+  readonly idstr: string;
+  /** The block's memory. */
+  readonly bytes: Uint8Array;
+  /** Pages in the block. */
+  readonly pageCount: number;
+  /** Offset of the block in one flat address space over all blocks. */
+  readonly base: number;
+  /** Index of the block in {@linkcode GuestMemory.blocks}. */
+  readonly index: number;
+}
+
+/** Options for {@linkcode GuestMemory}. */
+export interface GuestMemoryOptions {
+  /**
+   * The target page size.
+   *
+   * @default {4096}
+   */
+  pageSize?: number;
+}
+
+/**
+ * Guest RAM as page-addressed blocks, with a dirty log like KVM's: while
+ * logging is on, every write marks its pages, and
+ * {@linkcode GuestMemory.syncDirtyLog} hands the marked pages over and
+ * clears the log.
+ *
+ * It wraps memory the caller owns as well as allocating its own, so any
+ * Deno app can live-migrate a `Uint8Array` of its state.
+ *
+ * @example Usage
+ * ```ts
+ * import { GuestMemory } from "@livemig/livemig";
+ * import assert from "node:assert/strict";
+ *
+ * const memory = new GuestMemory([{ idstr: "pc.ram", size: 16 * 4096 }]);
+ * memory.startDirtyLog();
+ * memory.write("pc.ram", 4096 + 10, new Uint8Array([1, 2, 3]));
+ * const [dirty] = memory.syncDirtyLog();
+ * assert.equal(dirty!.count(), 1);
+ * assert.ok(dirty!.test(1));
+ * assert.equal(memory.syncDirtyLog()[0]!.count(), 0);
+ * ```
+ */
+export class GuestMemory {
+  readonly #pageSize: number;
+  readonly #blocks: GuestRamBlock[] = [];
+  readonly #byName = new Map<string, GuestRamBlock>();
+  readonly #logs: DirtyBitmap[] = [];
+  #logging = false;
+  #totalBytes = 0;
+
+  /**
+   * Constructs a new instance.
+   *
+   * @param blocks The RAM blocks, in the order a migration lists them.
+   * @param options The page size.
+   */
+  constructor(
+    blocks: readonly GuestRamBlockSpec[],
+    options: GuestMemoryOptions = {},
+  ) {
+    const pageSize = options.pageSize ?? 4096;
+    if (!Number.isInteger(Math.log2(pageSize)) || pageSize < 1024) {
+      throw new RangeError(
+        `Cannot construct GuestMemory as pageSize must be a power of two >= 1024: received ${pageSize}`,
+      );
+    }
+    this.#pageSize = pageSize;
+    for (const spec of blocks) {
+      if (this.#byName.has(spec.idstr)) {
+        throw new RangeError(
+          `Cannot construct GuestMemory: block "${spec.idstr}" is listed twice`,
+        );
+      }
+      if (
+        spec.idstr.length === 0 ||
+        new TextEncoder().encode(spec.idstr).length > 255
+      ) {
+        throw new RangeError(
+          `Cannot construct GuestMemory: block name "${spec.idstr}" must be 1..255 bytes`,
+        );
+      }
+      const size = spec.bytes?.byteLength ?? spec.size ?? 0;
+      if (!Number.isSafeInteger(size) || size <= 0 || size % pageSize !== 0) {
+        throw new RangeError(
+          `Cannot construct GuestMemory: block "${spec.idstr}" size must be a positive multiple of ${pageSize}: received ${size}`,
+        );
+      }
+      const block: GuestRamBlock = {
+        idstr: spec.idstr,
+        bytes: spec.bytes ?? new Uint8Array(size),
+        pageCount: size / pageSize,
+        base: this.#totalBytes,
+        index: this.#blocks.length,
+      };
+      this.#blocks.push(block);
+      this.#byName.set(block.idstr, block);
+      this.#logs.push(new DirtyBitmap(block.pageCount));
+      this.#totalBytes += size;
+    }
+  }
+
+  /** The target page size. */
+  get pageSize(): number {
+    return this.#pageSize;
+  }
+
+  /** The blocks, in order. */
+  get blocks(): readonly GuestRamBlock[] {
+    return this.#blocks;
+  }
+
+  /** Bytes of RAM over all blocks. */
+  get totalBytes(): number {
+    return this.#totalBytes;
+  }
+
+  /** Whether writes are being logged. */
+  get dirtyLogging(): boolean {
+    return this.#logging;
+  }
+
+  /**
+   * The block named `idstr`.
+   *
+   * @param idstr The block idstr.
+   * @returns The block.
+   * @throws {RangeError} If there is no such block.
+   */
+  block(idstr: string): GuestRamBlock {
+    const block = this.#byName.get(idstr);
+    if (block === undefined) {
+      throw new RangeError(`Cannot find RAM block "${idstr}"`);
+    }
+    return block;
+  }
+
+  /**
+   * A writable view of one page (for loading a migration into this memory;
+   * it marks nothing dirty).
+   *
+   * @param idstr The block idstr.
+   * @param offset The page's byte offset in the block.
+   * @returns The page view.
+   */
+  pageView(idstr: string, offset: number): Uint8Array {
+    const block = this.block(idstr);
+    if (offset < 0 || offset + this.#pageSize > block.bytes.byteLength) {
+      throw new RangeError(
+        `Cannot access offset ${offset} of RAM block "${idstr}": the block is ${block.bytes.byteLength} bytes`,
+      );
+    }
+    return block.bytes.subarray(offset, offset + this.#pageSize);
+  }
+
+  /**
+   * Writes bytes into a block and marks their pages dirty.
+   *
+   * @param idstr The block idstr.
+   * @param offset Byte offset in the block.
+   * @param bytes The bytes.
+   */
+  write(idstr: string, offset: number, bytes: Uint8Array): void {
+    const block = this.block(idstr);
+    if (offset < 0 || offset + bytes.byteLength > block.bytes.byteLength) {
+      throw new RangeError(
+        `Cannot write ${bytes.byteLength} bytes at offset ${offset} of RAM block "${idstr}": the block is ${block.bytes.byteLength} bytes`,
+      );
+    }
+    block.bytes.set(bytes, offset);
+    this.markDirty(idstr, offset, bytes.byteLength);
+  }
+
+  /**
+   * Marks the pages covering `length` bytes at `offset` as written. Apps
+   * that write into memory they handed over call this after each write.
+   *
+   * @param idstr The block idstr.
+   * @param offset Byte offset in the block.
+   * @param length How many bytes were written.
+   */
+  markDirty(idstr: string, offset: number, length: number): void {
+    if (!this.#logging || length <= 0) return;
+    const block = this.block(idstr);
+    const first = Math.floor(offset / this.#pageSize);
+    const last = Math.floor((offset + length - 1) / this.#pageSize);
+    if (first < 0 || last >= block.pageCount) {
+      throw new RangeError(
+        `Cannot mark bytes ${offset}..${
+          offset + length
+        } of RAM block "${idstr}" dirty: the block is ${block.bytes.byteLength} bytes`,
+      );
+    }
+    if (first === last) this.#logs[block.index]!.set(first);
+    else this.#logs[block.index]!.setRange(first, last - first + 1);
+  }
+
+  /**
+   * Marks one page written, by block index and page index (the fast path
+   * for workloads).
+   *
+   * @param blockIndex Index of the block in {@linkcode GuestMemory.blocks}.
+   * @param pageIndex The page.
+   */
+  markPageDirty(blockIndex: number, pageIndex: number): void {
+    if (this.#logging) this.#logs[blockIndex]!.set(pageIndex);
+  }
+
+  /** Starts logging writes, with an empty log. */
+  startDirtyLog(): void {
+    for (const log of this.#logs) log.clearAll();
+    this.#logging = true;
+  }
+
+  /** Stops logging writes and drops the log. */
+  stopDirtyLog(): void {
+    this.#logging = false;
+    for (const log of this.#logs) log.clearAll();
+  }
+
+  /**
+   * Hands over the pages written since the last sync (one bitmap per block,
+   * in block order) and clears the log.
+   *
+   * @returns The dirty pages per block.
+   */
+  syncDirtyLog(): DirtyBitmap[] {
+    return this.#logs.map((log) => log.take());
+  }
+}

@@ -1,0 +1,150 @@
+import { isZeroPage } from "../bytes/is_zero_page.ts";
+import type { PageBatch } from "./dirty_page_scanner.ts";
+import type { RamRecord } from "./ram_record.ts";
+import type { XbzrlePageEncoder } from "./xbzrle_page_encoder.ts";
+
+/** Page counts kept by {@linkcode PageEncoderStream}, named as QEMU's `ram` stats. */
+export interface PageEncoderCounters {
+  /** Zero pages sent (QEMU's `duplicate`). */
+  duplicate: number;
+  /** Whole pages sent (QEMU's `normal`). */
+  normal: number;
+  /** XBZRLE records sent. */
+  xbzrle: number;
+  /** Dirty pages found unchanged through the XBZRLE cache (nothing sent). */
+  unchanged: number;
+}
+
+/** Options for {@linkcode PageEncoderStream}. */
+export interface PageEncoderStreamOptions {
+  /**
+   * XBZRLE, when the capability is on. It is used for batches taken after
+   * the first complete round over RAM, as QEMU does.
+   */
+  xbzrle?: XbzrlePageEncoder;
+  /**
+   * Whether all-zero pages go out as ZERO records.
+   *
+   * @default {true}
+   */
+  zeroPageDetection?: boolean;
+  /**
+   * Whether the guest is stopped (the final pass): the XBZRLE cache is then
+   * left alone.
+   *
+   * @default {false}
+   */
+  finalPass?: boolean;
+  /**
+   * Whether to end with an EOS record, closing the RAM data of a section.
+   *
+   * @default {true}
+   */
+  eos?: boolean;
+  /** Counters to add to; pass the same object to every section's stream. */
+  counters?: PageEncoderCounters;
+  /**
+   * The block the previous record named, so XBZRLE byte counts know when
+   * the wire will use CONTINUE. Updated as records go out.
+   */
+  lastBlock?: { name: string | undefined };
+}
+
+/**
+ * Turns batches of dirty pages into RAM records: ZERO for all-zero pages
+ * (QEMU's zero-page detection), XBZRLE deltas when enabled and the delta
+ * fits, nothing for pages XBZRLE finds unchanged, PAGE otherwise; EOS at
+ * the end. One output chunk per input batch.
+ *
+ * PAGE records carry views of guest memory (or of the XBZRLE cache), not
+ * copies: the wire encoder copies them into its output. A page the guest
+ * changes in between is dirty again and will be sent again.
+ *
+ * @example Usage
+ * ```ts
+ * import { DirtyPageScanner, GuestMemory, PageEncoderStream, PageSourceStream } from "@livemig/livemig";
+ * import assert from "node:assert/strict";
+ *
+ * const memory = new GuestMemory([{ idstr: "pc.ram", size: 2 * 4096 }]);
+ * memory.blocks[0]!.bytes[4096] = 1;
+ * const records = (await Array.fromAsync(
+ *   new PageSourceStream(new DirtyPageScanner(memory)).pipeThrough(new PageEncoderStream()),
+ * )).flat();
+ * assert.deepEqual(records.map((r) => r.type), ["ram-zero", "ram-page", "ram-eos"]);
+ * ```
+ */
+export class PageEncoderStream extends TransformStream<PageBatch, RamRecord[]> {
+  /**
+   * Constructs a new instance.
+   *
+   * @param options XBZRLE, zero detection, final pass, counters.
+   */
+  constructor(options: PageEncoderStreamOptions = {}) {
+    const {
+      xbzrle,
+      zeroPageDetection = true,
+      finalPass = false,
+      eos = true,
+    } = options;
+    const counters = options.counters ??
+      { duplicate: 0, normal: 0, xbzrle: 0, unchanged: 0 };
+    const last = options.lastBlock ?? { name: undefined };
+    super({
+      transform(batch, controller) {
+        const { block, pages } = batch;
+        const bytes = block.bytes;
+        const idstr = block.idstr;
+        const pageSize = bytes.byteLength / block.pageCount;
+        const useXbzrle = xbzrle !== undefined && batch.round > 0;
+        const nameBytes = 1 + new TextEncoder().encode(idstr).byteLength;
+        const out: RamRecord[] = [];
+        for (let i = 0; i < pages.length; i++) {
+          const offset = pages[i]! * pageSize;
+          const page = bytes.subarray(offset, offset + pageSize);
+          if (zeroPageDetection && isZeroPage(page)) {
+            out.push({ type: "ram-zero", block: idstr, offset, fill: 0 });
+            counters.duplicate++;
+            if (useXbzrle) xbzrle.zeroPage(block.base + offset);
+            last.name = idstr;
+            continue;
+          }
+          if (useXbzrle) {
+            const result = xbzrle.encodePage(block.base + offset, page, {
+              finalPass,
+              blockNameBytes: last.name === idstr ? 0 : nameBytes,
+            });
+            if (result.kind === "skip") {
+              counters.unchanged++;
+              continue;
+            }
+            if (result.kind === "xbzrle") {
+              out.push({
+                type: "ram-xbzrle",
+                block: idstr,
+                offset,
+                delta: result.delta,
+              });
+              counters.xbzrle++;
+              last.name = idstr;
+              continue;
+            }
+            out.push({
+              type: "ram-page",
+              block: idstr,
+              offset,
+              data: result.data,
+            });
+          } else {
+            out.push({ type: "ram-page", block: idstr, offset, data: page });
+          }
+          counters.normal++;
+          last.name = idstr;
+        }
+        if (out.length > 0) controller.enqueue(out);
+      },
+      flush(controller) {
+        if (eos) controller.enqueue([{ type: "ram-eos" }]);
+      },
+    });
+  }
+}
