@@ -34,6 +34,7 @@ export * from "./lib/ram/xbzrle_cache.ts";
 export * from "./lib/ram/xbzrle_page_encoder.ts";
 export * from "./lib/streams/byte_reader.ts";
 export * from "./lib/streams/clock.ts";
+export * from "./lib/streams/rate_limit_stream.ts";
 export * from "./lib/transport/exec_command_error.ts";
 export * from "./lib/transport/exec_transport.ts";
 export * from "./lib/transport/file_transport.ts";

@@ -1,0 +1,216 @@
+import { type Clock, SYSTEM_CLOCK } from "./clock.ts";
+
+/** One closed accounting window of a {@linkcode RateLimitStream}. */
+export interface RateWindow {
+  /** Bytes that passed in the window. */
+  bytes: number;
+  /** Length of the window in milliseconds. */
+  ms: number;
+  /** `bytes / ms`: the measured bandwidth in bytes per millisecond. */
+  bytesPerMs: number;
+}
+
+/** Options for {@linkcode RateLimitStream}. */
+export interface RateLimitStreamOptions {
+  /**
+   * The limit in bytes per second (QEMU's `max-bandwidth`); 0 means no
+   * limit. It can be changed while bytes flow.
+   *
+   * @default {0}
+   */
+  bytesPerSecond?: number;
+  /**
+   * The accounting window in milliseconds (QEMU's `BUFFER_DELAY`).
+   *
+   * @default {100}
+   */
+  windowMs?: number;
+  /** Time source; tests pass a fake one. Defaults to the real clock. */
+  clock?: Clock;
+  /** Aborts a wait; the stream then errors with `signal.reason`. */
+  signal?: AbortSignal;
+  /** Called whenever a window closes, with what it measured. */
+  onWindow?: (window: RateWindow) => void;
+}
+
+/**
+ * Passes bytes on at no more than `bytesPerSecond`, the way QEMU limits a
+ * migration: each window of 100 ms may carry `bytesPerSecond / 10` bytes;
+ * once a window's budget is spent the stream waits until the window ends.
+ * Chunks are never split, so whole records stay whole.
+ *
+ * Waiting inside `transform()` is what throttles the pipeline: the
+ * writable side stops accepting chunks, so every stage upstream waits too.
+ *
+ * Urgent data (postcopy page requests) must not wait: after
+ * {@linkcode RateLimitStream.passUntil} the stream does not wait again until
+ * the given total byte count has passed, and a wait in progress ends at
+ * once. Every closed window reports the measured bandwidth, which the
+ * switchover decision uses (threshold = bandwidth × downtime-limit).
+ *
+ * @example Usage
+ * ```ts
+ * import { RateLimitStream } from "@livemig/livemig";
+ * import assert from "node:assert/strict";
+ *
+ * let now = 0;
+ * const slept: number[] = [];
+ * const clock = {
+ *   now: () => now,
+ *   sleep: (ms: number) => (slept.push(ms), now += ms, Promise.resolve()),
+ * };
+ * const limiter = new RateLimitStream({ bytesPerSecond: 10_000, clock });
+ * await ReadableStream.from([new Uint8Array(600), new Uint8Array(600), new Uint8Array(600)])
+ *   .pipeThrough(limiter).pipeTo(new WritableStream());
+ * // 1000 bytes per 100 ms window: the second chunk spends the first window.
+ * assert.deepEqual(slept, [100]);
+ * assert.equal(limiter.bytesPassed, 1800);
+ * ```
+ */
+export class RateLimitStream extends TransformStream<Uint8Array, Uint8Array> {
+  #bytesPerSecond: number;
+  readonly #windowMs: number;
+  readonly #clock: Clock;
+  readonly #onWindow: ((window: RateWindow) => void) | undefined;
+  #windowStart: number;
+  #windowBytes = 0;
+  #bytesPassed = 0;
+  #urgentUntil = 0;
+  #wake: AbortController | undefined;
+  #last: RateWindow | undefined;
+
+  /**
+   * Constructs a new instance.
+   *
+   * @param options The limit, window, clock and callbacks.
+   */
+  constructor(options: RateLimitStreamOptions = {}) {
+    const {
+      bytesPerSecond = 0,
+      windowMs = 100,
+      clock = SYSTEM_CLOCK,
+      signal,
+    } = options;
+    checkRate(bytesPerSecond);
+    if (!(windowMs > 0) || !Number.isFinite(windowMs)) {
+      throw new RangeError(
+        `Cannot construct RateLimitStream as windowMs must be a positive number: received ${windowMs}`,
+      );
+    }
+    // deno-lint-ignore prefer-const
+    let self: RateLimitStream;
+    super({
+      transform: async (chunk, controller) => {
+        self.#closeWindowIfDue();
+        controller.enqueue(chunk);
+        self.#windowBytes += chunk.byteLength;
+        self.#bytesPassed += chunk.byteLength;
+        while (self.#overBudget()) {
+          const wake = new AbortController();
+          self.#wake = wake;
+          const until = self.#windowStart + self.#windowMs;
+          const wait = until - self.#clock.now();
+          try {
+            if (wait > 0) {
+              await self.#clock.sleep(
+                wait,
+                signal ? AbortSignal.any([signal, wake.signal]) : wake.signal,
+              );
+            }
+          } catch (error) {
+            if (signal?.aborted) throw signal.reason;
+            if (!wake.signal.aborted) throw error;
+          } finally {
+            self.#wake = undefined;
+          }
+          self.#closeWindowIfDue(wake.signal.aborted);
+        }
+      },
+    });
+    self = this;
+    this.#bytesPerSecond = bytesPerSecond;
+    this.#windowMs = windowMs;
+    this.#clock = clock;
+    this.#onWindow = options.onWindow;
+    this.#windowStart = clock.now();
+  }
+
+  /** The limit in bytes per second; 0 means no limit. */
+  get bytesPerSecond(): number {
+    return this.#bytesPerSecond;
+  }
+
+  /**
+   * Changes the limit; it applies from the current window on (0 lifts it,
+   * as QEMU does for the final pass).
+   *
+   * @param value The new limit in bytes per second.
+   */
+  set bytesPerSecond(value: number) {
+    checkRate(value);
+    this.#bytesPerSecond = value;
+    if (!this.#overBudget()) this.#wake?.abort();
+  }
+
+  /** Total bytes passed on so far. */
+  get bytesPassed(): number {
+    return this.#bytesPassed;
+  }
+
+  /** The last closed window, if any: its bytes, length and bandwidth. */
+  get lastWindow(): RateWindow | undefined {
+    return this.#last;
+  }
+
+  /**
+   * Lets bytes pass without waiting until `totalBytes` have passed in all
+   * (the end of urgent data already queued upstream), ending a wait in
+   * progress.
+   *
+   * @param totalBytes The total byte count up to which nothing waits.
+   */
+  passUntil(totalBytes: number): void {
+    this.#urgentUntil = Math.max(this.#urgentUntil, totalBytes);
+    this.#wake?.abort();
+  }
+
+  /**
+   * Closes the current window if it has lasted at least `windowMs`, so the
+   * measured bandwidth stays current while nothing flows.
+   *
+   * @returns The window that closed, if one did.
+   */
+  measure(): RateWindow | undefined {
+    return this.#closeWindowIfDue();
+  }
+
+  #overBudget(): boolean {
+    if (this.#bytesPerSecond === 0) return false;
+    if (this.#bytesPassed < this.#urgentUntil) return false;
+    return this.#windowBytes >= this.#bytesPerSecond * this.#windowMs / 1000;
+  }
+
+  #closeWindowIfDue(force = false): RateWindow | undefined {
+    const now = this.#clock.now();
+    const ms = now - this.#windowStart;
+    if (ms < this.#windowMs && !(force && ms > 0)) return undefined;
+    const window = {
+      bytes: this.#windowBytes,
+      ms,
+      bytesPerMs: this.#windowBytes / ms,
+    };
+    this.#last = window;
+    this.#windowStart = now;
+    this.#windowBytes = 0;
+    this.#onWindow?.(window);
+    return window;
+  }
+}
+
+function checkRate(value: number): void {
+  if (!(value >= 0) || !Number.isFinite(value)) {
+    throw new RangeError(
+      `Cannot set the rate limit as bytesPerSecond must be a finite number >= 0: received ${value}`,
+    );
+  }
+}
