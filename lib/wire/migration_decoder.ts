@@ -121,6 +121,13 @@ export interface MigrationDecoderOptions {
    */
   blocks?: readonly RamBlockInfo[];
   /**
+   * Sections known before the stream starts (a stream resumed part-way,
+   * such as the rest of a mapped-ram file after its block regions).
+   *
+   * @default {[]}
+   */
+  sections?: readonly DecodedSection[];
+  /**
    * Capabilities known before the stream starts. Those announced in the
    * CONFIGURATION section (`x-ignore-shared`, `mapped-ram`) are added.
    *
@@ -278,6 +285,9 @@ export class MigrationDecoder {
     this.#capabilities = new Set(options.capabilities ?? []);
     for (const block of options.blocks ?? []) {
       this.#blocks.set(block.idstr, block);
+    }
+    for (const section of options.sections ?? []) {
+      this.#sections.set(section.sectionId, section);
     }
   }
 
