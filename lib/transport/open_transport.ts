@@ -1,0 +1,150 @@
+import type { Transport, TransportListener } from "./transport.ts";
+import {
+  formatTransportUri,
+  parseTransportUri,
+  type TransportUri,
+} from "./transport_uri.ts";
+import { connectTcp, listenTcp } from "./tcp_transport.ts";
+import { connectUnix, listenUnix } from "./unix_transport.ts";
+import { spawnExecTransport } from "./exec_transport.ts";
+import { openFileTransport } from "./file_transport.ts";
+import { SingleTransportListener } from "./_single_listener.ts";
+
+/** Options for {@linkcode connectTransport}. */
+export interface ConnectTransportOptions {
+  /**
+   * Aborts opening the transport; the returned promise rejects with
+   * `signal.reason`. Has no effect once the transport is open.
+   */
+  signal?: AbortSignal;
+}
+
+/** Options for {@linkcode listenTransport}. */
+export interface ListenTransportOptions {
+  /** Closes the listener when aborted; pending accepts reject. */
+  signal?: AbortSignal;
+}
+
+/**
+ * Opens the outgoing side of a migration URI, as QEMU's `migrate URI` does:
+ * connects to a `tcp:` or `unix:` listener, spawns an `exec:` command that
+ * receives the stream on its standard input, or opens a `file:` for
+ * writing (cut to its `offset`).
+ *
+ * @example Usage
+ * ```ts
+ * import { connectTransport, listenTransport } from "@livemig/livemig";
+ * import assert from "node:assert/strict";
+ *
+ * const listener = await listenTransport("tcp:127.0.0.1:0");
+ * try {
+ *   const [source, destination] = await Promise.all([
+ *     connectTransport(listener.address),
+ *     listener.accept(),
+ *   ]);
+ *   const writer = source.writable.getWriter();
+ *   await writer.write(new Uint8Array([0x51, 0x45, 0x56, 0x4d]));
+ *   await writer.close(); // half-close: the return path stays open
+ *
+ *   const stream = new Uint8Array(await new Response(destination.readable).arrayBuffer());
+ *   assert.deepEqual(stream, new Uint8Array([0x51, 0x45, 0x56, 0x4d]));
+ *
+ *   const returnPath = destination.writable.getWriter();
+ *   await returnPath.write(new Uint8Array([0, 3, 0, 4]));
+ *   await returnPath.close();
+ *   const reply = new Uint8Array(await new Response(source.readable).arrayBuffer());
+ *   assert.deepEqual(reply, new Uint8Array([0, 3, 0, 4]));
+ *   await Promise.all([source.close(), destination.close()]);
+ * } finally {
+ *   await listener.close();
+ * }
+ * ```
+ *
+ * @param uri The URI, as a string or parsed by {@linkcode parseTransportUri}.
+ * @param options An abort signal.
+ * @returns The open transport.
+ * @throws {TypeError} If the URI is malformed.
+ * @throws {NotSupportedError} For `vsock:`, `rdma:` and `fd:`.
+ * @throws {TransportError} If the transport cannot be opened.
+ */
+export async function connectTransport(
+  uri: string | TransportUri,
+  options: ConnectTransportOptions = {},
+): Promise<Transport> {
+  const parsed = typeof uri === "string" ? parseTransportUri(uri) : uri;
+  switch (parsed.scheme) {
+    case "tcp":
+      return await connectTcp(parsed, options);
+    case "unix":
+      return await connectUnix(parsed.path, options);
+    case "exec":
+      return spawnExecTransport(parsed.command, options);
+    case "file":
+      return await openFileTransport(parsed.path, {
+        ...options,
+        direction: "outgoing",
+        offset: parsed.offset,
+      });
+  }
+}
+
+/**
+ * Opens the incoming side of a migration URI, as QEMU's
+ * `migrate-incoming URI` does: listens on `tcp:` (port 0 picks a free port,
+ * reported in {@linkcode TransportListener.address}) or `unix:`; for
+ * `exec:` and `file:`, which have nothing to listen on, the command is
+ * started or the file opened right away and the listener's first
+ * `accept()` yields it (a second one rejects with
+ * {@linkcode NotSupportedError}).
+ *
+ * @example Usage
+ * ```ts
+ * import { listenTransport } from "@livemig/livemig";
+ * import assert from "node:assert/strict";
+ *
+ * const path = await Deno.makeTempFile();
+ * await Deno.writeFile(path, new Uint8Array([0, 0, 0x51, 0x45]));
+ * const listener = await listenTransport(`file:${path},offset=2`);
+ * const transport = await listener.accept();
+ * assert.deepEqual(await Array.fromAsync(transport.readable), [new Uint8Array([0x51, 0x45])]);
+ * await transport.close();
+ * await listener.close();
+ * await Deno.remove(path);
+ * ```
+ *
+ * @param uri The URI, as a string or parsed by {@linkcode parseTransportUri}.
+ * @param options An abort signal that closes the listener.
+ * @returns The listener.
+ * @throws {TypeError} If the URI is malformed.
+ * @throws {NotSupportedError} For `vsock:`, `rdma:` and `fd:`.
+ * @throws {TransportError} If the address cannot be listened on, the command
+ * not started or the file not opened.
+ */
+export async function listenTransport(
+  uri: string | TransportUri,
+  options: ListenTransportOptions = {},
+): Promise<TransportListener> {
+  const parsed = typeof uri === "string" ? parseTransportUri(uri) : uri;
+  switch (parsed.scheme) {
+    case "tcp":
+      return await listenTcp(parsed, options);
+    case "unix":
+      return await listenUnix(parsed.path, options);
+    case "exec":
+      return new SingleTransportListener(
+        formatTransportUri(parsed),
+        spawnExecTransport(parsed.command, options),
+        options.signal,
+      );
+    case "file":
+      return new SingleTransportListener(
+        formatTransportUri(parsed),
+        await openFileTransport(parsed.path, {
+          ...options,
+          direction: "incoming",
+          offset: parsed.offset,
+        }),
+        options.signal,
+      );
+  }
+}
