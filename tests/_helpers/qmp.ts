@@ -198,7 +198,8 @@ export class QmpClient {
   readonly #waiters = new Set<EventWaiter>();
   readonly #readLoop: Promise<void>;
   #greeting: QmpGreeting | undefined;
-  #onGreeting: ((greeting: QmpGreeting) => void) | undefined;
+  readonly #greetingReceived: PromiseWithResolvers<QmpGreeting> = Promise
+    .withResolvers();
   #nextId = 1;
   #closedError: Error | undefined;
 
@@ -384,8 +385,7 @@ export class QmpClient {
   }
 
   #greetingPromise(): Promise<QmpGreeting> {
-    if (this.#greeting !== undefined) return Promise.resolve(this.#greeting);
-    return new Promise((resolve) => this.#onGreeting = resolve);
+    return this.#greetingReceived.promise;
   }
 
   async #read(): Promise<void> {
@@ -433,7 +433,7 @@ export class QmpClient {
     }
     if ("QMP" in message) {
       this.#greeting = message as unknown as QmpGreeting;
-      this.#onGreeting?.(this.#greeting);
+      this.#greetingReceived.resolve(this.#greeting);
     } else if (typeof message.event === "string") {
       const event: QmpEvent = {
         event: message.event,
@@ -476,6 +476,12 @@ export class QmpClient {
   #fail(error: Error): void {
     if (this.#closedError !== undefined) return;
     this.#closedError = error;
+    this.#greetingReceived.promise.catch(() => {}); // nobody may be waiting
+    this.#greetingReceived.reject(
+      new QmpConnectionError("Cannot start QMP: the connection closed first", {
+        cause: error,
+      }),
+    );
     for (const pending of this.#pending.values()) {
       pending.reject(
         new QmpConnectionError(
