@@ -1,0 +1,128 @@
+import assert from "node:assert/strict";
+import {
+  checkCapabilities,
+  DEFAULT_CAPABILITIES,
+  DEFAULT_PARAMETERS,
+  NotSupportedError,
+  parseBandwidth,
+  parseCapabilityArgument,
+  parseDuration,
+  parseParameterArgument,
+  parseSize,
+} from "../../mod.ts";
+
+Deno.test("DEFAULT_PARAMETERS are QEMU 7.2's defaults", () => {
+  assert.deepEqual(DEFAULT_PARAMETERS, {
+    "max-bandwidth": 134217728,
+    "downtime-limit": 300,
+    "avail-switchover-bandwidth": 0,
+    "xbzrle-cache-size": 67108864,
+    "max-postcopy-bandwidth": 0,
+  });
+  assert.ok(Object.values(DEFAULT_CAPABILITIES).every((on) => on === false));
+});
+
+Deno.test("parseParameterArgument() accepts human units", () => {
+  assert.deepEqual(parseParameterArgument("max-bandwidth=1GiB/s"), [
+    "max-bandwidth",
+    1024 ** 3,
+  ]);
+  assert.deepEqual(parseParameterArgument("max-bandwidth=100MB/s"), [
+    "max-bandwidth",
+    100e6,
+  ]);
+  assert.deepEqual(parseParameterArgument("downtime-limit=300ms"), [
+    "downtime-limit",
+    300,
+  ]);
+  assert.deepEqual(parseParameterArgument("xbzrle-cache-size=1MiB"), [
+    "xbzrle-cache-size",
+    1 << 20,
+  ]);
+  assert.deepEqual(parseParameterArgument("avail-switchover-bandwidth=0"), [
+    "avail-switchover-bandwidth",
+    0,
+  ]);
+});
+
+Deno.test("parseParameterArgument() refuses QEMU's out-of-range values", () => {
+  assert.throws(
+    () => parseParameterArgument("downtime-limit=2000001"),
+    /range of 0 to 2000000 ms/,
+  );
+  assert.throws(
+    () => parseParameterArgument("xbzrle-cache-size=12288"),
+    /power of two no less than the target page size/,
+  );
+  assert.throws(
+    () => parseParameterArgument("xbzrle-cache-size=2048"),
+    RangeError,
+  );
+});
+
+Deno.test("parseParameterArgument() names what it refuses", () => {
+  assert.throws(
+    () => parseParameterArgument("announce-step=100"),
+    NotSupportedError,
+  );
+  assert.throws(
+    () => parseParameterArgument("multifd-channels=4"),
+    /"multifd-channels": livemig does not implement it/,
+  );
+  assert.throws(
+    () => parseParameterArgument("warp=9"),
+    /"warp": it is not a migration parameter/,
+  );
+  assert.throws(
+    () => parseParameterArgument("max-bandwidth"),
+    /expected name=value/,
+  );
+  assert.throws(
+    () => parseParameterArgument("max-bandwidth=fast"),
+    /Cannot parse parameter "max-bandwidth" "fast"/,
+  );
+});
+
+Deno.test("parseCapabilityArgument() takes on/off and names what it refuses", () => {
+  assert.deepEqual(parseCapabilityArgument("return-path=off"), [
+    "return-path",
+    false,
+  ]);
+  assert.deepEqual(parseCapabilityArgument("events=true"), ["events", true]);
+  assert.throws(() => parseCapabilityArgument("multifd=on"), NotSupportedError);
+  assert.throws(
+    () => parseCapabilityArgument("nope=on"),
+    /not a migration capability/,
+  );
+  assert.throws(() => parseCapabilityArgument("xbzrle=yes"), /on or off/);
+});
+
+Deno.test("checkCapabilities() refuses QEMU's invalid combinations", () => {
+  const caps = { ...DEFAULT_CAPABILITIES };
+  assert.throws(
+    () => checkCapabilities({ ...caps, "postcopy-preempt": true }),
+    /requires "postcopy-ram"/,
+  );
+  assert.throws(
+    () => checkCapabilities({ ...caps, "mapped-ram": true, xbzrle: true }),
+    /incompatible with "xbzrle"/,
+  );
+  checkCapabilities({
+    ...caps,
+    "postcopy-ram": true,
+    "postcopy-preempt": true,
+  });
+});
+
+Deno.test("parseSize(), parseBandwidth(), parseDuration() read units and refuse junk", () => {
+  assert.equal(parseSize("4096"), 4096);
+  assert.equal(parseSize("2K"), 2048);
+  assert.equal(parseSize("1.5GiB"), 1.5 * 1024 ** 3);
+  assert.equal(parseBandwidth("10MiB/s"), 10 * 1024 ** 2);
+  assert.equal(parseDuration("1.5s"), 1500);
+  assert.equal(parseDuration("2m"), 120000);
+  for (const bad of ["", "-1", "12XB", "1e9"]) {
+    assert.throws(() => parseSize(bad), TypeError, bad);
+  }
+  assert.throws(() => parseDuration("10 parsecs"), TypeError);
+});
