@@ -57,4 +57,6 @@ export * from "./lib/wire/migration_encoder_stream.ts";
 export * from "./lib/wire/migration_record.ts";
 export * from "./lib/wire/qemu_vm.ts";
 export * from "./lib/wire/ram_save_flags.ts";
+export * from "./lib/wire/return_path_decoder_stream.ts";
+export * from "./lib/wire/return_path_message.ts";
 export * from "./lib/wire/vmdesc.ts";
