@@ -38,9 +38,13 @@ export interface TcpTransportUri {
   port: number;
   /** Last port to try when listening, if `port` is busy (QEMU's `to=`). */
   to?: number;
-  /** QEMU's `ipv4=` flag: use, or do not use, IPv4. */
+  /**
+   * QEMU's `ipv4=` flag: use, or do not use, IPv4. Kept; livemig applies
+   * only `ipv4=off`, and only to an empty host (`::1`/`::` instead of
+   * `127.0.0.1`/`0.0.0.0`): named hosts resolve as the system resolves them.
+   */
   ipv4?: boolean;
-  /** QEMU's `ipv6=` flag: use, or do not use, IPv6. */
+  /** QEMU's `ipv6=` flag: use, or do not use, IPv6. Kept, not applied. */
   ipv6?: boolean;
   /** QEMU's `keep-alive=` flag: send TCP keep-alive probes. */
   keepAlive?: boolean;
