@@ -11,9 +11,31 @@
 import { parseArgs } from "node:util";
 import {
   analyzeMigrationStream,
+  connectTransport,
+  DEFAULT_CAPABILITIES,
+  DestinationMigration,
+  formatBytes,
+  formatProgressLine,
   formatStreamAnalysis,
+  formatWorkload,
+  type GuestMemory,
+  listenTransport,
+  MigrationAbortedError,
+  type MigrationCapabilities,
+  type MigrationInfo,
+  type MigrationParameters,
+  NotSupportedError,
+  parseCapabilityArgument,
+  parseParameterArgument,
+  parseSize,
+  parseTransportUri,
+  parseWorkload,
   ramBlockFileName,
+  ramSha256,
+  SimulatedGuest,
+  SourceMigration,
   StreamFormatError,
+  type WorkloadSpec,
 } from "./mod.ts";
 
 /** Where the command line writes. */
@@ -42,8 +64,10 @@ const USAGE = `livemig ${VERSION}: QEMU live migration for Deno
 Usage: livemig <command> [options]
 
 Commands:
+  demo             Live-migrate a simulated 256 MiB guest over loopback TCP
+  migrate URI      Migrate a simulated guest to a destination at URI
+  incoming URI     Receive a migration at URI into a new guest
   analyze FILE     Summarise a QEMU migration stream file
-  demo             Show livemig on an embedded example
 
 Options:
   -h, --help       Show help (also: livemig <command> --help)
@@ -71,10 +95,66 @@ Options:
 Exit status: 0 valid stream, 1 stream or I/O error, 2 usage error.
 `;
 
-const DEMO_USAGE = `Usage: livemig demo
+const GUEST_OPTIONS =
+  `  --ram SIZE           Guest RAM (default 256MiB; units B, KiB, MiB, GiB, MB...)
+  --workload SPEC      idle | random:RATE | hot-set:SIZE@RATE | sweep[:RATE] | fill
+                       (RATE in bytes/s of RAM dirtied, e.g. 50MB/s)
+  --seed N             Seed of the workload (default 1)
+  --prefill            Fill RAM with non-zero data first, like a busy guest
+  -c, --capability NAME=on|off
+                       A migration capability (repeatable): xbzrle,
+                       return-path, events, pause-before-switchover, ...
+  -p, --parameter NAME=VALUE
+                       A migration parameter (repeatable), with units:
+                       max-bandwidth=1GiB/s, downtime-limit=300ms,
+                       avail-switchover-bandwidth=100MB/s, xbzrle-cache-size=64MiB
+  --json               Print the final query-migrate info (plus ram-sha256
+                       per block) as one JSON object, the last line
+  -h, --help           Show this help`;
 
-Analyses a migration stream recorded from a real QEMU 7.2 (bundled in
-fixtures/qemu/) and prints its summary.
+const DEMO_USAGE = `Usage: livemig demo [options]
+
+Live-migrates a simulated guest (default: 256 MiB filled with data, workload
+hot-set:16MiB@32MB/s) from a source to a destination in this process over
+loopback TCP, with QEMU's default parameters (max-bandwidth 128 MiB/s,
+downtime-limit 300 ms), and checks that the destination's RAM equals the
+source's at switchover (SHA-256 per block).
+
+Options:
+${GUEST_OPTIONS}
+
+Exit status: 0 completed with identical RAM, 1 failed or RAM differs,
+2 usage error.
+`;
+
+const MIGRATE_USAGE = `Usage: livemig migrate URI [options]
+
+Runs a simulated guest and live-migrates it to the destination at URI:
+tcp:HOST:PORT, unix:PATH, exec:COMMAND (the stream goes to COMMAND's stdin)
+or file:PATH[,offset=N]. Ctrl-C cancels the migration.
+
+Options:
+${GUEST_OPTIONS}
+
+Exit status: 0 completed, 1 failed or cancelled, 2 usage error.
+`;
+
+const INCOMING_USAGE = `Usage: livemig incoming URI [options]
+
+Waits for a migration at URI (tcp:HOST:PORT, unix:PATH, exec:COMMAND reading
+the stream from COMMAND's stdout, file:PATH[,offset=N]) and loads it into a
+new guest, which resumes once the whole stream is loaded. Accepts streams
+from livemig and from QEMU 7.2.
+
+Options:
+  --ram-dump DIR       Write each RAM block to DIR/<name>.bin before the
+                       guest resumes
+  --max-ram SIZE       Largest RAM a source may announce (default 16GiB)
+  -c, --capability NAME=on|off   (events)
+  --json               Print the final info (plus ram-sha256) as JSON
+  -h, --help           Show this help
+
+Exit status: 0 completed, 1 failed, 2 usage error.
 `;
 
 /** An error in the command line itself (exit status 2). */
@@ -124,6 +204,10 @@ export async function main(
         return await analyze(rest, io);
       case "demo":
         return await demo(rest, io);
+      case "migrate":
+        return await migrate(rest, io);
+      case "incoming":
+        return await incoming(rest, io);
       default:
         throw new UsageError(`Unknown command "${command}"`, USAGE);
     }
@@ -238,25 +322,394 @@ async function analyze(args: string[], io: CliIo): Promise<number> {
   return check && check.identical < check.records ? 1 : 0;
 }
 
+/** Options shared by the commands that run a simulated guest. */
+interface GuestCommand {
+  ramBytes: number;
+  prefill: boolean;
+  workload: WorkloadSpec;
+  seed: number;
+  capabilities: Partial<MigrationCapabilities>;
+  parameters: Partial<MigrationParameters>;
+  json: boolean;
+}
+
+const GUEST_FLAGS = {
+  ram: { type: "string" },
+  workload: { type: "string" },
+  seed: { type: "string" },
+  prefill: { type: "boolean" },
+  capability: { type: "string", short: "c", multiple: true },
+  parameter: { type: "string", short: "p", multiple: true },
+  json: { type: "boolean" },
+} as const;
+
+function guestCommand(
+  values: {
+    ram?: string | undefined;
+    workload?: string | undefined;
+    seed?: string | undefined;
+    prefill?: boolean | undefined;
+    capability?: string[] | undefined;
+    parameter?: string[] | undefined;
+    json?: boolean | undefined;
+  },
+  usage: string,
+  defaults: { workload: string; prefill: boolean },
+): GuestCommand {
+  return usageErrors(usage, () => {
+    const ramBytes = parseSize(values.ram ?? "256MiB", "--ram");
+    if (ramBytes < 4096 || ramBytes % 4096 !== 0) {
+      throw new RangeError(
+        `Cannot use --ram ${values.ram}: it must be a positive multiple of 4096 bytes`,
+      );
+    }
+    const seed = Number(values.seed ?? "1");
+    if (!Number.isSafeInteger(seed)) {
+      throw new TypeError(
+        `Cannot use --seed "${values.seed}": it must be an integer`,
+      );
+    }
+    return {
+      ramBytes,
+      prefill: values.prefill ?? defaults.prefill,
+      workload: parseWorkload(values.workload ?? defaults.workload),
+      seed,
+      ...flagsToSettings(values.capability, values.parameter),
+      json: values.json ?? false,
+    };
+  });
+}
+
+function flagsToSettings(
+  capabilityFlags: string[] | undefined,
+  parameterFlags: string[] | undefined,
+): {
+  capabilities: Partial<MigrationCapabilities>;
+  parameters: Partial<MigrationParameters>;
+} {
+  const capabilities: Partial<MigrationCapabilities> = {};
+  for (const flag of capabilityFlags ?? []) {
+    const [name, on] = parseCapabilityArgument(flag);
+    capabilities[name] = on;
+  }
+  const parameters: Partial<MigrationParameters> = {};
+  for (const flag of parameterFlags ?? []) {
+    const [name, value] = parseParameterArgument(flag);
+    parameters[name] = value;
+  }
+  return { capabilities, parameters };
+}
+
+/** Runs `parse`, turning argument errors into usage errors. */
+function usageErrors<T>(usage: string, parse: () => T): T {
+  try {
+    return parse();
+  } catch (error) {
+    if (
+      error instanceof TypeError || error instanceof RangeError ||
+      error instanceof NotSupportedError
+    ) {
+      throw new UsageError(error.message, usage);
+    }
+    throw error;
+  }
+}
+
+function checkUri(
+  uri: string | undefined,
+  command: string,
+  usage: string,
+): string {
+  if (uri === undefined) throw new UsageError(`${command} needs a URI`, usage);
+  usageErrors(usage, () => parseTransportUri(uri));
+  return uri;
+}
+
+/** Shows progress on stderr when it is a terminal; returns a finisher. */
+function showProgress(target: EventTarget, io: CliIo): () => void {
+  if (!io.errIsTerminal) return () => {};
+  const listener = (event: Event) => {
+    io.writeErr(
+      `\r\x1b[K${
+        formatProgressLine((event as CustomEvent<MigrationInfo>).detail)
+      }`,
+    );
+  };
+  target.addEventListener("progress", listener);
+  return () => {
+    target.removeEventListener("progress", listener);
+    io.writeErr("\r\x1b[K");
+  };
+}
+
+/** Cancels `source` on Ctrl-C while `run` runs. */
+async function cancellableBy<T>(
+  source: SourceMigration,
+  run: Promise<T>,
+): Promise<T> {
+  const onSignal = () => {
+    try {
+      source.cancel();
+    } catch {
+      // postcopy cannot be cancelled; the migration goes on
+    }
+  };
+  let listening = false;
+  try {
+    Deno.addSignalListener("SIGINT", onSignal);
+    listening = true;
+  } catch {
+    // no signal support (or no permission): Ctrl-C stops the process
+  }
+  try {
+    return await run;
+  } finally {
+    if (listening) Deno.removeSignalListener("SIGINT", onSignal);
+  }
+}
+
+function summary(info: MigrationInfo): string {
+  const ram = info.ram;
+  const seconds = ((info["total-time"] ?? 0) / 1000).toFixed(2);
+  if (!ram) return `${info.status} after ${seconds} s`;
+  return `${info.status} in ${seconds} s: downtime ${
+    info.downtime ?? "-"
+  } ms, ${ram["dirty-sync-count"]} passes, ${
+    formatBytes(ram.transferred)
+  } sent (${ram.duplicate} zero, ${ram.normal} normal${
+    info["xbzrle-cache"] ? `, xbzrle hits ${info["xbzrle-cache"].pages}` : ""
+  } pages), ${ram.mbps.toFixed(0)} Mbit/s`;
+}
+
 async function demo(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parse(args, {}, DEMO_USAGE);
+  const { values, positionals } = parse(args, GUEST_FLAGS, DEMO_USAGE);
   if (values.help) {
     io.writeOut(DEMO_USAGE);
     return 0;
   }
   if (positionals.length > 0) {
-    throw new UsageError("demo takes no arguments", DEMO_USAGE);
+    throw new UsageError("demo takes no positional arguments", DEMO_USAGE);
   }
-  const fixture = new URL("./fixtures/qemu/dirty/stream.bin", import.meta.url);
-  io.writeOut(
-    `Analysing a live migration stream recorded from QEMU 7.2 (${fixture.pathname}):\n\n`,
-  );
-  const file = await Deno.open(fixture);
-  const { analysis } = await analyzeMigrationStream(file.readable, {
-    checkXbzrle: true,
+  const options = guestCommand(values, DEMO_USAGE, {
+    workload: "hot-set:16MiB@32MB/s",
+    prefill: true,
   });
-  io.writeOut(formatStreamAnalysis(analysis));
-  return 0;
+  const listener = await listenTransport("tcp:127.0.0.1:0");
+  const guest = new SimulatedGuest({
+    ramBytes: options.ramBytes,
+    workload: options.workload,
+    seed: options.seed,
+    prefill: options.prefill,
+  });
+  const source = new SourceMigration(guest, options);
+  let destinationDigests: Record<string, string> = {};
+  const destination = new DestinationMigration({
+    beforeResume: async (loaded) => {
+      destinationDigests = await ramSha256(loaded.memory);
+    },
+  });
+  if (!options.json) {
+    io.writeOut(
+      `livemig demo: ${formatBytes(options.ramBytes)} guest${
+        options.prefill ? " (RAM in use)" : ""
+      } running ${
+        formatWorkload(options.workload)
+      }, migrating to ${listener.address}\n`,
+    );
+  }
+  const done = showProgress(source, io);
+  let sent: MigrationInfo;
+  let received;
+  try {
+    const [transport, accepted] = await Promise.all([
+      connectTransport(listener.address),
+      listener.accept(),
+    ]);
+    [sent, received] = await cancellableBy(
+      source,
+      Promise.all([source.migrate(transport), destination.incoming(accepted)]),
+    );
+  } catch (error) {
+    done();
+    guest.pause();
+    destination.guest?.pause();
+    await listener.close();
+    if (options.json) {
+      io.writeOut(
+        JSON.stringify({
+          source: source.query(),
+          destination: destination.query(),
+        }) + "\n",
+      );
+    }
+    throw error;
+  }
+  done();
+  received.guest.pause();
+  const sourceDigests = await ramSha256(guest.memory);
+  await listener.close();
+  const same = sameDigests(sourceDigests, destinationDigests);
+  if (options.json) {
+    io.writeOut(
+      JSON.stringify({
+        source: { ...sent, "ram-sha256": sourceDigests },
+        destination: { ...received.info, "ram-sha256": destinationDigests },
+        "ram-identical": same,
+      }) + "\n",
+    );
+  } else {
+    io.writeOut(`source       ${summary(sent)}\n`);
+    io.writeOut(`destination  ${received.info.status}, guest resumed\n`);
+    for (const [name, digest] of Object.entries(sourceDigests)) {
+      io.writeOut(
+        `RAM check    ${name} sha256 ${digest.slice(0, 16)}… ${
+          destinationDigests[name] === digest
+            ? "identical on both ends"
+            : "DIFFERS on the destination"
+        }\n`,
+      );
+    }
+  }
+  return same ? 0 : 1;
+}
+
+async function migrate(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse(args, GUEST_FLAGS, MIGRATE_USAGE);
+  if (values.help) {
+    io.writeOut(MIGRATE_USAGE);
+    return 0;
+  }
+  if (positionals.length > 1) {
+    throw new UsageError("migrate takes one URI", MIGRATE_USAGE);
+  }
+  const uri = checkUri(positionals[0], "migrate", MIGRATE_USAGE);
+  const options = guestCommand(values, MIGRATE_USAGE, {
+    workload: "idle",
+    prefill: false,
+  });
+  const guest = new SimulatedGuest({
+    ramBytes: options.ramBytes,
+    workload: options.workload,
+    seed: options.seed,
+    prefill: options.prefill,
+  });
+  const source = new SourceMigration(guest, options);
+  const done = showProgress(source, io);
+  try {
+    const transport = await connectTransport(uri);
+    const info = await cancellableBy(source, source.migrate(transport));
+    done();
+    const digests = await ramSha256(guest.memory);
+    if (options.json) {
+      io.writeOut(JSON.stringify({ ...info, "ram-sha256": digests }) + "\n");
+    } else {
+      io.writeOut(`${summary(info)}\n`);
+    }
+    return 0;
+  } catch (error) {
+    done();
+    guest.pause();
+    if (options.json) {
+      io.writeOut(
+        JSON.stringify({
+          ...source.query(),
+          "ram-sha256": await ramSha256(guest.memory),
+        }) + "\n",
+      );
+    }
+    if (error instanceof MigrationAbortedError) {
+      io.writeErr(`livemig: ${error.message}\n`);
+      return 1;
+    }
+    throw error;
+  }
+}
+
+async function incoming(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse(args, {
+    "ram-dump": { type: "string" },
+    "max-ram": { type: "string" },
+    capability: { type: "string", short: "c", multiple: true },
+    json: { type: "boolean" },
+  }, INCOMING_USAGE);
+  if (values.help) {
+    io.writeOut(INCOMING_USAGE);
+    return 0;
+  }
+  if (positionals.length > 1) {
+    throw new UsageError("incoming takes one URI", INCOMING_USAGE);
+  }
+  const uri = checkUri(positionals[0], "incoming", INCOMING_USAGE);
+  const { capabilities } = usageErrors(
+    INCOMING_USAGE,
+    () => flagsToSettings(values.capability, []),
+  );
+  const maxRamBytes = usageErrors(
+    INCOMING_USAGE,
+    () => parseSize(values["max-ram"] ?? "16GiB", "--max-ram"),
+  );
+  const dumpDir = values["ram-dump"];
+  let digests: Record<string, string> = {};
+  const destination = new DestinationMigration({
+    maxRamBytes,
+    events: { ...DEFAULT_CAPABILITIES, ...capabilities }.events,
+    beforeResume: async (guest) => {
+      digests = await ramSha256(guest.memory);
+      if (dumpDir !== undefined) await dumpRam(guest.memory, dumpDir);
+    },
+  });
+  destination.listen();
+  const listener = await listenTransport(uri);
+  if (!values.json) {
+    io.writeOut(`waiting for a migration at ${listener.address}\n`);
+  }
+  try {
+    const transport = await listener.accept();
+    const result = await destination.incoming(transport);
+    result.guest.pause();
+    if (values.json) {
+      io.writeOut(
+        JSON.stringify({ ...result.info, "ram-sha256": digests }) + "\n",
+      );
+    } else {
+      io.writeOut(
+        `completed: ${formatBytes(result.info.ram?.total ?? 0)} of RAM from a ${
+          result.livemig ? "livemig" : `${result.machine ?? "QEMU"}`
+        } source, ${result.info.ram?.duplicate} zero and ${result.info.ram?.normal} normal pages\n`,
+      );
+      if (dumpDir !== undefined) io.writeOut(`RAM written to ${dumpDir}\n`);
+    }
+    return 0;
+  } catch (error) {
+    destination.guest?.pause();
+    if (values.json) io.writeOut(JSON.stringify(destination.query()) + "\n");
+    if (error instanceof MigrationAbortedError) {
+      io.writeErr(`livemig: ${error.message}\n`);
+      return 1;
+    }
+    throw error;
+  } finally {
+    await listener.close();
+  }
+}
+
+async function dumpRam(memory: GuestMemory, dir: string): Promise<void> {
+  await Deno.mkdir(dir, { recursive: true });
+  for (const block of memory.blocks) {
+    await Deno.writeFile(
+      `${dir}/${ramBlockFileName(block.idstr)}`,
+      block.bytes,
+    );
+  }
+}
+
+function sameDigests(
+  a: Record<string, string>,
+  b: Record<string, string>,
+): boolean {
+  const keys = Object.keys(a);
+  return keys.length === Object.keys(b).length &&
+    keys.every((key) => a[key] === b[key]);
 }
 
 async function writeAll(file: Deno.FsFile, bytes: Uint8Array): Promise<void> {

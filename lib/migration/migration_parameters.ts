@@ -7,7 +7,11 @@
  */
 
 import { NotSupportedError } from "../errors.ts";
-import { parseBandwidth, parseDuration, parseSize } from "./human_units.ts";
+import {
+  parseBandwidth,
+  parseDuration,
+  parseSize,
+} from "../bytes/human_units.ts";
 
 /** The capabilities livemig implements. */
 export type MigrationCapability =

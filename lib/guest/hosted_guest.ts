@@ -1,0 +1,104 @@
+import type { GuestMemory } from "./guest_memory.ts";
+import type { GuestStateField, MigratableGuest } from "./migratable_guest.ts";
+
+/** Options for {@linkcode HostedGuest}. */
+export interface HostedGuestOptions {
+  /**
+   * The app's memory. The app marks what it writes with
+   * {@linkcode GuestMemory.markDirty} (or writes through
+   * {@linkcode GuestMemory.write}).
+   */
+  memory: GuestMemory;
+  /** Called to stop the app's writers; resolve once nothing writes. */
+  pause?: () => void | Promise<void>;
+  /** Called to let the app's writers go on. */
+  resume?: () => void;
+  /** The app's state that is not in `memory`. */
+  saveState?: () => Uint8Array;
+  /** Restores what `saveState` returned on the source. */
+  loadState?: (state: Uint8Array) => void;
+  /** The layout of the state bytes, for the vmdesc trailer. */
+  stateFields?: readonly GuestStateField[];
+}
+
+/**
+ * A guest made of memory an app owns: any Deno app can live-migrate a
+ * `Uint8Array` of its state by wrapping it in a {@linkcode GuestMemory},
+ * marking what it writes, and stopping its writers when asked.
+ *
+ * @example Usage
+ * ```ts
+ * import { GuestMemory, HostedGuest } from "@livemig/livemig";
+ * import assert from "node:assert/strict";
+ *
+ * const state = new Uint8Array(4 * 4096);
+ * let paused = false;
+ * const guest = new HostedGuest({
+ *   memory: new GuestMemory([{ idstr: "app.state", bytes: state }]),
+ *   pause: () => void (paused = true),
+ *   resume: () => void (paused = false),
+ * });
+ * await guest.pause();
+ * assert.ok(paused && !guest.running);
+ * guest.resume();
+ * assert.ok(!paused && guest.running);
+ * ```
+ */
+export class HostedGuest implements MigratableGuest {
+  readonly #options: HostedGuestOptions;
+  #running = true;
+
+  /**
+   * Constructs a new instance; the app is taken to be running.
+   *
+   * @param options The memory and the app's callbacks.
+   */
+  constructor(options: HostedGuestOptions) {
+    this.#options = options;
+  }
+
+  /** The app's memory. */
+  get memory(): GuestMemory {
+    return this.#options.memory;
+  }
+
+  /** Whether the app is running. */
+  get running(): boolean {
+    return this.#running;
+  }
+
+  /** The layout of the app's state bytes, when it gave one. */
+  get stateFields(): readonly GuestStateField[] | undefined {
+    return this.#options.stateFields;
+  }
+
+  /** Stops the app's writers. */
+  async pause(): Promise<void> {
+    await this.#options.pause?.();
+    this.#running = false;
+  }
+
+  /** Lets the app's writers go on. */
+  resume(): void {
+    this.#running = true;
+    this.#options.resume?.();
+  }
+
+  /**
+   * The app's state.
+   *
+   * @returns The bytes, empty when the app keeps none outside memory.
+   */
+  saveState(): Uint8Array {
+    return this.#options.saveState?.() ?? new Uint8Array(0);
+  }
+
+  /**
+   * Restores the app's state.
+   *
+   * @param state The bytes from the source.
+   */
+  loadState(state: Uint8Array): void {
+    this.#options.loadState?.(state);
+  }
+}
