@@ -1,0 +1,543 @@
+/**
+ * Writes a migration stream into a file in QEMU's mapped-ram layout (QEMU
+ * 9.0+, capability `mapped-ram`): the stream is written sequentially, except
+ * that each RAM block gets a fixed region in the file for its bitmap and
+ * pages, and every page goes to its fixed offset instead of into the stream.
+ *
+ * ```
+ * [0 .. offset)         untouched prefix (the file is cut to `offset` first)
+ * offset:               stream bytes (header, CONFIGURATION listing "mapped-ram",
+ *                       RAM START section header)         ← "stream-bytes" items
+ *                       be64 total | MEM_SIZE             ← "ram-mem-size"
+ *   per block:          u8 len, idstr, be64 used_length, [be64 gpa]
+ *                       28-byte header                    (mapped_ram_layout.ts)
+ *                       bitmap at bitmap_offset           ← written on "bitmap-flush" and at close
+ *                       zero padding up to pages_offset
+ *                       page i at pages_offset + i*page   ← "ram-page" (a "ram-zero" clears bit i)
+ *                       stream resumes at pages_offset + used_length
+ *                       be64 EOS                          ← "ram-eos"
+ *                       footer, PART/END sections holding only EOS, device
+ *                       sections, EOF, vmdesc             ← "stream-bytes" items
+ * ```
+ *
+ * The writer knows the RAM section's format and nothing of the framing
+ * around it: the caller encodes everything else (a wire encoder) and hands
+ * the bytes over in stream order. Left out on purpose: postcopy's per-block
+ * page size (postcopy is incompatible with mapped-ram), XBZRLE and
+ * MULTIFD_FLUSH records (a mapped-ram loader refuses them), and multifd's
+ * parallel channels (pages are written by this one writer).
+ *
+ * @module
+ */
+
+import type { RandomAccessFile } from "../transport/transport.ts";
+import type {
+  RamBlockInfo,
+  RamMemSizeRecord,
+  RamRecord,
+} from "../ram/ram_record.ts";
+import { MappedRamBitmap } from "./mapped_ram_bitmap.ts";
+import {
+  encodeMappedRamHeader,
+  layoutMappedRamBlock,
+  MAPPED_RAM_FILE_OFFSET_ALIGNMENT,
+  type MappedRamBlockLayout,
+} from "./mapped_ram_layout.ts";
+
+/** Bytes of the sequential stream, written at the current stream position. */
+export interface MappedRamStreamBytes {
+  /** Discriminant. */
+  type: "stream-bytes";
+  /** The bytes; copied before `write()` resolves, so they may be reused. */
+  data: Uint8Array;
+}
+
+/**
+ * Asks the writer to write every block's bitmap now. QEMU writes the
+ * bitmaps once, during the RAM END section, right before its EOS.
+ */
+export interface MappedRamBitmapFlush {
+  /** Discriminant. */
+  type: "bitmap-flush";
+}
+
+/** What a {@linkcode MappedRamWriter} takes, in batches, in stream order. */
+export type MappedRamWriterItem =
+  | RamRecord
+  | MappedRamStreamBytes
+  | MappedRamBitmapFlush;
+
+/** Options for {@linkcode MappedRamWriter}. */
+export interface MappedRamWriterOptions {
+  /**
+   * File offset where the stream starts (QEMU's `file:PATH,offset=N`). The
+   * file is cut to this size first; the bytes before it are kept.
+   *
+   * @default {0}
+   */
+  offset?: number;
+  /**
+   * The target page size; every header records it.
+   *
+   * @default {4096}
+   */
+  pageSize?: number;
+  /**
+   * Alignment of each block's pages region.
+   *
+   * @default {MAPPED_RAM_FILE_OFFSET_ALIGNMENT}
+   */
+  alignment?: number;
+  /**
+   * Largest positioned write of file-contiguous pages. Two buffers of this
+   * size are used in turn, so copying one run overlaps writing the other.
+   *
+   * @default {4 * 1024 * 1024}
+   */
+  writeBytes?: number;
+}
+
+/**
+ * A `WritableStream` of {@linkcode MappedRamWriterItem} batches that lays a
+ * migration stream out in mapped-ram format on a {@linkcode RandomAccessFile}.
+ *
+ * Feed it the whole stream in order: the bytes of every non-RAM record as
+ * `{ type: "stream-bytes" }` items, RAM records as they are. A `ram-page`
+ * is written at its fixed offset and sets its bitmap bit; a `ram-zero`
+ * writes nothing and clears the bit, so a page that later became zero is
+ * not restored stale; a page sent twice is written twice at the same
+ * offset, so the file size stays bounded however often pages are re-sent.
+ * Pages that follow each other in the file are gathered into large
+ * positioned writes. XBZRLE and MULTIFD_FLUSH records are refused with a
+ * `TypeError`.
+ *
+ * Bitmaps are written on each `{ type: "bitmap-flush" }` item and, where
+ * bits changed since (or a bitmap was never written), when the stream
+ * closes. Closing waits for every write and makes the file at least as long
+ * as the stream. The writer never closes `file`.
+ *
+ * @example Usage
+ * ```ts
+ * import { MappedRamWriter, type RandomAccessFile } from "@livemig/livemig";
+ * import assert from "node:assert/strict";
+ *
+ * // An in-memory file, enough for the example.
+ * let data = new Uint8Array(0);
+ * const file: RandomAccessFile = {
+ *   async readAt(offset, size) { return data.slice(offset, offset + size); },
+ *   async writeAt(offset, bytes) {
+ *     if (offset + bytes.byteLength > data.byteLength) {
+ *       const grown = new Uint8Array(offset + bytes.byteLength);
+ *       grown.set(data);
+ *       data = grown;
+ *     }
+ *     data.set(bytes, offset);
+ *   },
+ *   async size() { return data.byteLength; },
+ *   async truncate(size) {
+ *     const next = new Uint8Array(size);
+ *     next.set(data.subarray(0, size));
+ *     data = next;
+ *   },
+ *   async close() {},
+ * };
+ *
+ * const writer = new MappedRamWriter(file);
+ * await ReadableStream.from([[
+ *   { type: "ram-mem-size", blocks: [{ idstr: "pc.ram", usedLength: 8192 }] },
+ *   { type: "ram-page", block: "pc.ram", offset: 4096, data: new Uint8Array(4096).fill(7) },
+ *   { type: "ram-eos" },
+ * ] as const]).pipeTo(writer);
+ *
+ * const [block] = writer.blocks;
+ * assert.deepEqual(block!.mappedRam, { version: 1, pageSize: 4096, bitmapOffset: 0x33, pagesOffset: 0x100000 });
+ * assert.equal(data[0x33], 0b10); // page 1 is stored
+ * assert.equal(data[0x100000 + 4096], 7);
+ * assert.equal(data.byteLength, 0x100000 + 8192 + 8); // pages, then EOS
+ * ```
+ */
+export class MappedRamWriter
+  extends WritableStream<readonly MappedRamWriterItem[]> {
+  readonly #core: WriterCore;
+
+  /**
+   * Constructs a new instance.
+   *
+   * @param file Where the file goes; positioned writes only.
+   * @param options Stream offset, page size, alignment and write size.
+   * @throws {RangeError} If an option is out of range.
+   */
+  constructor(file: RandomAccessFile, options: MappedRamWriterOptions = {}) {
+    const core = new WriterCore(file, options);
+    super({
+      start: () => core.start(),
+      write: (batch) => core.write(batch),
+      close: () => core.close(),
+      abort: () => core.abort(),
+    });
+    this.#core = core;
+  }
+
+  /** The blocks laid out so far, each with its `mappedRam` header. */
+  get blocks(): RamBlockInfo[] {
+    return this.#core.blocks.map((block) => ({
+      ...block.info,
+      mappedRam: { ...block.layout.header },
+    }));
+  }
+
+  /** File offset of the next stream byte (the file's size once closed). */
+  get position(): number {
+    return this.#core.position;
+  }
+
+  /** Page writes issued so far, re-sent pages included. */
+  get pagesWritten(): number {
+    return this.#core.pagesWritten;
+  }
+}
+
+interface BlockState {
+  info: RamBlockInfo;
+  layout: MappedRamBlockLayout;
+  bitmap: MappedRamBitmap;
+  /** Bits changed since the bitmap was last written, or never written. */
+  bitmapDirty: boolean;
+}
+
+interface RunBuffer {
+  bytes: Uint8Array<ArrayBuffer>;
+  /** The write of this buffer's previous run, while it is in flight. */
+  busy: Promise<void> | undefined;
+}
+
+const STAGING_FLUSH_BYTES = 1024 * 1024;
+
+class WriterCore {
+  readonly #file: RandomAccessFile;
+  readonly #offset: number;
+  readonly #pageSize: number;
+  readonly #alignment: number;
+  readonly #buffers: [RunBuffer, RunBuffer];
+  readonly #blocks = new Map<string, BlockState>();
+  readonly blocks: BlockState[] = [];
+  /** Writes in flight that nothing else waits for. */
+  #inflight = new Set<Promise<void>>();
+  #error: { cause: unknown } | undefined;
+  #staging: Uint8Array<ArrayBuffer> = new Uint8Array(64 * 1024);
+  #stagingLength = 0;
+  #stagingStart: number;
+  #run: { buffer: RunBuffer; fileOffset: number; length: number } | undefined;
+  #nextBuffer = 0;
+  pagesWritten = 0;
+
+  constructor(file: RandomAccessFile, options: MappedRamWriterOptions) {
+    const {
+      offset = 0,
+      pageSize = 4096,
+      alignment = MAPPED_RAM_FILE_OFFSET_ALIGNMENT,
+      writeBytes = 4 * 1024 * 1024,
+    } = options;
+    if (!Number.isSafeInteger(offset) || offset < 0) {
+      throw new RangeError(
+        `Cannot construct MappedRamWriter as offset must be a non-negative safe integer: received ${offset}`,
+      );
+    }
+    // Checks page size and alignment the way every block will use them.
+    layoutMappedRamBlock(0, pageSize, { pageSize, alignment });
+    if (!Number.isSafeInteger(writeBytes) || writeBytes < pageSize) {
+      throw new RangeError(
+        `Cannot construct MappedRamWriter as writeBytes must be at least the page size ${pageSize}: received ${writeBytes}`,
+      );
+    }
+    this.#file = file;
+    this.#offset = offset;
+    this.#pageSize = pageSize;
+    this.#alignment = alignment;
+    const runBytes = writeBytes - writeBytes % pageSize;
+    this.#buffers = [
+      { bytes: new Uint8Array(runBytes), busy: undefined },
+      { bytes: new Uint8Array(runBytes), busy: undefined },
+    ];
+    this.#stagingStart = offset;
+  }
+
+  get position(): number {
+    return this.#stagingStart + this.#stagingLength;
+  }
+
+  async start(): Promise<void> {
+    await this.#file.truncate(this.#offset);
+  }
+
+  async write(batch: readonly MappedRamWriterItem[]): Promise<void> {
+    this.#throwIfFailed();
+    for (const item of batch) {
+      switch (item.type) {
+        case "stream-bytes":
+          this.#append(item.data);
+          break;
+        case "ram-page":
+          await this.#page(item.block, item.offset, item.data);
+          break;
+        case "ram-zero":
+          if (item.fill === 0) {
+            this.#clear(item.block, item.offset);
+          } else {
+            // QEMU only sends fill 0; any other fill is real page content.
+            await this.#page(
+              item.block,
+              item.offset,
+              new Uint8Array(this.#pageSize).fill(item.fill),
+            );
+          }
+          break;
+        case "ram-compressed":
+          if (item.page === undefined) {
+            throw new TypeError(
+              `Cannot write compressed page of block "${item.block}" at ${item.offset}: it was not inflated`,
+            );
+          }
+          await this.#page(item.block, item.offset, item.page);
+          break;
+        case "ram-xbzrle":
+          throw new TypeError(
+            `Cannot write XBZRLE record of block "${item.block}" at ${item.offset}: mapped-ram is incompatible with xbzrle, pages must arrive whole`,
+          );
+        case "ram-multifd-flush":
+          throw new TypeError(
+            "Cannot write MULTIFD_FLUSH record: a mapped-ram file carries no multifd sync points",
+          );
+        case "ram-eos":
+          this.#append(EOS);
+          break;
+        case "ram-mem-size":
+          this.#memSize(item);
+          break;
+        case "bitmap-flush":
+          this.#flushRun();
+          this.#writeBitmaps(false);
+          break;
+        default: {
+          const unknown: never = item;
+          throw new TypeError(
+            `Cannot write item: type "${
+              (unknown as { type: string }).type
+            }" is unknown`,
+          );
+        }
+      }
+    }
+    if (this.#stagingLength >= STAGING_FLUSH_BYTES) this.#flushStaging();
+  }
+
+  async close(): Promise<void> {
+    this.#flushRun();
+    this.#flushStaging();
+    this.#writeBitmaps(true);
+    await this.#settle();
+    this.#throwIfFailed();
+    const end = this.position;
+    if (await this.#file.size() < end) await this.#file.truncate(end);
+  }
+
+  async abort(): Promise<void> {
+    await this.#settle();
+  }
+
+  #memSize(record: RamMemSizeRecord): void {
+    if (this.#blocks.size > 0) {
+      throw new TypeError(
+        "Cannot write a second block list: a mapped-ram file has one RAM START section",
+      );
+    }
+    const withGpa = record.blocks.filter((block) => block.gpa !== undefined);
+    if (withGpa.length !== 0 && withGpa.length !== record.blocks.length) {
+      throw new TypeError(
+        "Cannot write block list: either every block carries a guest address (x-ignore-shared) or none does",
+      );
+    }
+    let total = 0;
+    for (const block of record.blocks) total += block.usedLength;
+    const word = new Uint8Array(8);
+    const view = new DataView(word.buffer);
+    view.setBigUint64(0, BigInt(total) | BigInt(MEM_SIZE));
+    this.#append(word);
+    for (const info of record.blocks) {
+      const name = TEXT.encode(info.idstr);
+      if (name.byteLength === 0 || name.byteLength > 255) {
+        throw new TypeError(
+          `Cannot write block "${info.idstr}": a block name is 1 to 255 bytes`,
+        );
+      }
+      if (this.#blocks.has(info.idstr)) {
+        throw new TypeError(
+          `Cannot write block list: block "${info.idstr}" is listed twice`,
+        );
+      }
+      if (info.pageSize !== undefined) {
+        throw new TypeError(
+          `Cannot write block "${info.idstr}" with its own page size: that field exists only with postcopy-ram, which mapped-ram excludes`,
+        );
+      }
+      const gpaBytes = info.gpa === undefined ? 0 : 8;
+      const entry = new Uint8Array(1 + name.byteLength + 8 + gpaBytes);
+      const entryView = new DataView(entry.buffer);
+      entry[0] = name.byteLength;
+      entry.set(name, 1);
+      entryView.setBigUint64(1 + name.byteLength, BigInt(info.usedLength));
+      if (info.gpa !== undefined) {
+        entryView.setBigUint64(1 + name.byteLength + 8, info.gpa);
+      }
+      this.#append(entry);
+      const layout = layoutMappedRamBlock(this.position, info.usedLength, {
+        pageSize: this.#pageSize,
+        alignment: this.#alignment,
+      });
+      this.#append(encodeMappedRamHeader(layout.header));
+      this.#flushStaging();
+      this.#stagingStart = layout.end;
+      const { mappedRam: _, ...plain } = info;
+      const state: BlockState = {
+        info: plain,
+        layout,
+        bitmap: new MappedRamBitmap(layout.pageCount),
+        bitmapDirty: true,
+      };
+      this.#blocks.set(info.idstr, state);
+      this.blocks.push(state);
+    }
+  }
+
+  async #page(block: string, offset: number, data: Uint8Array): Promise<void> {
+    const state = this.#block(block, offset);
+    const pageSize = this.#pageSize;
+    if (data.byteLength !== pageSize) {
+      throw new RangeError(
+        `Cannot write page of block "${block}" at ${offset}: data is ${data.byteLength} bytes, the page size is ${pageSize}`,
+      );
+    }
+    const fileOffset = state.layout.header.pagesOffset + offset;
+    let run = this.#run;
+    if (
+      run === undefined || run.fileOffset + run.length !== fileOffset ||
+      run.length + pageSize > run.buffer.bytes.byteLength
+    ) {
+      this.#flushRun();
+      const buffer = this.#buffers[this.#nextBuffer]!;
+      this.#nextBuffer ^= 1;
+      if (buffer.busy !== undefined) {
+        await buffer.busy;
+        this.#throwIfFailed();
+      }
+      run = { buffer, fileOffset, length: 0 };
+      this.#run = run;
+    }
+    run.buffer.bytes.set(data, run.length);
+    run.length += pageSize;
+    state.bitmap.set(offset / pageSize);
+    state.bitmapDirty = true;
+    this.pagesWritten++;
+  }
+
+  #clear(block: string, offset: number): void {
+    const state = this.#block(block, offset);
+    state.bitmap.clear(offset / this.#pageSize);
+    state.bitmapDirty = true;
+  }
+
+  #block(block: string, offset: number): BlockState {
+    const state = this.#blocks.get(block);
+    if (state === undefined) {
+      throw new TypeError(
+        this.#blocks.size === 0
+          ? `Cannot write page of block "${block}": the block list (MEM_SIZE) has not been written yet`
+          : `Cannot write page of block "${block}": the block is not in the block list`,
+      );
+    }
+    if (
+      !Number.isSafeInteger(offset) || offset < 0 ||
+      offset % this.#pageSize !== 0 || offset >= state.info.usedLength
+    ) {
+      throw new RangeError(
+        `Cannot write page of block "${block}" at ${offset}: the offset must be a multiple of the page size ${this.#pageSize} below the block's ${state.info.usedLength} bytes`,
+      );
+    }
+    return state;
+  }
+
+  #flushRun(): void {
+    const run = this.#run;
+    if (run === undefined) return;
+    this.#run = undefined;
+    const buffer = run.buffer;
+    const busy = this.#track(
+      this.#file.writeAt(run.fileOffset, buffer.bytes.subarray(0, run.length)),
+    ).then(() => {
+      if (buffer.busy === busy) buffer.busy = undefined;
+    });
+    buffer.busy = busy;
+  }
+
+  #writeBitmaps(onlyDirty: boolean): void {
+    for (const block of this.blocks) {
+      if (onlyDirty && !block.bitmapDirty) continue;
+      block.bitmapDirty = false;
+      this.#track(
+        this.#file.writeAt(
+          block.layout.header.bitmapOffset,
+          block.bitmap.bytes.slice(),
+        ),
+      );
+    }
+  }
+
+  #append(bytes: Uint8Array): void {
+    const needed = this.#stagingLength + bytes.byteLength;
+    if (needed > this.#staging.byteLength) {
+      const grown = new Uint8Array(
+        Math.max(needed, this.#staging.byteLength * 2),
+      );
+      grown.set(this.#staging.subarray(0, this.#stagingLength));
+      this.#staging = grown;
+    }
+    this.#staging.set(bytes, this.#stagingLength);
+    this.#stagingLength = needed;
+  }
+
+  #flushStaging(): void {
+    if (this.#stagingLength === 0) return;
+    const bytes = this.#staging.slice(0, this.#stagingLength);
+    const at = this.#stagingStart;
+    this.#stagingStart += this.#stagingLength;
+    this.#stagingLength = 0;
+    this.#track(this.#file.writeAt(at, bytes));
+  }
+
+  /** Keeps a write's failure for the next call instead of losing it. */
+  #track(write: Promise<void>): Promise<void> {
+    const settled: Promise<void> = write.then(
+      () => {
+        this.#inflight.delete(settled);
+      },
+      (cause) => {
+        this.#error ??= { cause };
+        this.#inflight.delete(settled);
+      },
+    );
+    this.#inflight.add(settled);
+    return settled;
+  }
+
+  async #settle(): Promise<void> {
+    while (this.#inflight.size > 0) await Promise.all([...this.#inflight]);
+  }
+
+  #throwIfFailed(): void {
+    if (this.#error !== undefined) throw this.#error.cause;
+  }
+}
+
+const MEM_SIZE = 0x04;
+const EOS = new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0x10]);
+const TEXT = new TextEncoder();
