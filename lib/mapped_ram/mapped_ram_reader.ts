@@ -107,41 +107,34 @@ export interface MappedRamBlockList {
  *
  * @example Usage
  * ```ts
- * import { MappedRamReader, MappedRamWriter, type RandomAccessFile } from "@livemig/livemig";
+ * import {
+ *   MappedRamReader,
+ *   MappedRamWriter,
+ *   type MappedRamWriterItem,
+ *   openRandomAccessFile,
+ * } from "@livemig/livemig";
  * import assert from "node:assert/strict";
  *
- * let data = new Uint8Array(0);
- * const file: RandomAccessFile = {
- *   async readAt(offset, size) { return data.slice(offset, offset + size); },
- *   async writeAt(offset, bytes) {
- *     if (offset + bytes.byteLength > data.byteLength) {
- *       const grown = new Uint8Array(offset + bytes.byteLength);
- *       grown.set(data);
- *       data = grown;
- *     }
- *     data.set(bytes, offset);
- *   },
- *   async size() { return data.byteLength; },
- *   async truncate(size) {
- *     const next = new Uint8Array(size);
- *     next.set(data.subarray(0, size));
- *     data = next;
- *   },
- *   async close() {},
- * };
- * await ReadableStream.from([[
- *   { type: "ram-mem-size", blocks: [{ idstr: "pc.ram", usedLength: 16384 }] },
- *   { type: "ram-page", block: "pc.ram", offset: 8192, data: new Uint8Array(4096).fill(9) },
- *   { type: "ram-eos" },
- * ] as const]).pipeTo(new MappedRamWriter(file));
+ * const path = await Deno.makeTempFile();
+ * const file = await openRandomAccessFile(path);
+ * try {
+ *   await ReadableStream.from<MappedRamWriterItem[]>([[
+ *     { type: "ram-mem-size", blocks: [{ idstr: "pc.ram", usedLength: 16384 }] },
+ *     { type: "ram-page", block: "pc.ram", offset: 8192, data: new Uint8Array(4096).fill(9) },
+ *     { type: "ram-eos" },
+ *   ]]).pipeTo(new MappedRamWriter(file));
  *
- * const reader = await MappedRamReader.open(file, 0);
- * assert.equal(reader.blocks[0]!.idstr, "pc.ram");
- * const [record, ...more] = (await Array.fromAsync(reader.records())).flat();
- * assert.equal(more.length, 0);
- * assert.ok(record?.type === "ram-page");
- * assert.equal(record.offset, 8192);
- * assert.equal(record.data[0], 9);
+ *   const reader = await MappedRamReader.open(file, 0); // the MEM_SIZE word is at 0
+ *   assert.equal(reader.blocks[0]!.idstr, "pc.ram");
+ *   const [record, ...more] = (await Array.fromAsync(reader.records())).flat();
+ *   assert.equal(more.length, 0);
+ *   assert.ok(record?.type === "ram-page");
+ *   assert.equal(record.offset, 8192);
+ *   assert.equal(record.data[0], 9);
+ * } finally {
+ *   await file.close();
+ *   await Deno.remove(path);
+ * }
  * ```
  */
 export class MappedRamReader {

@@ -118,42 +118,28 @@ export interface MappedRamWriterOptions {
  *
  * @example Usage
  * ```ts
- * import { MappedRamWriter, type RandomAccessFile } from "@livemig/livemig";
+ * import { MappedRamWriter, type MappedRamWriterItem, openRandomAccessFile } from "@livemig/livemig";
  * import assert from "node:assert/strict";
  *
- * // An in-memory file, enough for the example.
- * let data = new Uint8Array(0);
- * const file: RandomAccessFile = {
- *   async readAt(offset, size) { return data.slice(offset, offset + size); },
- *   async writeAt(offset, bytes) {
- *     if (offset + bytes.byteLength > data.byteLength) {
- *       const grown = new Uint8Array(offset + bytes.byteLength);
- *       grown.set(data);
- *       data = grown;
- *     }
- *     data.set(bytes, offset);
- *   },
- *   async size() { return data.byteLength; },
- *   async truncate(size) {
- *     const next = new Uint8Array(size);
- *     next.set(data.subarray(0, size));
- *     data = next;
- *   },
- *   async close() {},
- * };
+ * const path = await Deno.makeTempFile();
+ * const file = await openRandomAccessFile(path);
+ * try {
+ *   const writer = new MappedRamWriter(file);
+ *   await ReadableStream.from<MappedRamWriterItem[]>([[
+ *     { type: "ram-mem-size", blocks: [{ idstr: "pc.ram", usedLength: 8192 }] },
+ *     { type: "ram-page", block: "pc.ram", offset: 4096, data: new Uint8Array(4096).fill(7) },
+ *     { type: "ram-eos" },
+ *   ]]).pipeTo(writer);
  *
- * const writer = new MappedRamWriter(file);
- * await ReadableStream.from([[
- *   { type: "ram-mem-size", blocks: [{ idstr: "pc.ram", usedLength: 8192 }] },
- *   { type: "ram-page", block: "pc.ram", offset: 4096, data: new Uint8Array(4096).fill(7) },
- *   { type: "ram-eos" },
- * ] as const]).pipeTo(writer);
- *
- * const [block] = writer.blocks;
- * assert.deepEqual(block!.mappedRam, { version: 1, pageSize: 4096, bitmapOffset: 0x33, pagesOffset: 0x100000 });
- * assert.equal(data[0x33], 0b10); // page 1 is stored
- * assert.equal(data[0x100000 + 4096], 7);
- * assert.equal(data.byteLength, 0x100000 + 8192 + 8); // pages, then EOS
+ *   const [block] = writer.blocks;
+ *   assert.deepEqual(block!.mappedRam, { version: 1, pageSize: 4096, bitmapOffset: 0x33, pagesOffset: 0x100000 });
+ *   assert.deepEqual(await file.readAt(0x33, 1), new Uint8Array([0b10])); // page 1 is stored
+ *   assert.deepEqual(await file.readAt(0x100000 + 4096, 1), new Uint8Array([7]));
+ *   assert.equal(await file.size(), 0x100000 + 8192 + 8); // the pages, then EOS
+ * } finally {
+ *   await file.close();
+ *   await Deno.remove(path);
+ * }
  * ```
  */
 export class MappedRamWriter
