@@ -444,7 +444,7 @@ export class SourceMigration extends EventTarget {
         await write([{ type: "section-part", sectionId: RAM_SECTION_ID }]);
         const started = clock.now();
         const pages = new PageSourceStream(scanner, {
-          batchPages: this.#batchPages,
+          batchPages: this.#partBatchPages(),
           shouldStop: () =>
             signal.aborted || clock.now() - started >= this.#stepMs,
         }).pipeThrough(this.#pageEncoder(lastBlock, false));
@@ -483,6 +483,10 @@ export class SourceMigration extends EventTarget {
       ]);
       await writer.close();
       await piped;
+      // Close our direction (a half-close on sockets): an exec: command
+      // gets EOF and is waited for, a file is flushed, so every byte is
+      // where it belongs before the migration says completed.
+      await transport.writable.close();
       if (returnPath) {
         const shut = await Promise.race([returnPath.shut, aborted(signal)]);
         if (shut !== 0) {
@@ -535,6 +539,18 @@ export class SourceMigration extends EventTarget {
       this.#continue = undefined;
       returnPath?.stop();
     }
+  }
+
+  /**
+   * Pages per batch in an iteration step: at most half a rate-limit
+   * window's budget, so a low max-bandwidth is held to smoothly (QEMU
+   * checks the limit between pages).
+   */
+  #partBatchPages(): number {
+    const limit = this.#parameters["max-bandwidth"];
+    if (limit === 0) return this.#batchPages;
+    const pages = Math.floor(limit / 10 / 2 / this.#guest.memory.pageSize);
+    return Math.max(1, Math.min(this.#batchPages, pages));
   }
 
   #newState(): MigrationState {

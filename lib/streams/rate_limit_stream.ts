@@ -37,7 +37,9 @@ export interface RateLimitStreamOptions {
  * Passes bytes on at no more than `bytesPerSecond`, the way QEMU limits a
  * migration: each window of 100 ms may carry `bytesPerSecond / 10` bytes;
  * once a window's budget is spent the stream waits until the window ends.
- * Chunks are never split, so whole records stay whole.
+ * Chunks are never split, so whole records stay whole; a chunk larger than
+ * a window's budget makes the wait last as many windows as its bytes need,
+ * and the window that closes then measures the true average.
  *
  * Waiting inside `transform()` is what throttles the pipeline: the
  * writable side stops accepting chunks, so every stage upstream waits too.
@@ -108,7 +110,12 @@ export class RateLimitStream extends TransformStream<Uint8Array, Uint8Array> {
         while (self.#overBudget()) {
           const wake = new AbortController();
           self.#wake = wake;
-          const until = self.#windowStart + self.#windowMs;
+          // A chunk larger than the window's budget is paid off over the
+          // windows it spans, so the average holds to the limit whatever
+          // the chunk size; with chunks of one page this is QEMU's
+          // "wait until the window ends".
+          const until = self.#windowStart + self.#windowMs *
+              Math.max(1, self.#windowBytes / self.#budget());
           const wait = until - self.#clock.now();
           try {
             if (wait > 0) {
@@ -123,7 +130,9 @@ export class RateLimitStream extends TransformStream<Uint8Array, Uint8Array> {
           } finally {
             self.#wake = undefined;
           }
-          self.#closeWindowIfDue(wake.signal.aborted);
+          // The debt is paid (or urgent bytes cut the wait short): close the
+          // window, which measures the average over the whole wait.
+          self.#closeWindowIfDue(true);
         }
       },
     });
@@ -184,16 +193,21 @@ export class RateLimitStream extends TransformStream<Uint8Array, Uint8Array> {
     return this.#closeWindowIfDue();
   }
 
+  #budget(): number {
+    return this.#bytesPerSecond * this.#windowMs / 1000;
+  }
+
   #overBudget(): boolean {
     if (this.#bytesPerSecond === 0) return false;
     if (this.#bytesPassed < this.#urgentUntil) return false;
-    return this.#windowBytes >= this.#bytesPerSecond * this.#windowMs / 1000;
+    return this.#windowBytes >= this.#budget();
   }
 
   #closeWindowIfDue(force = false): RateWindow | undefined {
     const now = this.#clock.now();
     const ms = now - this.#windowStart;
     if (ms < this.#windowMs && !(force && ms > 0)) return undefined;
+    if (this.#overBudget() && !force) return undefined; // still paying off
     const window = {
       bytes: this.#windowBytes,
       ms,

@@ -135,3 +135,25 @@ Deno.test("RateLimitStream rejects bad options", () => {
   assert.throws(() => new RateLimitStream({ bytesPerSecond: -5 }), RangeError);
   assert.throws(() => new RateLimitStream({ windowMs: 0 }), RangeError);
 });
+
+Deno.test("RateLimitStream pays off chunks larger than a window and measures the true rate", async () => {
+  const clock = createFakeClock();
+  const windows: RateWindow[] = [];
+  const limiter = new RateLimitStream({
+    bytesPerSecond: 1_000_000, // 100 000 bytes per window
+    clock,
+    onWindow: (w) => windows.push(w),
+  });
+  await ReadableStream.from([chunk(1 << 20), chunk(1 << 20)]).pipeThrough(
+    limiter,
+  )
+    .pipeTo(new WritableStream());
+  // 2 MiB at 1 MB/s take 2.1 s, not two windows of 100 ms.
+  assert.ok(clock.now() >= 2000, `took ${clock.now()} ms`);
+  for (const window of windows) {
+    assert.ok(
+      Math.abs(window.bytesPerMs - 1000) < 1,
+      `measured ${window.bytesPerMs} bytes/ms`,
+    );
+  }
+});
