@@ -34,6 +34,7 @@ import type { RandomAccessFile } from "../transport/transport.ts";
 import type {
   RamBlockInfo,
   RamMemSizeRecord,
+  RamPageRecord,
   RamRecord,
 } from "../ram/ram_record.ts";
 import { MappedRamBitmap } from "./mapped_ram_bitmap.ts";
@@ -107,9 +108,13 @@ export interface MappedRamWriterOptions {
  * writes nothing and clears the bit, so a page that later became zero is
  * not restored stale; a page sent twice is written twice at the same
  * offset, so the file size stays bounded however often pages are re-sent.
- * Pages that follow each other in the file are gathered into large
- * positioned writes. XBZRLE and MULTIFD_FLUSH records are refused with a
- * `TypeError`.
+ * XBZRLE and MULTIFD_FLUSH records are refused with a `TypeError`.
+ *
+ * Pages that follow each other in the file become large positioned
+ * writes: a run of at least 256 KiB whose pages are back-to-back views of
+ * one buffer (pages read from guest memory) is written straight from it,
+ * other pages are copied into one of two alternating `writeBytes` buffers.
+ * Page bytes are never used after `write()` resolves.
  *
  * Bitmaps are written on each `{ type: "bitmap-flush" }` item and, where
  * bits changed since (or a bitmap was never written), when the stream
@@ -189,6 +194,8 @@ interface BlockState {
   bitmap: MappedRamBitmap;
   /** Bits changed since the bitmap was last written, or never written. */
   bitmapDirty: boolean;
+  /** Pages whose place in the file ever received data (not a hole). */
+  written: MappedRamBitmap;
 }
 
 interface RunBuffer {
@@ -198,6 +205,10 @@ interface RunBuffer {
 }
 
 const STAGING_FLUSH_BYTES = 1024 * 1024;
+/** Runs at least this long are written from the caller's memory, not copied. */
+const DIRECT_WRITE_BYTES = 256 * 1024;
+/** Longest gap of never-written pages filled with zeros to keep a run going. */
+const MAX_GAP_BYTES = 64 * 1024;
 
 class WriterCore {
   readonly #file: RandomAccessFile;
@@ -213,7 +224,14 @@ class WriterCore {
   #staging: Uint8Array<ArrayBuffer> = new Uint8Array(64 * 1024);
   #stagingLength = 0;
   #stagingStart: number;
-  #run: { buffer: RunBuffer; fileOffset: number; length: number } | undefined;
+  #run:
+    | {
+      buffer: RunBuffer;
+      fileOffset: number;
+      length: number;
+      state: BlockState;
+    }
+    | undefined;
   #nextBuffer = 0;
   pagesWritten = 0;
 
@@ -258,14 +276,24 @@ class WriterCore {
 
   async write(batch: readonly MappedRamWriterItem[]): Promise<void> {
     this.#throwIfFailed();
-    for (const item of batch) {
+    const direct: Promise<void>[] = [];
+    for (let index = 0; index < batch.length; index++) {
+      const item = batch[index]!;
       switch (item.type) {
         case "stream-bytes":
           this.#append(item.data);
           break;
-        case "ram-page":
-          await this.#page(item.block, item.offset, item.data);
+        case "ram-page": {
+          const span = this.#directSpan(batch, index);
+          if (span > 1) {
+            direct.push(this.#writeDirect(batch, index, span));
+            index += span - 1;
+            break;
+          }
+          const wait = this.#page(item.block, item.offset, item.data);
+          if (wait !== undefined) await wait;
           break;
+        }
         case "ram-zero":
           if (item.fill === 0) {
             this.#clear(item.block, item.offset);
@@ -315,6 +343,76 @@ class WriterCore {
       }
     }
     if (this.#stagingLength >= STAGING_FLUSH_BYTES) this.#flushStaging();
+    // The caller may reuse its pages once write() resolves.
+    if (direct.length > 0) {
+      await Promise.all(direct);
+      this.#throwIfFailed();
+    }
+  }
+
+  /**
+   * How many PAGE records from `batch[index]` on are one run both in the
+   * file and in memory (views of one buffer, back to back), when that run
+   * is large enough to be written straight from the caller's memory;
+   * otherwise 0.
+   */
+  #directSpan(batch: readonly MappedRamWriterItem[], index: number): number {
+    const first = batch[index] as RamPageRecord;
+    const pageSize = this.#pageSize;
+    const minimum = DIRECT_WRITE_BYTES / pageSize;
+    if (batch.length - index < minimum) return 0;
+    let count = 1;
+    let previous = first;
+    while (index + count < batch.length) {
+      const next = batch[index + count]!;
+      if (
+        next.type !== "ram-page" || next.block !== first.block ||
+        next.offset !== previous.offset + pageSize ||
+        next.data.buffer !== first.data.buffer ||
+        next.data.byteOffset !== previous.data.byteOffset + pageSize ||
+        next.data.byteLength !== pageSize
+      ) {
+        break;
+      }
+      previous = next;
+      count++;
+    }
+    return count >= minimum ? count : 0;
+  }
+
+  /** Writes `count` pages straight from the caller's memory. */
+  #writeDirect(
+    batch: readonly MappedRamWriterItem[],
+    index: number,
+    count: number,
+  ): Promise<void> {
+    const first = batch[index] as RamPageRecord;
+    const pageSize = this.#pageSize;
+    const state = this.#block(first.block, first.offset);
+    this.#block(first.block, first.offset + (count - 1) * pageSize);
+    if (first.data.byteLength !== pageSize) {
+      throw new RangeError(
+        `Cannot write page of block "${first.block}" at ${first.offset}: data is ${first.data.byteLength} bytes, the page size is ${pageSize}`,
+      );
+    }
+    this.#flushRun(); // keeps earlier pages ahead of these in the file's queue
+    const start = first.offset / pageSize;
+    for (let page = start; page < start + count; page++) {
+      state.bitmap.set(page);
+      state.written.set(page);
+    }
+    state.bitmapDirty = true;
+    this.pagesWritten += count;
+    return this.#track(
+      this.#file.writeAt(
+        state.layout.header.pagesOffset + first.offset,
+        new Uint8Array(
+          first.data.buffer,
+          first.data.byteOffset,
+          count * pageSize,
+        ),
+      ),
+    );
   }
 
   async close(): Promise<void> {
@@ -389,13 +487,26 @@ class WriterCore {
         layout,
         bitmap: new MappedRamBitmap(layout.pageCount),
         bitmapDirty: true,
+        written: new MappedRamBitmap(layout.pageCount),
       };
       this.#blocks.set(info.idstr, state);
       this.blocks.push(state);
     }
   }
 
-  async #page(block: string, offset: number, data: Uint8Array): Promise<void> {
+  /**
+   * Copies a page into the current run of file-contiguous pages, starting
+   * a new run when it does not follow on. A short gap of pages that were
+   * never written (holes, which read as zeros) is filled with zeros to keep
+   * the run going, so a pass that skips scattered zero pages still makes
+   * large writes. Returns a promise only when a new run must wait for its
+   * buffer's previous write, so the common case costs no await.
+   */
+  #page(
+    block: string,
+    offset: number,
+    data: Uint8Array,
+  ): Promise<void> | undefined {
     const state = this.#block(block, offset);
     const pageSize = this.#pageSize;
     if (data.byteLength !== pageSize) {
@@ -404,26 +515,62 @@ class WriterCore {
       );
     }
     const fileOffset = state.layout.header.pagesOffset + offset;
-    let run = this.#run;
-    if (
-      run === undefined || run.fileOffset + run.length !== fileOffset ||
-      run.length + pageSize > run.buffer.bytes.byteLength
-    ) {
-      this.#flushRun();
-      const buffer = this.#buffers[this.#nextBuffer]!;
-      this.#nextBuffer ^= 1;
-      if (buffer.busy !== undefined) {
-        await buffer.busy;
-        this.#throwIfFailed();
+    const run = this.#run;
+    if (run !== undefined && run.state === state) {
+      const end = run.fileOffset + run.length;
+      const gap = fileOffset - end;
+      if (
+        gap >= 0 && gap <= MAX_GAP_BYTES &&
+        run.length + gap + pageSize <= run.buffer.bytes.byteLength &&
+        this.#holes(state, end, gap)
+      ) {
+        run.buffer.bytes.fill(0, run.length, run.length + gap);
+        run.length += gap;
+        this.#copy(run, state, offset, data);
+        return undefined;
       }
-      run = { buffer, fileOffset, length: 0 };
-      this.#run = run;
     }
+    this.#flushRun();
+    const buffer = this.#buffers[this.#nextBuffer]!;
+    this.#nextBuffer ^= 1;
+    const start = () => {
+      const next = { buffer, fileOffset, length: 0, state };
+      this.#run = next;
+      this.#copy(next, state, offset, data);
+    };
+    if (buffer.busy === undefined) {
+      start();
+      return undefined;
+    }
+    return buffer.busy.then(() => {
+      this.#throwIfFailed();
+      start();
+    });
+  }
+
+  #copy(
+    run: { buffer: RunBuffer; length: number },
+    state: BlockState,
+    offset: number,
+    data: Uint8Array,
+  ): void {
     run.buffer.bytes.set(data, run.length);
-    run.length += pageSize;
-    state.bitmap.set(offset / pageSize);
+    run.length += data.byteLength;
+    const index = offset / this.#pageSize;
+    state.bitmap.set(index);
+    state.written.set(index);
     state.bitmapDirty = true;
     this.pagesWritten++;
+  }
+
+  /** Whether `bytes` of pages from file offset `at` were never written. */
+  #holes(state: BlockState, at: number, bytes: number): boolean {
+    const first = (at - state.layout.header.pagesOffset) / this.#pageSize;
+    const last = first + bytes / this.#pageSize;
+    for (let index = first; index < last; index++) {
+      if (state.written.has(index)) return false;
+    }
+    return true;
   }
 
   #clear(block: string, offset: number): void {

@@ -71,6 +71,27 @@ function randomScenario(prng: Prng): Scenario {
       items.push({ type: "bitmap-flush" });
       continue;
     }
+    if (choice === 2) {
+      // A long run whose pages are views of one buffer, back to back, as
+      // pages read from guest memory are: written without a copy.
+      const first = prng.nextInt(pages);
+      const length = 1 + prng.nextInt(pages - first);
+      const memory = new Uint8Array(length * pageSize);
+      for (let i = 0; i < length; i++) {
+        const data = memory.subarray(i * pageSize, (i + 1) * pageSize);
+        data.fill(1 + ((pageWrites + i) % 255));
+        new DataView(data.buffer, data.byteOffset).setUint32(0, pageWrites + i);
+        items.push({
+          type: "ram-page",
+          block: block.idstr,
+          offset: (first + i) * pageSize,
+          data,
+        });
+        oracle.set(`${block.idstr}:${first + i}`, data);
+      }
+      pageWrites += length;
+      continue;
+    }
     // A run of consecutive pages, as a dirty-page scan sends them.
     const first = prng.nextInt(pages);
     const length = 1 + prng.nextInt(Math.min(8, pages - first));
@@ -114,7 +135,7 @@ function randomScenario(prng: Prng): Scenario {
   tail.push(...EOS, ...suffix);
   const batches: MappedRamWriterItem[][] = [];
   for (let at = 0; at < items.length;) {
-    const size = 1 + prng.nextInt(30);
+    const size = 1 + prng.nextInt(prng.nextInt(4) === 0 ? 400 : 30);
     batches.push(items.slice(at, at + size));
     at += size;
   }
@@ -276,6 +297,109 @@ Deno.test("MappedRamWriter gathers file-contiguous pages into large writes", asy
     4 << 20,
     3000 * 4096 - (8 << 20),
   ]);
+});
+
+Deno.test("MappedRamWriter writes long runs straight from the caller's memory", async () => {
+  const file = createMemoryFile();
+  const memory = new Uint8Array(512 * 4096).map((_, i) => i >> 12);
+  const batch = (first: number): MappedRamWriterItem[] =>
+    Array.from({ length: 256 }, (_, i) => ({
+      type: "ram-page",
+      block: "pc.ram",
+      offset: (first + i) * 4096,
+      data: memory.subarray((first + i) * 4096, (first + i + 1) * 4096),
+    }));
+  const writer = new MappedRamWriter(file);
+  const sink = writer.getWriter();
+  await sink.write([
+    {
+      type: "ram-mem-size",
+      blocks: [{ idstr: "pc.ram", usedLength: 512 * 4096 }],
+    },
+  ]);
+  await sink.write(batch(0));
+  // Once write() resolved, the caller may reuse its memory.
+  memory.subarray(0, 256 * 4096).fill(0xee);
+  await sink.write(batch(256));
+  await sink.close();
+  const pageWrites = file.operations.filter((op) =>
+    op.op === "write" && op.offset >= 0x100000
+  );
+  assert.deepEqual(pageWrites.map((op) => op.size), [1 << 20, 1 << 20]);
+  const bytes = await file.readAt(0x100000, 512 * 4096);
+  assert.equal(bytes[0], 0);
+  assert.equal(bytes[255 * 4096], 255);
+  assert.equal(bytes[300 * 4096], 300 & 0xff);
+  assert.equal((await MappedRamReader.open(file, 0)).storedPages(), 512);
+});
+
+Deno.test("MappedRamWriter fills short gaps of never-written pages with zeros", async () => {
+  const file = createMemoryFile();
+  const page = (index: number): MappedRamWriterItem => ({
+    type: "ram-page",
+    block: "pc.ram",
+    offset: index * 4096,
+    data: new Uint8Array(4096).fill(index + 1),
+  });
+  await ReadableStream.from<MappedRamWriterItem[]>([[
+    {
+      type: "ram-mem-size",
+      blocks: [{ idstr: "pc.ram", usedLength: 64 * 4096 }],
+    },
+    page(0),
+    page(1),
+    { type: "ram-zero", block: "pc.ram", offset: 2 * 4096, fill: 0 },
+    page(3),
+    page(40), // 36 pages = 144 KiB further: too far, a new write
+  ]]).pipeTo(new MappedRamWriter(file));
+  const pageWrites = file.operations.flatMap((op) =>
+    op.op === "write" && op.offset >= 0x100000
+      ? [[op.offset - 0x100000, op.size]]
+      : []
+  );
+  assert.deepEqual(pageWrites, [
+    [0, 4 * 4096],
+    [40 * 4096, 4096],
+  ]);
+  const reader = await MappedRamReader.open(file, 0);
+  assert.deepEqual([...reader.summaries[0]!.bitmap.runs()], [[0, 2], [3, 4], [
+    40,
+    41,
+  ]]);
+});
+
+Deno.test("MappedRamWriter never fills a gap over a page that holds data", async () => {
+  const file = createMemoryFile();
+  const page = (index: number, fill: number): MappedRamWriterItem => ({
+    type: "ram-page",
+    block: "pc.ram",
+    offset: index * 4096,
+    data: new Uint8Array(4096).fill(fill),
+  });
+  await ReadableStream.from<MappedRamWriterItem[]>([[
+    {
+      type: "ram-mem-size",
+      blocks: [{ idstr: "pc.ram", usedLength: 8 * 4096 }],
+    },
+    page(2, 0xaa),
+    page(0, 1),
+    page(1, 1),
+    { type: "ram-zero", block: "pc.ram", offset: 2 * 4096, fill: 0 },
+    page(3, 1),
+    page(2, 0xbb),
+  ]]).pipeTo(new MappedRamWriter(file));
+  const pageWrites = file.operations.flatMap((op) =>
+    op.op === "write" && op.offset >= 0x100000
+      ? [[op.offset - 0x100000, op.size]]
+      : []
+  );
+  assert.deepEqual(pageWrites, [
+    [2 * 4096, 4096],
+    [0, 2 * 4096],
+    [3 * 4096, 4096],
+    [2 * 4096, 4096],
+  ]);
+  assert.equal((await file.readAt(0x100000 + 2 * 4096, 1))[0], 0xbb);
 });
 
 Deno.test("MappedRamWriter writes a page sent twice at the same offset", async () => {
