@@ -277,6 +277,19 @@ class WriterCore {
   async write(batch: readonly MappedRamWriterItem[]): Promise<void> {
     this.#throwIfFailed();
     const direct: Promise<void>[] = [];
+    try {
+      await this.#writeItems(batch, direct);
+    } finally {
+      // The caller may reuse its pages once write() settles.
+      if (direct.length > 0) await Promise.all(direct);
+    }
+    this.#throwIfFailed();
+  }
+
+  async #writeItems(
+    batch: readonly MappedRamWriterItem[],
+    direct: Promise<void>[],
+  ): Promise<void> {
     for (let index = 0; index < batch.length; index++) {
       const item = batch[index]!;
       switch (item.type) {
@@ -343,11 +356,6 @@ class WriterCore {
       }
     }
     if (this.#stagingLength >= STAGING_FLUSH_BYTES) this.#flushStaging();
-    // The caller may reuse its pages once write() resolves.
-    if (direct.length > 0) {
-      await Promise.all(direct);
-      this.#throwIfFailed();
-    }
   }
 
   /**
