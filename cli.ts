@@ -10,8 +10,11 @@
 
 import { parseArgs } from "node:util";
 import {
+  analyzeMappedRamFile,
   analyzeMigrationStream,
   connectTransport,
+  convertMappedRamToStream,
+  convertStreamToMappedRam,
   DEFAULT_CAPABILITIES,
   DestinationMigration,
   formatBytes,
@@ -19,12 +22,14 @@ import {
   formatStreamAnalysis,
   formatWorkload,
   type GuestMemory,
+  isMappedRamFile,
   listenTransport,
   MigrationAbortedError,
   type MigrationCapabilities,
   type MigrationInfo,
   type MigrationParameters,
   NotSupportedError,
+  openRandomAccessFile,
   parseCapabilityArgument,
   parseParameterArgument,
   parseSize,
@@ -67,7 +72,8 @@ Commands:
   demo             Live-migrate a simulated 256 MiB guest over loopback TCP
   migrate URI      Migrate a simulated guest to a destination at URI
   incoming URI     Receive a migration at URI into a new guest
-  analyze FILE     Summarise a QEMU migration stream file
+  analyze FILE     Summarise a QEMU migration stream or mapped-ram file
+  convert IN OUT   Convert a stream file to a mapped-ram file or back
 
 Options:
   -h, --help       Show help (also: livemig <command> --help)
@@ -80,7 +86,8 @@ const ANALYZE_USAGE = `Usage: livemig analyze FILE [options]
 
 Summarise a QEMU migration stream: header, machine, commands, sections,
 per RAM block its size and its zero / normal / xbzrle page counts, device
-sections walked through the vmdesc trailer.
+sections walked through the vmdesc trailer. Mapped-ram files (QEMU 9.0+
+file layout) are recognised and summarised too.
 
 Options:
   --json               Print the summary as one JSON object (last line)
@@ -111,6 +118,21 @@ const GUEST_OPTIONS =
   --json               Print the final query-migrate info (plus ram-sha256
                        per block) as one JSON object, the last line
   -h, --help           Show this help`;
+
+const CONVERT_USAGE = `Usage: livemig convert IN OUT --to mapped-ram|stream
+
+Converts a QEMU migration stream file to a mapped-ram file (QEMU 10.0's
+layout: pages at fixed offsets, a written-pages bitmap per block) or a
+mapped-ram file back to a stream that QEMU 7.2 can load (only records 7.2
+knows). RAM ends up identical; device state is carried across as is.
+
+Options:
+  --to FORMAT          mapped-ram or stream (required)
+  --json               Print what was converted as JSON (last line)
+  -h, --help           Show this help
+
+Exit status: 0 converted, 1 bad input or I/O error, 2 usage error.
+`;
 
 const DEMO_USAGE = `Usage: livemig demo [options]
 
@@ -208,6 +230,8 @@ export async function main(
         return await migrate(rest, io);
       case "incoming":
         return await incoming(rest, io);
+      case "convert":
+        return await convert(rest, io);
       default:
         throw new UsageError(`Unknown command "${command}"`, USAGE);
     }
@@ -272,20 +296,29 @@ async function analyze(args: string[], io: CliIo): Promise<number> {
     );
   }
   const path = positionals[0]!;
-  const file = await Deno.open(path);
   const progress = io.errIsTerminal
     ? (bytes: number) =>
       io.writeErr(`\ranalyzing ${path}: ${(bytes / 1e6).toFixed(1)} MB`)
     : undefined;
+  const options = {
+    keepRam: values["extract-ram"] !== undefined,
+    dumpState: values.dump === "state",
+    ...(progress ? { onProgress: progress } : {}),
+  };
   let result;
+  const random = await openRandomAccessFile(path, { readOnly: true });
   try {
-    result = await analyzeMigrationStream(file.readable, {
-      keepRam: values["extract-ram"] !== undefined,
-      dumpState: values.dump === "state",
-      checkXbzrle: values["check-xbzrle"] ?? false,
-      ...(progress ? { onProgress: progress } : {}),
-    });
+    if (await isMappedRamFile(random)) {
+      result = await analyzeMappedRamFile(random, options);
+    } else {
+      const file = await Deno.open(path);
+      result = await analyzeMigrationStream(file.readable, {
+        ...options,
+        checkXbzrle: values["check-xbzrle"] ?? false,
+      });
+    }
   } finally {
+    await random.close();
     if (progress) io.writeErr("\r\x1b[K");
   }
   const { analysis, ram, state } = result;
@@ -320,6 +353,73 @@ async function analyze(args: string[], io: CliIo): Promise<number> {
   }
   const check = analysis["check-xbzrle"];
   return check && check.identical < check.records ? 1 : 0;
+}
+
+async function convert(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse(args, {
+    to: { type: "string" },
+    json: { type: "boolean" },
+  }, CONVERT_USAGE);
+  if (values.help) {
+    io.writeOut(CONVERT_USAGE);
+    return 0;
+  }
+  if (positionals.length !== 2) {
+    throw new UsageError(
+      `convert takes IN and OUT: received ${positionals.length} paths`,
+      CONVERT_USAGE,
+    );
+  }
+  if (values.to !== "mapped-ram" && values.to !== "stream") {
+    throw new UsageError(
+      values.to === undefined
+        ? "convert needs --to mapped-ram or --to stream"
+        : `--to accepts mapped-ram or stream: received "${values.to}"`,
+      CONVERT_USAGE,
+    );
+  }
+  const [input, output] = positionals as [string, string];
+  if (values.to === "mapped-ram") {
+    const source = await Deno.open(input);
+    const target = await openRandomAccessFile(output, {
+      create: true,
+      truncate: true,
+    });
+    try {
+      const result = await convertStreamToMappedRam(source.readable, target);
+      io.writeOut(
+        values.json
+          ? JSON.stringify({ to: "mapped-ram", ...result }) + "\n"
+          : `wrote ${output}: mapped-ram, ${result.blocks.length} blocks, ${result.storedPages} pages stored, ${result.zeroPages} zero pages, ${result.size} bytes\n`,
+      );
+    } finally {
+      await target.close();
+    }
+    return 0;
+  }
+  const source = await openRandomAccessFile(input, { readOnly: true });
+  try {
+    if (!await isMappedRamFile(source)) {
+      throw new StreamFormatError(
+        `Cannot convert "${input}" to a stream: it is not a mapped-ram file`,
+        { offset: 0 },
+      );
+    }
+    const target = await Deno.open(output, {
+      write: true,
+      create: true,
+      truncate: true,
+    });
+    const result = await convertMappedRamToStream(source, target.writable);
+    io.writeOut(
+      values.json
+        ? JSON.stringify({ to: "stream", ...result }) + "\n"
+        : `wrote ${output}: stream, ${result.blocks.length} blocks, ${result.pages} pages (${result.zeroPages} zero), ${result.bytes} bytes\n`,
+    );
+  } finally {
+    await source.close();
+  }
+  return 0;
 }
 
 /** Options shared by the commands that run a simulated guest. */

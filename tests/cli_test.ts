@@ -81,7 +81,7 @@ Deno.test("cli analyze --extract-ram writes every block, pc.ram equal to QEMU's"
       "--json",
     ]);
     assert.equal(code, 0);
-    const names = [...Deno.readDirSync(dir)].map((e) => e.name).sort();
+    const names = (await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name).sort();
     assert.deepEqual(names, ["pc.bios.bin", "pc.ram.bin", "pc.rom.bin"]);
     const ram = await Deno.readFile(`${dir}/pc.ram.bin`);
     assert.equal(ram.byteLength, 16 * 1024 * 1024);
@@ -239,4 +239,66 @@ Deno.test("cli prints help and refuses unknown commands", async () => {
   const unknown = await run(["frob"]);
   assert.equal(unknown.code, 2);
   assert.match(unknown.err, /Unknown command "frob"/);
+});
+
+Deno.test("cli convert turns a QEMU stream into a mapped-ram file and back with identical RAM", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const stream = new URL("dirty/stream.bin", FIXTURES).pathname;
+    const toMapped = await run([
+      "convert",
+      stream,
+      `${dir}/guest.mr`,
+      "--to",
+      "mapped-ram",
+    ]);
+    assert.equal(toMapped.code, 0, toMapped.err);
+    const analysis = await run(["analyze", `${dir}/guest.mr`, "--json"]);
+    assert.equal(analysis.code, 0, analysis.err);
+    const json = JSON.parse(analysis.out.trimEnd().split("\n").at(-1)!);
+    assert.equal(json.format, "mapped-ram");
+    assert.ok(json.capabilities.includes("mapped-ram"));
+    const back = await run([
+      "convert",
+      `${dir}/guest.mr`,
+      `${dir}/back.bin`,
+      "--to",
+      "stream",
+    ]);
+    assert.equal(back.code, 0, back.err);
+    const extracted = await run([
+      "analyze",
+      `${dir}/back.bin`,
+      "--extract-ram",
+      `${dir}/ram`,
+    ]);
+    assert.equal(extracted.code, 0, extracted.err);
+    const ram = await Deno.readFile(`${dir}/ram/pc.ram.bin`);
+    ram.fill(0, 0xa0000, 0x100000);
+    const expected =
+      (await Deno.readTextFile(new URL("dirty/ram.sha256", FIXTURES))).trim();
+    assert.equal(await sha256Hex(ram), expected.split(/\s+/)[0]);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("cli convert refuses bad arguments and non-mapped-ram input", async () => {
+  assert.equal((await run(["convert", "a"])).code, 2);
+  const noTo = await run(["convert", "a", "b"]);
+  assert.equal(noTo.code, 2);
+  assert.match(noTo.err, /--to mapped-ram or --to stream/);
+  assert.match(
+    (await run(["convert", "a", "b", "--to", "zip"])).err,
+    /received "zip"/,
+  );
+  const stream = new URL("idle/stream.bin", FIXTURES).pathname;
+  const dir = await Deno.makeTempDir();
+  try {
+    const wrong = await run(["convert", stream, `${dir}/x`, "--to", "stream"]);
+    assert.equal(wrong.code, 1);
+    assert.match(wrong.err, /not a mapped-ram file/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -164,8 +164,8 @@ export async function analyzeMappedRamFile(
     });
   }
   const analysis: MappedRamAnalysis = {
-    format: "mapped-ram",
     ...result.analysis,
+    format: "mapped-ram",
     "mapped-ram": { blocks: layout },
   };
   const out: MappedRamAnalysisResult = { analysis };

@@ -1,7 +1,7 @@
 import { RamImage } from "../ram/ram_image.ts";
 import { encodeXbzrle } from "../ram/xbzrle.ts";
 import type { RamRecord } from "../ram/ram_record.ts";
-import { type MigrationDecoderOptions } from "../wire/migration_decoder.ts";
+import type { MigrationDecoderOptions } from "../wire/migration_decoder.ts";
 import { MigrationDecoderStream } from "../wire/migration_decoder_stream.ts";
 import { type VmstateValue, walkVmstate } from "../wire/vmdesc.ts";
 
@@ -37,6 +37,8 @@ export interface DeviceAnalysis {
 
 /** What `analyze` reports about a stream; the `--json` output. */
 export interface StreamAnalysis {
+  /** `"mapped-ram"` for mapped-ram files; absent for streams. */
+  format?: "stream" | "mapped-ram";
   /** Bytes read. */
   bytes: number;
   /** The stream format version. */
