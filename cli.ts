@@ -28,6 +28,8 @@ import {
   type MigrationCapabilities,
   type MigrationInfo,
   type MigrationParameters,
+  MigrationProxy,
+  type MigrationProxyInfo,
   NotSupportedError,
   openRandomAccessFile,
   parseCapabilityArgument,
@@ -35,11 +37,13 @@ import {
   parseSize,
   parseTransportUri,
   parseWorkload,
+  type ProxyStreamStats,
   ramBlockFileName,
   ramSha256,
   SimulatedGuest,
   SourceMigration,
   StreamFormatError,
+  type Transport,
   type WorkloadSpec,
 } from "./mod.ts";
 
@@ -72,6 +76,7 @@ Commands:
   demo             Live-migrate a simulated 256 MiB guest over loopback TCP
   migrate URI      Migrate a simulated guest to a destination at URI
   incoming URI     Receive a migration at URI into a new guest
+  proxy IN OUT     Forward a migration from IN to OUT, re-encoding its RAM
   analyze FILE     Summarise a QEMU migration stream or mapped-ram file
   convert IN OUT   Convert a stream file to a mapped-ram file or back
 
@@ -179,6 +184,29 @@ Options:
 Exit status: 0 completed, 1 failed, 2 usage error.
 `;
 
+const PROXY_USAGE = `Usage: livemig proxy LISTEN_URI TARGET_URI [options]
+
+Waits for a migration at LISTEN_URI (tcp:HOST:PORT or unix:PATH), then
+connects to the destination at TARGET_URI (QEMU started with -incoming, or
+livemig incoming) and forwards the stream, re-encoding every RAM record with
+livemig's own stages: zero-page detection, XBZRLE on or off whatever the
+source used, CONTINUE, and a bandwidth limit. Header, commands and device
+state pass through unchanged; the return path is relayed back to the source.
+
+Options:
+  -c, --capability xbzrle=on|off
+                       Send pages re-sent after the first round as XBZRLE
+                       deltas (default off)
+  -p, --parameter NAME=VALUE
+                       max-bandwidth=RATE (default: no limit), e.g. 10MiB/s;
+                       xbzrle-cache-size=SIZE (default 64MiB)
+  --json               Print the final statistics as one JSON object, the
+                       last line
+  -h, --help           Show this help
+
+Exit status: 0 completed, 1 failed, 2 usage error.
+`;
+
 /** An error in the command line itself (exit status 2). */
 class UsageError extends Error {
   constructor(message: string, readonly usage: string) {
@@ -230,6 +258,8 @@ export async function main(
         return await migrate(rest, io);
       case "incoming":
         return await incoming(rest, io);
+      case "proxy":
+        return await proxy(rest, io);
       case "convert":
         return await convert(rest, io);
       default:
@@ -791,6 +821,145 @@ async function incoming(args: string[], io: CliIo): Promise<number> {
   } finally {
     await listener.close();
   }
+}
+
+async function proxy(args: string[], io: CliIo): Promise<number> {
+  const { values, positionals } = parse(args, {
+    capability: { type: "string", short: "c", multiple: true },
+    parameter: { type: "string", short: "p", multiple: true },
+    json: { type: "boolean" },
+  }, PROXY_USAGE);
+  if (values.help) {
+    io.writeOut(PROXY_USAGE);
+    return 0;
+  }
+  if (positionals.length !== 2) {
+    throw new UsageError(
+      `proxy takes LISTEN_URI and TARGET_URI: received ${positionals.length} arguments`,
+      PROXY_USAGE,
+    );
+  }
+  const listenUri = checkUri(positionals[0], "proxy", PROXY_USAGE);
+  const targetUri = checkUri(positionals[1], "proxy", PROXY_USAGE);
+  const settings = usageErrors(PROXY_USAGE, () => {
+    const { capabilities, parameters } = flagsToSettings(
+      values.capability,
+      values.parameter,
+    );
+    for (const name of Object.keys(capabilities)) {
+      if (name !== "xbzrle") {
+        throw new TypeError(
+          `Cannot set capability "${name}" on the proxy: only xbzrle changes what it sends`,
+        );
+      }
+    }
+    for (const name of Object.keys(parameters)) {
+      if (name !== "max-bandwidth" && name !== "xbzrle-cache-size") {
+        throw new TypeError(
+          `Cannot set parameter "${name}" on the proxy: only max-bandwidth and xbzrle-cache-size apply`,
+        );
+      }
+    }
+    return { capabilities, parameters };
+  });
+  const migrationProxy = new MigrationProxy(settings);
+  migrationProxy.listen();
+  const listener = await listenTransport(listenUri);
+  io.writeOut(
+    `waiting for a migration at ${listener.address}, forwarding to ${targetUri}\n`,
+  );
+  const onSignal = () => migrationProxy.abort("interrupted");
+  let listening = false;
+  try {
+    Deno.addSignalListener("SIGINT", onSignal);
+    listening = true;
+  } catch {
+    // no signal support (or no permission): Ctrl-C stops the process
+  }
+  try {
+    const source = await listener.accept();
+    let destination: Transport;
+    try {
+      destination = await connectTransport(targetUri);
+    } catch (error) {
+      await source.close();
+      throw error;
+    }
+    const info = await migrationProxy.run(source, destination);
+    io.writeOut(
+      values.json ? JSON.stringify(info) + "\n" : formatProxyInfo(info),
+    );
+    return 0;
+  } catch (error) {
+    if (values.json) {
+      const info = migrationProxy.query();
+      io.writeOut(
+        JSON.stringify(
+          info.status === "failed"
+            ? info
+            : { ...info, status: "failed", "error-desc": describe(error) },
+        ) + "\n",
+      );
+    }
+    io.writeErr(`livemig: ${describe(error)}\n`);
+    return 1;
+  } finally {
+    if (listening) Deno.removeSignalListener("SIGINT", onSignal);
+    await listener.close();
+  }
+}
+
+function formatProxyInfo(info: MigrationProxyInfo): string {
+  const pages = (stats: ProxyStreamStats | undefined, sent: boolean) =>
+    `${stats?.duplicate} zero, ${stats?.normal} normal, ${stats?.xbzrle} xbzrle${
+      sent
+        ? `, ${stats?.unchanged} unchanged (not sent)`
+        : stats?.compressed
+        ? `, ${stats.compressed} compressed`
+        : ""
+    } pages`;
+  const tail = info["device-tail"];
+  const cache = info["xbzrle-cache"];
+  const returnPath = info["return-path"];
+  const lines = [
+    `${info.status} in ${((info["total-time"] ?? 0) / 1000).toFixed(2)} s, ${
+      (info.mbps ?? 0).toFixed(1)
+    } Mbit/s to the destination${
+      info["max-bandwidth"] > 0
+        ? ` (limit ${formatBytes(info["max-bandwidth"])}/s)`
+        : ""
+    }`,
+    `received     ${formatBytes(info.received?.transferred ?? 0)}: ${
+      pages(info.received, false)
+    }`,
+    `sent         ${formatBytes(info.sent?.transferred ?? 0)}: ${
+      pages(info.sent, true)
+    }`,
+  ];
+  if (tail) {
+    lines.push(
+      `device state ${formatBytes(tail.bytes)} passed through${
+        tail.validated ? ", validated by the vmdesc" : ""
+      }`,
+    );
+  }
+  if (cache) {
+    lines.push(
+      `xbzrle cache ${cache.pages} hits, ${
+        cache["cache-miss"]
+      } misses, ${cache.overflow} overflows, ${
+        formatBytes(cache.bytes)
+      } encoded`,
+    );
+  }
+  if (returnPath) {
+    lines.push(
+      `return path  ${
+        formatBytes(returnPath.transferred)
+      }, ${returnPath.messages} messages`,
+    );
+  }
+  return lines.join("\n") + "\n";
 }
 
 async function dumpRam(memory: GuestMemory, dir: string): Promise<void> {
