@@ -158,6 +158,58 @@ export class DirtyBitmap {
   }
 
   /**
+   * A bitmap from bytes laid out as 64-bit little-endian words (bit `i` is
+   * bit `i % 8` of byte `i / 8`), as QEMU's RECV_BITMAP dump carries it.
+   *
+   * @param bytes The bytes; at least `ceil(size / 8)` of them.
+   * @param size Number of bits.
+   * @returns The bitmap.
+   */
+  static fromLittleEndian(bytes: Uint8Array, size: number): DirtyBitmap {
+    if (bytes.byteLength * 8 < size) {
+      throw new RangeError(
+        `Cannot read a ${size}-bit bitmap from ${bytes.byteLength} bytes`,
+      );
+    }
+    const bitmap = new DirtyBitmap(size);
+    for (let i = 0; i < size; i++) {
+      if (bytes[i >>> 3]! & (1 << (i & 7))) bitmap.set(i);
+    }
+    return bitmap;
+  }
+
+  /**
+   * The bits as 64-bit little-endian words, `ceil(size / 64) * 8` bytes
+   * (QEMU's RECV_BITMAP dump layout).
+   *
+   * @returns The bytes.
+   */
+  toLittleEndian(): Uint8Array {
+    const bytes = new Uint8Array(Math.ceil(this.#size / 64) * 8);
+    for (let i = this.nextSet(0); i !== undefined; i = this.nextSet(i + 1)) {
+      bytes[i >>> 3]! |= 1 << (i & 7);
+    }
+    return bytes;
+  }
+
+  /**
+   * The runs of consecutive set bits, as `[first, count]` pairs in order.
+   *
+   * @returns The runs.
+   */
+  runs(): [number, number][] {
+    const runs: [number, number][] = [];
+    let start = this.nextSet(0);
+    while (start !== undefined) {
+      let end = start + 1;
+      while (end < this.#size && this.test(end)) end++;
+      runs.push([start, end - start]);
+      start = this.nextSet(end);
+    }
+    return runs;
+  }
+
+  /**
    * Sets every bit that is set in `other` (same size).
    *
    * @param other The bitmap to merge in.

@@ -68,6 +68,10 @@ export class GuestMemory {
   readonly #logs: DirtyBitmap[] = [];
   #logging = false;
   #totalBytes = 0;
+  #missing: DirtyBitmap[] | undefined;
+  #missingCount = 0;
+  #waiters = new Map<number, PromiseWithResolvers<void>>();
+  #onFault: ((blockIndex: number, page: number) => void) | undefined;
 
   /**
    * Constructs a new instance.
@@ -246,5 +250,132 @@ export class GuestMemory {
    */
   syncDirtyLog(): DirtyBitmap[] {
     return this.#logs.map((log) => log.take());
+  }
+
+  /** Pages still missing in postcopy (0 otherwise). */
+  get missingPages(): number {
+    return this.#missingCount;
+  }
+
+  /**
+   * Enters postcopy on the destination: the pages set in `missing` (one
+   * bitmap per block) have not arrived yet. Code that touches guest RAM
+   * must then wait for a missing page with
+   * {@linkcode GuestMemory.waitForPage}, which calls `onFault` once per
+   * page so it can be requested; the loader calls
+   * {@linkcode GuestMemory.markReceived} as pages land.
+   *
+   * @param missing The missing pages, per block; taken over.
+   * @param onFault Called the first time a missing page is waited for.
+   */
+  startPostcopy(
+    missing: DirtyBitmap[],
+    onFault: (blockIndex: number, page: number) => void,
+  ): void {
+    if (missing.length !== this.#blocks.length) {
+      throw new RangeError(
+        `Cannot start postcopy: expected ${this.#blocks.length} bitmaps, received ${missing.length}`,
+      );
+    }
+    this.#missing = missing;
+    this.#missingCount = missing.reduce(
+      (sum, bitmap) => sum + bitmap.count(),
+      0,
+    );
+    this.#onFault = onFault;
+  }
+
+  /**
+   * Tells whether a page has not arrived yet (always false outside
+   * postcopy).
+   *
+   * @param blockIndex The block's index.
+   * @param page The page.
+   * @returns Whether the page is missing.
+   */
+  isMissing(blockIndex: number, page: number): boolean {
+    return this.#missing !== undefined && this.#missing[blockIndex]!.test(page);
+  }
+
+  /**
+   * Waits until a page is present, asking for it (through `onFault`) the
+   * first time it is waited for. Resolves at once for a present page.
+   *
+   * @param blockIndex The block's index.
+   * @param page The page.
+   */
+  waitForPage(blockIndex: number, page: number): Promise<void> {
+    if (!this.isMissing(blockIndex, page)) return Promise.resolve();
+    const key = this.#key(blockIndex, page);
+    let waiter = this.#waiters.get(key);
+    if (waiter === undefined) {
+      waiter = Promise.withResolvers<void>();
+      this.#waiters.set(key, waiter);
+      this.#onFault?.(blockIndex, page);
+    }
+    return waiter.promise;
+  }
+
+  /**
+   * The pages being waited for, as `[blockIndex, page]` pairs (to request
+   * them again after a postcopy recovery).
+   *
+   * @returns The pairs.
+   */
+  pendingFaults(): [number, number][] {
+    return [...this.#waiters.keys()].map((key) => [
+      Math.floor(key / 0x1_0000_0000),
+      key % 0x1_0000_0000,
+    ]);
+  }
+
+  /**
+   * Records that a page arrived: it is no longer missing and whoever waits
+   * for it goes on.
+   *
+   * @param blockIndex The block's index.
+   * @param page The page.
+   * @returns Whether the page was missing (false: a duplicate to ignore).
+   */
+  markReceived(blockIndex: number, page: number): boolean {
+    const missing = this.#missing;
+    if (missing === undefined || !missing[blockIndex]!.testAndClear(page)) {
+      return false;
+    }
+    this.#missingCount--;
+    const key = this.#key(blockIndex, page);
+    const waiter = this.#waiters.get(key);
+    if (waiter) {
+      this.#waiters.delete(key);
+      waiter.resolve();
+    }
+    return true;
+  }
+
+  /**
+   * The pages that have arrived, per block (the complement of the missing
+   * ones), for a postcopy recovery's RECV_BITMAP.
+   *
+   * @param blockIndex The block's index.
+   * @returns A new bitmap of received pages.
+   */
+  receivedPages(blockIndex: number): DirtyBitmap {
+    const received = new DirtyBitmap(this.#blocks[blockIndex]!.pageCount);
+    received.setAll();
+    if (this.#missing) received.andNot(this.#missing[blockIndex]!);
+    return received;
+  }
+
+  /** Leaves postcopy: every page is present. */
+  finishPostcopy(): void {
+    this.#missing = undefined;
+    this.#missingCount = 0;
+    this.#onFault = undefined;
+    for (const waiter of this.#waiters.values()) waiter.resolve();
+    this.#waiters.clear();
+  }
+
+  #key(blockIndex: number, page: number): number {
+    return blockIndex * 0x1_0000_0000 + page;
   }
 }

@@ -109,6 +109,7 @@ export class SimulatedGuest implements MigratableGuest {
   #rateWindowStart: number;
   #rateWindowPages = 0;
   #dirtyRate = 0;
+  #blockedMs = 0;
 
   /**
    * Constructs a new instance; it starts running unless told otherwise.
@@ -153,6 +154,14 @@ export class SimulatedGuest implements MigratableGuest {
   /** Bytes the workload dirtied per second, over the last second or more. */
   get dirtyBytesPerSecond(): number {
     return this.#dirtyRate;
+  }
+
+  /**
+   * Milliseconds the workload spent waiting for postcopy pages (QEMU's
+   * `postcopy-blocktime`, with one vCPU).
+   */
+  get blockedMs(): number {
+    return this.#blockedMs;
   }
 
   /** The layout of {@linkcode SimulatedGuest.saveState}'s bytes. */
@@ -270,6 +279,16 @@ export class SimulatedGuest implements MigratableGuest {
       const now = this.#clock.now();
       this.step(now - last);
       last = now;
+      // In postcopy a write to a page that has not arrived blocks the
+      // guest until the page is there.
+      for (let blocked = this.#workload.blocked; blocked;) {
+        const since = this.#clock.now();
+        await this.#memory.waitForPage(blocked[0], blocked[1]);
+        this.#blockedMs += this.#clock.now() - since;
+        if (!this.#running || this.#generation !== generation) return;
+        this.#rateWindowPages += this.#workload.continue();
+        blocked = this.#workload.blocked;
+      }
     }
   }
 }

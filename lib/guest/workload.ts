@@ -179,6 +179,10 @@ export class Workload {
   readonly #totalPages: number;
   readonly #blockStarts: number[];
   #carry = 0;
+  #owed = 0;
+  #pending:
+    | { flatPage: number; offset: number; increment: boolean }
+    | undefined;
   #cursor: number;
   #pass: number;
   #written: number;
@@ -276,8 +280,19 @@ export class Workload {
   }
 
   /**
+   * The page the workload is waiting for in postcopy, as
+   * `[blockIndex, page]`, or `undefined` when it is not blocked.
+   */
+  get blocked(): [number, number] | undefined {
+    if (this.#pending === undefined) return undefined;
+    return this.#locate(this.#pending.flatPage);
+  }
+
+  /**
    * Writes the pages due after `elapsedMs` milliseconds at the workload's
-   * rate (at most one second's worth at once).
+   * rate (at most one second's worth at once). In postcopy it stops at the
+   * first page that has not arrived ({@linkcode Workload.blocked}); call
+   * {@linkcode Workload.continue} once it is there.
    *
    * @param elapsedMs Milliseconds since the previous step.
    * @returns How many pages were written.
@@ -293,32 +308,80 @@ export class Workload {
     const due = spec.bytesPerSecond * ms / 1000 / this.#pageSize + this.#carry;
     const pages = Math.floor(due);
     this.#carry = due - pages;
+    this.#owed += pages;
+    return this.continue();
+  }
+
+  /**
+   * Writes exactly `pages` more pages (replaying a known number of writes,
+   * e.g. to check what a guest wrote).
+   *
+   * @param pages How many page writes.
+   * @returns How many were written (fewer when blocked in postcopy).
+   */
+  write(pages: number): number {
+    this.#owed += pages;
+    return this.continue();
+  }
+
+  /**
+   * Goes on with the writes owed by earlier steps (after a postcopy page
+   * arrived).
+   *
+   * @returns How many pages were written.
+   */
+  continue(): number {
+    const spec = this.#spec;
+    if (spec.kind === "idle" || spec.kind === "fill") return 0;
     const limit = spec.kind === "hot-set"
       ? Math.max(1, Math.floor(spec.setBytes / this.#pageSize))
       : this.#totalPages;
-    for (let i = 0; i < pages; i++) {
-      if (spec.kind === "sweep") {
-        this.#touch(this.#cursor, 0, true);
-        if (++this.#cursor >= this.#totalPages) {
-          this.#cursor = 0;
-          this.#pass++;
+    let written = 0;
+    while (this.#owed > 0) {
+      let write = this.#pending;
+      if (write === undefined) {
+        if (spec.kind === "sweep") {
+          write = { flatPage: this.#cursor, offset: 0, increment: true };
+          if (++this.#cursor >= this.#totalPages) {
+            this.#cursor = 0;
+            this.#pass++;
+          }
+        } else {
+          write = {
+            flatPage: this.#random.nextInt(limit),
+            offset: this.#random.nextInt(this.#pageSize >>> 2) << 2,
+            increment: false,
+          };
         }
-      } else {
-        const page = this.#random.nextInt(limit);
-        const word = this.#random.nextInt(this.#pageSize >>> 2) << 2;
-        this.#touch(page, word, false);
       }
+      const [index, page] = this.#locate(write.flatPage);
+      if (this.#memory.isMissing(index, page)) {
+        this.#pending = write;
+        break;
+      }
+      this.#pending = undefined;
+      this.#touch(index, page, write.offset, write.increment);
+      this.#owed--;
+      written++;
     }
-    this.#written += pages;
-    return pages;
+    this.#written += written;
+    return written;
   }
 
-  #touch(flatPage: number, offset: number, increment: boolean): void {
+  #locate(flatPage: number): [number, number] {
     const starts = this.#blockStarts;
     let index = starts.length - 1;
     while (starts[index]! > flatPage) index--;
+    return [index, flatPage - starts[index]!];
+  }
+
+  #touch(
+    index: number,
+    page: number,
+    offset: number,
+    increment: boolean,
+  ): void {
     const block = this.#memory.blocks[index]!;
-    const page = flatPage - starts[index]!;
     const at = page * this.#pageSize + offset;
     if (increment) {
       block.bytes[at] = (block.bytes[at]! + 1) & 0xff;

@@ -1,7 +1,9 @@
 /**
  * The destination end of a live migration (QEMU's incoming side): loads
  * the stream into a guest of the announced size, answers the return path,
- * and resumes the guest only after the whole stream is loaded.
+ * and resumes the guest only after the whole stream is loaded — or, in
+ * postcopy, runs it as soon as the device state is in and pulls the pages
+ * it touches before they arrive.
  *
  * ```
  * transport.readable → MigrationDecoderStream → records
@@ -10,27 +12,41 @@
  *   ZERO/PAGE/XBZRLE → apply to guest RAM in stream order
  *   livemig-guest    → load the guest's device state
  *   EOF (+ vmdesc)   → completed, SHUT 0, resume the guest
- * any error          → failed, SHUT 1, the guest is never resumed
+ * postcopy:
+ *   ADVISE, DISCARD  → the discarded pages are missing
+ *   PACKAGED         → LISTEN: postcopy-active; device state; RUN: the guest
+ *                      runs; a write to a missing page blocks and sends
+ *                      REQ_PAGES(_ID) on the return path
+ *   connection lost  → postcopy-paused, until recover(): RECV_BITMAP
+ *                      answered with what arrived, RESUME → RESUME_ACK
+ * any other error    → failed, SHUT 1, the guest is never resumed
  * ```
  *
  * @module
  */
 
 import { MigrationAbortedError, StreamFormatError } from "../errors.ts";
+import { DirtyBitmap } from "../guest/dirty_bitmap.ts";
 import { GuestMemory } from "../guest/guest_memory.ts";
 import { HostedGuest } from "../guest/hosted_guest.ts";
 import type { MigratableGuest } from "../guest/migratable_guest.ts";
 import { SimulatedGuest } from "../guest/simulated_guest.ts";
 import { applyRamRecord } from "../ram/apply_ram_record.ts";
-import type { RamBlockInfo } from "../ram/ram_record.ts";
+import type { RamBlockInfo, RamPageCarrier } from "../ram/ram_record.ts";
 import { type Clock, SYSTEM_CLOCK } from "../streams/clock.ts";
 import type { Transport } from "../transport/transport.ts";
 import { MigrationDecoderStream } from "../wire/migration_decoder_stream.ts";
+import type { MigrationRecord } from "../wire/migration_record.ts";
+import { decodePostcopyPackage } from "../wire/postcopy_package.ts";
 import {
   encodeReturnPathMessage,
   type ReturnPathMessage,
 } from "../wire/return_path_message.ts";
-import { GUEST_SECTION_IDSTR } from "./guest_device_section.ts";
+import {
+  GUEST_SECTION_IDSTR,
+  guestDeviceDescription,
+  RAM_SECTION_ID,
+} from "./guest_device_section.ts";
 import type { MigrationInfo } from "./migration_info.ts";
 import {
   type MigrationEventDetail,
@@ -68,8 +84,8 @@ export interface DestinationMigrationOptions {
   /** Time source. Defaults to the real clock. */
   clock?: Clock;
   /**
-   * Called with the loaded guest after EOF, before it is resumed (e.g. to
-   * dump its RAM).
+   * Called with the loaded guest after EOF, before it is resumed in
+   * precopy (e.g. to dump its RAM); in postcopy, once all RAM is in.
    */
   beforeResume?: (guest: MigratableGuest) => void | Promise<void>;
   /**
@@ -78,6 +94,20 @@ export interface DestinationMigrationOptions {
    * @default {false}
    */
   events?: boolean;
+  /**
+   * Whether postcopy is allowed (QEMU's `postcopy-ram` on the
+   * destination): a POSTCOPY_ADVISE is refused without it.
+   *
+   * @default {false}
+   */
+  postcopy?: boolean;
+  /**
+   * Whether the source opens a postcopy-preempt connection at postcopy
+   * start (QEMU's `postcopy-preempt`).
+   *
+   * @default {false}
+   */
+  preempt?: boolean;
 }
 
 /** What a completed incoming migration produced. */
@@ -92,12 +122,29 @@ export interface IncomingResult {
   livemig: boolean;
 }
 
+/** Options for {@linkcode DestinationMigration.incoming}. */
+export interface IncomingOptions {
+  /**
+   * Accepts further connections from the same source: the
+   * postcopy-preempt channel.
+   */
+  accept?: () => Promise<Transport>;
+}
+
+interface Connection {
+  transport: Transport;
+  /** Serialised writes to the return path. */
+  reply(message: ReturnPathMessage): Promise<void>;
+  returnPath: boolean;
+  lastRequestedBlock: number | undefined;
+}
+
 /**
  * Receives a migration over a {@linkcode Transport} into a new guest.
  *
  * Never reports `completed` for RAM it did not fully receive: the status
  * moves to `completed` only after EOF (and the vmdesc trailer) decoded
- * without error; the guest is resumed only then.
+ * without error and, in postcopy, every page arrived.
  *
  * @example Usage
  * ```ts
@@ -123,8 +170,21 @@ export class DestinationMigration extends EventTarget {
   #endTime: number | undefined;
   #errorDesc: string | undefined;
   #guest: MigratableGuest | undefined;
-  #received = { duplicate: 0, normal: 0, xbzrle: 0, bytes: 0 };
-  #transport: Transport | undefined;
+  #received = { duplicate: 0, normal: 0, xbzrle: 0, bytes: 0, postcopy: 0 };
+  #connection: Connection | undefined;
+  #machine: string | undefined;
+  #livemig = false;
+  #guestState: Uint8Array | undefined;
+  #missing: DirtyBitmap[] | undefined;
+  #listening = false;
+  #running = false;
+  #requests = 0;
+  #recoverWaiter:
+    | PromiseWithResolvers<
+      { transport: Transport; accept?: () => Promise<Transport> }
+    >
+    | undefined;
+  #preemptLoad: Promise<void> | undefined;
 
   /**
    * Constructs a new instance in status `none`.
@@ -170,7 +230,7 @@ export class DestinationMigration extends EventTarget {
     const pageSize = this.#guest?.memory.pageSize ?? 4096;
     info.ram = {
       transferred: this.#received.bytes,
-      remaining: 0,
+      remaining: (this.#guest?.memory.missingPages ?? 0) * pageSize,
       total: this.#guest?.memory.totalBytes ?? 0,
       duplicate: this.#received.duplicate,
       skipped: 0,
@@ -179,15 +239,20 @@ export class DestinationMigration extends EventTarget {
       "dirty-pages-rate": 0,
       mbps: 0,
       "dirty-sync-count": 0,
-      "postcopy-requests": 0,
+      "postcopy-requests": this.#requests,
       "page-size": pageSize,
       "multifd-bytes": 0,
       "pages-per-second": 0,
-      "precopy-bytes": this.#received.bytes,
+      "precopy-bytes": this.#received.bytes - this.#received.postcopy,
       "downtime-bytes": 0,
-      "postcopy-bytes": 0,
+      "postcopy-bytes": this.#received.postcopy,
       "dirty-sync-missed-zero-copy": 0,
     };
+    const guest = this.#guest;
+    if (this.#listening && guest instanceof SimulatedGuest) {
+      info["postcopy-blocktime"] = Math.round(guest.blockedMs);
+      info["postcopy-vcpu-blocktime"] = [Math.round(guest.blockedMs)];
+    }
     if (this.#errorDesc !== undefined) info["error-desc"] = this.#errorDesc;
     return info;
   }
@@ -201,102 +266,98 @@ export class DestinationMigration extends EventTarget {
   }
 
   /**
-   * Aborts the incoming migration (the connection is closed; status
-   * `failed`).
+   * Closes the current connection: before postcopy the migration fails;
+   * in postcopy it pauses (`migrate-pause`), waiting for
+   * {@linkcode DestinationMigration.recover}.
    *
    * @param reason Why.
    */
   abort(reason = "the incoming migration was aborted"): void {
-    this.#errorDesc ??= reason;
-    void this.#transport?.close();
+    if (!this.#listening) this.#errorDesc ??= reason;
+    void this.#connection?.transport.close();
+  }
+
+  /**
+   * Pauses a postcopy migration (`migrate-pause`): the connection is
+   * closed, the guest keeps running, and pages it touches wait for a
+   * recovery.
+   *
+   * @throws {TypeError} Outside postcopy-active.
+   */
+  pause(): void {
+    if (this.status !== "postcopy-active") {
+      throw new TypeError(
+        `Cannot pause migration in "${this.status}": it is only supported during postcopy-active state`,
+      );
+    }
+    void this.#connection?.transport.close();
+  }
+
+  /**
+   * Continues a paused postcopy migration on a new connection from the
+   * source (`migrate-recover`).
+   *
+   * @param transport The new connection.
+   * @param options `accept` for a new postcopy-preempt connection.
+   * @throws {TypeError} Outside postcopy-paused.
+   */
+  recover(transport: Transport, options: IncomingOptions = {}): void {
+    if (
+      this.status !== "postcopy-paused" || this.#recoverWaiter === undefined
+    ) {
+      throw new TypeError(
+        `Cannot recover migration in "${this.status}": it must be in "postcopy-paused"`,
+      );
+    }
+    this.#recoverWaiter.resolve({ transport, ...options });
   }
 
   /**
    * Loads the migration that arrives on `transport`.
    *
    * @param transport The connection from the source.
+   * @param options How to accept a postcopy-preempt connection.
    * @returns The loaded guest and the final info.
-   * @throws {MigrationAbortedError} When the stream is bad or cut; the
-   *   status is then `failed` and the guest was not resumed.
+   * @throws {MigrationAbortedError} When the stream is bad or cut before
+   *   postcopy; the status is then `failed` and the guest was not resumed.
    */
-  async incoming(transport: Transport): Promise<IncomingResult> {
+  async incoming(
+    transport: Transport,
+    options: IncomingOptions = {},
+  ): Promise<IncomingResult> {
     this.listen();
     if (this.status !== "setup") {
       throw new TypeError(
         `Cannot receive a migration: the destination is in "${this.status}"`,
       );
     }
-    this.#transport = transport;
     this.#startTime = this.#clock.now();
     this.#state.moveTo("active");
-    const counted = transport.readable.pipeThrough(
-      new TransformStream<Uint8Array, Uint8Array>({
-        transform: (chunk, controller) => {
-          this.#received.bytes += chunk.byteLength;
-          controller.enqueue(chunk);
-        },
-      }),
-    );
-    const decoder = new MigrationDecoderStream({ deviceState: "walk" });
-    let returnPath: WritableStreamDefaultWriter<Uint8Array> | undefined;
-    let machine: string | undefined;
-    let livemig = false;
-    let guestState: Uint8Array | undefined;
-    const reply = async (message: ReturnPathMessage) => {
-      if (returnPath === undefined) {
-        throw new StreamFormatError(
-          `Cannot answer ${message.type}: the source never opened the return path`,
-          { offset: 0 },
-        );
-      }
-      await returnPath.write(encodeReturnPathMessage(message));
+    let next: { transport: Transport; accept?: () => Promise<Transport> } = {
+      transport,
+      ...options,
     };
+    let recovery = false;
     try {
-      for await (const batch of counted.pipeThrough(decoder)) {
-        for (const record of batch) {
-          switch (record.type) {
-            case "configuration":
-              machine = record.machine;
-              break;
-            case "command":
-              if (record.command === "OPEN_RETURN_PATH") {
-                returnPath ??= transport.writable.getWriter();
-              } else if (record.command === "PING") {
-                await reply({ type: "PONG", value: record.value });
-              } else if (record.command !== "SWITCHOVER_START") {
-                throw new StreamFormatError(
-                  `Cannot load command ${record.command}: postcopy and COLO commands need the postcopy destination`,
-                  { offset: 0 },
-                );
-              }
-              break;
-            case "ram-mem-size":
-              this.#createGuest(record.blocks, machine);
-              break;
-            case "ram-zero":
-            case "ram-page":
-            case "ram-xbzrle":
-            case "ram-compressed":
-              if (this.#guest === undefined) {
-                throw new StreamFormatError(
-                  "Cannot load a page before the block list",
-                  { offset: 0 },
-                );
-              }
-              applyRamRecord(record, this.#guest.memory);
-              if (record.type === "ram-zero") this.#received.duplicate++;
-              else if (record.type === "ram-xbzrle") this.#received.xbzrle++;
-              else this.#received.normal++;
-              break;
-            case "device-state":
-              if (record.idstr === GUEST_SECTION_IDSTR) {
-                guestState = record.data;
-                livemig = true;
-              }
-              break;
-            default:
-              break;
-          }
+      while (true) {
+        try {
+          await this.#load(next.transport, recovery, next.accept);
+          break;
+        } catch (error) {
+          await this.#connection?.transport.close().catch(() => {});
+          if (!this.#listening) throw error;
+          // Postcopy: the guest already runs here; wait for a new
+          // connection instead of failing.
+          this.#errorDesc = error instanceof Error
+            ? error.message
+            : String(error);
+          this.#connection = undefined;
+          this.#state.moveTo("postcopy-paused");
+          this.#recoverWaiter = Promise.withResolvers();
+          next = await this.#recoverWaiter.promise;
+          this.#recoverWaiter = undefined;
+          this.#state.moveTo("postcopy-recover");
+          recovery = true;
         }
       }
       const guest = this.#guest;
@@ -306,30 +367,48 @@ export class DestinationMigration extends EventTarget {
           { offset: 0 },
         );
       }
-      if (guestState !== undefined) guest.loadState(guestState);
+      if (this.#listening) {
+        await this.#preemptLoad?.catch(() => {});
+        const missing = guest.memory.missingPages;
+        if (missing > 0) {
+          throw new StreamFormatError(
+            `Cannot complete the incoming migration: ${missing} pages never arrived`,
+            { offset: 0 },
+          );
+        }
+        guest.memory.finishPostcopy();
+      } else if (this.#guestState !== undefined) {
+        guest.loadState(this.#guestState);
+      }
       this.#endTime = this.#clock.now();
+      this.#errorDesc = undefined;
       this.#state.moveTo("completed");
-      if (returnPath) {
-        await reply({ type: "SHUT", value: 0 });
-        returnPath.releaseLock();
+      const connection = this.#connection;
+      if (connection?.returnPath) {
+        await connection.reply({ type: "SHUT", value: 0 });
       }
       await this.#options.beforeResume?.(guest);
-      if (this.#options.autostart ?? true) guest.resume();
-      await transport.close();
-      return { guest, info: this.query(), machine, livemig };
+      if (!this.#running && (this.#options.autostart ?? true)) guest.resume();
+      await connection?.transport.close();
+      return {
+        guest,
+        info: this.query(),
+        machine: this.#machine,
+        livemig: this.#livemig,
+      };
     } catch (error) {
       this.#endTime = this.#clock.now();
       const message = this.#errorDesc ??
         (error instanceof Error ? error.message : String(error));
       this.#errorDesc = message;
-      this.#state.moveTo("failed");
-      if (returnPath) {
-        await returnPath.write(
-          encodeReturnPathMessage({ type: "SHUT", value: 1 }),
-        )
-          .catch(() => {});
+      if ((this.status as MigrationStatus) !== "failed") {
+        this.#state.moveTo("failed");
       }
-      await transport.close().catch(() => {});
+      const connection = this.#connection;
+      if (connection?.returnPath) {
+        await connection.reply({ type: "SHUT", value: 1 }).catch(() => {});
+      }
+      await connection?.transport.close().catch(() => {});
       throw new MigrationAbortedError(
         `Cannot complete the incoming migration: ${message}`,
         { reason: "stream-error", cause: error },
@@ -337,10 +416,336 @@ export class DestinationMigration extends EventTarget {
     }
   }
 
-  #createGuest(
-    blocks: readonly RamBlockInfo[],
-    machine: string | undefined,
-  ): void {
+  /** Decodes one connection until EOF. */
+  async #load(
+    transport: Transport,
+    recovery: boolean,
+    accept: (() => Promise<Transport>) | undefined,
+  ): Promise<void> {
+    const connection = this.#connect(transport, recovery);
+    const counted = transport.readable.pipeThrough(
+      new TransformStream<Uint8Array, Uint8Array>({
+        transform: (chunk, controller) => {
+          this.#received.bytes += chunk.byteLength;
+          if (this.#listening) this.#received.postcopy += chunk.byteLength;
+          controller.enqueue(chunk);
+        },
+      }),
+    );
+    const guest = this.#guest;
+    const decoder = new MigrationDecoderStream(
+      recovery && guest
+        ? {
+          header: false,
+          deviceState: "walk",
+          blocks: guest.memory.blocks.map((b) => ({
+            idstr: b.idstr,
+            usedLength: b.bytes.byteLength,
+          })),
+          sections: [{
+            sectionId: this.#ramSectionId,
+            idstr: "ram",
+            instanceId: 0,
+            versionId: 4,
+          }],
+          pageSize: guest.memory.pageSize,
+        }
+        : { deviceState: "walk" },
+    );
+    for await (const batch of counted.pipeThrough(decoder)) {
+      for (const record of batch) {
+        await this.#record(record, connection, accept);
+      }
+    }
+  }
+
+  #ramSectionId = RAM_SECTION_ID;
+
+  #connect(transport: Transport, recovery: boolean): Connection {
+    let chain = Promise.resolve();
+    let writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
+    const connection: Connection = {
+      transport,
+      // In a recovery the return path comes back without OPEN_RETURN_PATH.
+      returnPath: recovery,
+      lastRequestedBlock: undefined,
+      reply: (message) => {
+        if (!connection.returnPath) {
+          return Promise.reject(
+            new StreamFormatError(
+              `Cannot answer ${message.type}: the source never opened the return path`,
+              { offset: 0 },
+            ),
+          );
+        }
+        writer ??= transport.writable.getWriter();
+        const bytes = encodeReturnPathMessage(message);
+        chain = chain.then(() => writer!.write(bytes));
+        return chain;
+      },
+    };
+    this.#connection = connection;
+    return connection;
+  }
+
+  async #record(
+    record: MigrationRecord,
+    connection: Connection,
+    accept: (() => Promise<Transport>) | undefined,
+  ): Promise<void> {
+    switch (record.type) {
+      case "configuration":
+        this.#machine = record.machine;
+        return;
+      case "section-start":
+        this.#ramSectionId = record.sectionId;
+        return;
+      case "command":
+        await this.#command(record, connection, accept);
+        return;
+      case "ram-mem-size":
+        this.#createGuest(record.blocks);
+        return;
+      case "ram-zero":
+      case "ram-page":
+      case "ram-xbzrle":
+      case "ram-compressed":
+        this.#place(record);
+        return;
+      case "device-state":
+        if (record.idstr === GUEST_SECTION_IDSTR) {
+          this.#guestState = record.data;
+          this.#livemig = true;
+        }
+        return;
+      default:
+        return;
+    }
+  }
+
+  async #command(
+    record: MigrationRecord & { type: "command" },
+    connection: Connection,
+    accept: (() => Promise<Transport>) | undefined,
+  ): Promise<void> {
+    switch (record.command) {
+      case "OPEN_RETURN_PATH":
+        connection.returnPath = true;
+        return;
+      case "PING":
+        await connection.reply({ type: "PONG", value: record.value });
+        return;
+      case "SWITCHOVER_START":
+        return;
+      case "POSTCOPY_ADVISE":
+        if (record.pageSizeSummary === undefined) return;
+        if (!this.#options.postcopy) {
+          throw new StreamFormatError(
+            "Cannot accept POSTCOPY_ADVISE: postcopy-ram is off on this destination",
+            { offset: 0 },
+          );
+        }
+        return;
+      case "POSTCOPY_RAM_DISCARD": {
+        const memory = this.#memory("POSTCOPY_RAM_DISCARD");
+        const block = memory.block(record.block);
+        this.#missing ??= memory.blocks.map((b) =>
+          new DirtyBitmap(b.pageCount)
+        );
+        const pageSize = memory.pageSize;
+        for (const range of record.ranges) {
+          if (range.start % pageSize !== 0 || range.length % pageSize !== 0) {
+            throw new StreamFormatError(
+              `Cannot discard ${record.block}@${range.start}+${range.length}: not whole pages`,
+              { offset: 0 },
+            );
+          }
+          this.#missing[block.index]!.setRange(
+            range.start / pageSize,
+            range.length / pageSize,
+          );
+        }
+        return;
+      }
+      case "PACKAGED": {
+        const memory = this.#memory("PACKAGED");
+        const guest = this.#guest!;
+        const layouts = guest.stateFields
+          ? [guestDeviceDescription(
+            new Uint8Array(
+              guest.stateFields.reduce((sum, f) => sum + f.size, 0),
+            ),
+            guest.stateFields,
+          )]
+          : [];
+        const records = await decodePostcopyPackage(record.data, {
+          deviceLayouts: layouts,
+          pageSize: memory.pageSize,
+        });
+        for (const inner of records) {
+          if (inner.type === "device-tail") {
+            this.#guestState = ownDeviceState(inner.data);
+            if (this.#guestState) this.#livemig = true;
+            // The trailing PING 3 and RUN are inside the opaque tail.
+            await connection.reply({ type: "PONG", value: 3 }).catch(() => {});
+            this.#run();
+            continue;
+          }
+          if (inner.type === "command" && inner.command === "POSTCOPY_LISTEN") {
+            this.#listen(accept);
+          } else if (
+            inner.type === "command" && inner.command === "POSTCOPY_RUN"
+          ) {
+            this.#run();
+          } else {
+            await this.#record(inner, connection, accept);
+          }
+        }
+        return;
+      }
+      case "RECV_BITMAP": {
+        const memory = this.#memory("RECV_BITMAP");
+        const block = memory.block(record.block);
+        await connection.reply({
+          type: "RECV_BITMAP",
+          block: record.block,
+          bitmap: memory.receivedPages(block.index).toLittleEndian(),
+        });
+        return;
+      }
+      case "POSTCOPY_RESUME": {
+        if (this.status !== "postcopy-recover") {
+          throw new StreamFormatError(
+            `Cannot resume postcopy in "${this.status}"`,
+            { offset: 0 },
+          );
+        }
+        this.#errorDesc = undefined;
+        this.#state.moveTo("postcopy-active");
+        await connection.reply({ type: "RESUME_ACK", value: 1 });
+        for (
+          const [blockIndex, page] of this.#memory("RESUME").pendingFaults()
+        ) {
+          this.#requestPage(blockIndex, page);
+        }
+        if (this.#options.preempt && accept) this.#acceptPreempt(accept);
+        return;
+      }
+      default:
+        throw new StreamFormatError(
+          `Cannot load command ${record.command} outside its postcopy package`,
+          { offset: 0 },
+        );
+    }
+  }
+
+  #memory(what: string): GuestMemory {
+    if (this.#guest === undefined) {
+      throw new StreamFormatError(
+        `Cannot load ${what} before the block list`,
+        { offset: 0 },
+      );
+    }
+    return this.#guest.memory;
+  }
+
+  /** POSTCOPY_LISTEN: from here on pages that did not arrive are missing. */
+  #listen(accept: (() => Promise<Transport>) | undefined): void {
+    const memory = this.#memory("POSTCOPY_LISTEN");
+    this.#listening = true;
+    this.#state.moveTo("postcopy-active");
+    memory.startPostcopy(
+      this.#missing ?? memory.blocks.map((b) => new DirtyBitmap(b.pageCount)),
+      (blockIndex, page) => this.#requestPage(blockIndex, page),
+    );
+    if (this.#options.preempt && accept) this.#acceptPreempt(accept);
+  }
+
+  /** POSTCOPY_RUN: the guest runs before all of its RAM is here. */
+  #run(): void {
+    if (this.#running) return;
+    const guest = this.#guest!;
+    if (this.#guestState !== undefined) guest.loadState(this.#guestState);
+    this.#running = true;
+    guest.resume();
+  }
+
+  #requestPage(blockIndex: number, page: number): void {
+    const connection = this.#connection;
+    if (connection === undefined || !connection.returnPath) return; // re-sent after a recovery
+    const memory = this.#guest!.memory;
+    const pageSize = memory.pageSize;
+    this.#requests++;
+    const message: ReturnPathMessage =
+      connection.lastRequestedBlock === blockIndex
+        ? { type: "REQ_PAGES", start: page * pageSize, length: pageSize }
+        : {
+          type: "REQ_PAGES_ID",
+          start: page * pageSize,
+          length: pageSize,
+          block: memory.blocks[blockIndex]!.idstr,
+        };
+    connection.lastRequestedBlock = blockIndex;
+    connection.reply(message).catch(() => {});
+  }
+
+  #acceptPreempt(accept: () => Promise<Transport>): void {
+    this.#preemptLoad = (async () => {
+      const transport = await accept();
+      const guest = this.#guest!;
+      const decoder = new MigrationDecoderStream({
+        ramChannel: true,
+        blocks: guest.memory.blocks.map((b) => ({
+          idstr: b.idstr,
+          usedLength: b.bytes.byteLength,
+        })),
+        pageSize: guest.memory.pageSize,
+      });
+      try {
+        for await (const batch of transport.readable.pipeThrough(decoder)) {
+          for (const record of batch) {
+            if (
+              record.type === "ram-zero" || record.type === "ram-page" ||
+              record.type === "ram-xbzrle" || record.type === "ram-compressed"
+            ) {
+              this.#place(record);
+            }
+          }
+        }
+      } finally {
+        await transport.close().catch(() => {});
+      }
+    })();
+    this.#preemptLoad.catch(() => {
+      // A broken preempt channel pauses postcopy like a broken main one.
+      void this.#connection?.transport.close();
+    });
+  }
+
+  /** Applies one page record; in postcopy only to a page still missing. */
+  #place(record: RamPageCarrier): void {
+    const memory = this.#memory("a page");
+    if (this.#listening) {
+      if (record.type === "ram-xbzrle") {
+        throw new StreamFormatError(
+          "Cannot load an XBZRLE record in postcopy",
+          { offset: 0 },
+        );
+      }
+      const block = memory.block(record.block);
+      const page = record.offset / memory.pageSize;
+      if (!memory.isMissing(block.index, page)) return; // already placed
+      applyRamRecord(record, memory);
+      memory.markReceived(block.index, page);
+    } else {
+      applyRamRecord(record, memory);
+    }
+    if (record.type === "ram-zero") this.#received.duplicate++;
+    else if (record.type === "ram-xbzrle") this.#received.xbzrle++;
+    else this.#received.normal++;
+  }
+
+  #createGuest(blocks: readonly RamBlockInfo[]): void {
     if (this.#guest !== undefined) {
       const known = this.#guest.memory.blocks;
       const same = blocks.length === known.length &&
@@ -365,8 +770,25 @@ export class DestinationMigration extends EventTarget {
     }
     const create = this.#options.createGuest ??
       ((list, name) => defaultGuest(list, name, this.#clock));
-    this.#guest = create(blocks, machine);
+    this.#guest = create(blocks, this.#machine);
   }
+}
+
+/**
+ * The state bytes of livemig's own device section inside an opaque
+ * package tail (`FULL header, state, footer, PING 3, RUN`), for guests
+ * whose state has no fixed layout.
+ */
+function ownDeviceState(tail: Uint8Array): Uint8Array | undefined {
+  const name = new TextEncoder().encode(GUEST_SECTION_IDSTR);
+  const header = 1 + 4 + 1 + name.byteLength + 8;
+  const trailer = 5 + (5 + 4) + 5; // footer, PING 3, RUN
+  if (tail.byteLength < header + trailer || tail[0] !== 0x04) return undefined;
+  if (tail[5] !== name.byteLength) return undefined;
+  for (let i = 0; i < name.byteLength; i++) {
+    if (tail[6 + i] !== name[i]) return undefined;
+  }
+  return tail.slice(header, tail.byteLength - trailer);
 }
 
 /** livemig's own streams get a simulated guest; others a memory-only one. */

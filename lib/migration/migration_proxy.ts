@@ -290,9 +290,10 @@ export class MigrationProxy extends EventTarget {
     });
     // Smaller chunks keep a low limit smooth: a window's budget is a tenth
     // of the limit per second.
-    const chunkBytes = this.#maxBandwidth === 0
-      ? 1024 * 1024
-      : Math.max(4096, Math.min(1024 * 1024, this.#maxBandwidth / 40));
+    const chunkBytes = this.#maxBandwidth === 0 ? 1024 * 1024 : Math.max(
+      4096,
+      Math.min(1024 * 1024, Math.floor(this.#maxBandwidth / 40)),
+    );
     const side = new WeakMap<object, Side>();
     const classify = (error: unknown): FailureReason => {
       if (error instanceof UnexpectedEndOfStreamError) return "source-failed";

@@ -27,8 +27,15 @@
  * @module
  */
 
+import { isZeroPage } from "../bytes/is_zero_page.ts";
 import { MigrationAbortedError } from "../errors.ts";
+import { DirtyBitmap } from "../guest/dirty_bitmap.ts";
 import type { MigratableGuest } from "../guest/migratable_guest.ts";
+import { PageRequestQueue } from "../postcopy/page_request_queue.ts";
+import {
+  PostcopyPageSourceStream,
+  takeRequested,
+} from "../postcopy/postcopy_page_source_stream.ts";
 import { DirtyPageScanner } from "../ram/dirty_page_scanner.ts";
 import {
   type PageEncoderCounters,
@@ -38,14 +45,12 @@ import { PageSourceStream } from "../ram/page_source_stream.ts";
 import { XbzrleCache } from "../ram/xbzrle_cache.ts";
 import { XbzrlePageEncoder } from "../ram/xbzrle_page_encoder.ts";
 import { type Clock, SYSTEM_CLOCK } from "../streams/clock.ts";
-import {
-  RateLimitStream,
-  type RateWindow,
-} from "../streams/rate_limit_stream.ts";
+import type { RateWindow } from "../streams/rate_limit_stream.ts";
 import type { Transport } from "../transport/transport.ts";
-import { MigrationEncoderStream } from "../wire/migration_encoder_stream.ts";
+import { MAX_DISCARDS_PER_COMMAND } from "../wire/mig_cmd.ts";
 import type { MigrationRecord } from "../wire/migration_record.ts";
-import { ReturnPathDecoderStream } from "../wire/return_path_decoder_stream.ts";
+import { encodePostcopyPackage } from "../wire/postcopy_package.ts";
+import { OutgoingChannel } from "./_outgoing_channel.ts";
 import { guestStateRecords, RAM_SECTION_ID } from "./guest_device_section.ts";
 import type { MigrationInfo, RamStats } from "./migration_info.ts";
 import {
@@ -103,6 +108,12 @@ export interface SourceMigrationOptions {
    * @default {50}
    */
   stepMs?: number;
+  /**
+   * Request postcopy (as `migrate-start-postcopy` would) once this many
+   * dirty-bitmap syncs happened without converging; needs `postcopy-ram`.
+   * Off by default.
+   */
+  postcopyAfterPasses?: number;
 }
 
 /** Detail of a `"pass"` event: QEMU's `MIGRATION_PASS` event data. */
@@ -155,7 +166,17 @@ export class SourceMigration extends EventTarget {
   #cancelRequested = false;
   #continue: PromiseWithResolvers<void> | undefined;
   #postcopyRequested = false;
-  #limiter: RateLimitStream | undefined;
+  readonly #postcopyAfterPasses: number | undefined;
+  #channel: OutgoingChannel | undefined;
+  #channelOf: OutgoingChannel | undefined;
+  #bytesBefore = 0;
+  #inPostcopy = false;
+  #postcopyStartBytes: number | undefined;
+  #preempt: PreemptChannel | undefined;
+  #requests = new PageRequestQueue();
+  #resumeWaiter:
+    | PromiseWithResolvers<{ transport: Transport; preempt?: Transport }>
+    | undefined;
   #scanner: DirtyPageScanner | undefined;
   #xbzrle: XbzrlePageEncoder | undefined;
   #counters: PageEncoderCounters = {
@@ -196,6 +217,7 @@ export class SourceMigration extends EventTarget {
     this.#machine = options.machine ?? "livemig";
     this.#batchPages = options.batchPages ?? 256;
     this.#stepMs = options.stepMs ?? 50;
+    this.#postcopyAfterPasses = options.postcopyAfterPasses;
     this.#capabilities = { ...DEFAULT_CAPABILITIES, ...options.capabilities };
     checkCapabilities(this.#capabilities);
     this.#parameters = { ...DEFAULT_PARAMETERS };
@@ -247,10 +269,19 @@ export class SourceMigration extends EventTarget {
       );
     }
     Object.assign(this.#parameters, parameters);
-    if (this.#limiter && parameters["max-bandwidth"] !== undefined) {
+    const limiter = this.#channel?.limiter;
+    if (
+      limiter && !this.#inPostcopy && parameters["max-bandwidth"] !== undefined
+    ) {
       if (this.status === "active" || this.status === "setup") {
-        this.#limiter.bytesPerSecond = parameters["max-bandwidth"];
+        limiter.bytesPerSecond = parameters["max-bandwidth"];
       }
+    }
+    if (
+      limiter && this.#inPostcopy &&
+      parameters["max-postcopy-bandwidth"] !== undefined
+    ) {
+      limiter.bytesPerSecond = parameters["max-postcopy-bandwidth"];
     }
     if (this.#xbzrle && parameters["xbzrle-cache-size"] !== undefined) {
       this.#newXbzrle();
@@ -338,17 +369,67 @@ export class SourceMigration extends EventTarget {
   }
 
   /**
+   * Leaves postcopy-active for postcopy-paused (`migrate-pause`): the
+   * connection is closed, the destination keeps running the guest, and a
+   * later {@linkcode SourceMigration.resume} continues.
+   *
+   * @throws {TypeError} Outside postcopy-active.
+   */
+  pause(): void {
+    if (this.status !== "postcopy-active") {
+      throw new TypeError(
+        `Cannot pause migration in "${this.status}": it is only supported during postcopy-active state`,
+      );
+    }
+    this.#channel?.fail(
+      new MigrationAbortedError("Cannot go on: the migration was paused", {
+        reason: "transport-failed",
+      }),
+    );
+  }
+
+  /**
+   * Resumes a migration in postcopy-paused over a new connection (`migrate
+   * uri=… resume=true`): the destination reports which pages it has, the
+   * rest are sent.
+   *
+   * @param transport The new connection.
+   * @param preempt A new postcopy-preempt connection, when that
+   *   capability is on.
+   * @throws {TypeError} Outside postcopy-paused.
+   */
+  resume(transport: Transport, preempt?: Transport): void {
+    if (this.status !== "postcopy-paused" || this.#resumeWaiter === undefined) {
+      throw new TypeError(
+        `Cannot resume migration in "${this.status}": it must be in "postcopy-paused"`,
+      );
+    }
+    this.#resumeWaiter.resolve({ transport, ...(preempt ? { preempt } : {}) });
+  }
+
+  /**
    * Runs the migration over `transport` until it completes.
    *
    * @param transport A connection to the destination.
+   * @param options `connect` opens further connections to the same
+   *   destination (the postcopy-preempt channel).
    * @returns The final info, status `completed`.
    * @throws {MigrationAbortedError} When the migration fails or is
-   *   cancelled; the guest is then running again with its RAM intact.
+   *   cancelled; before postcopy starts the guest is then running again
+   *   with its RAM intact.
    */
-  async migrate(transport: Transport): Promise<MigrationInfo> {
+  async migrate(
+    transport: Transport,
+    options: { connect?: () => Promise<Transport> } = {},
+  ): Promise<MigrationInfo> {
     if (isRunningStatus(this.status)) {
       throw new TypeError(
         `Cannot start a migration: one is already in "${this.status}"`,
+      );
+    }
+    if (this.#capabilities["mapped-ram"]) {
+      throw new TypeError(
+        "Cannot migrate with mapped-ram over a stream: mapped-ram needs a file (convert a stream file instead)",
       );
     }
     this.#reset();
@@ -361,55 +442,38 @@ export class SourceMigration extends EventTarget {
     const pageSize = memory.pageSize;
     this.#startTime = clock.now();
     this.#ratePeriodStart = this.#startTime;
-    const limiter = new RateLimitStream({
-      bytesPerSecond: this.#parameters["max-bandwidth"],
-      clock,
-      signal,
-      onWindow: (window) => this.#onWindow(window),
+    const postcopy = this.#capabilities["postcopy-ram"];
+    const returnPath = this.#capabilities["return-path"] || postcopy;
+    const channel = this.#openChannel(transport, returnPath);
+    signal.addEventListener("abort", () => channel.fail(signal.reason), {
+      once: true,
     });
-    this.#limiter = limiter;
-    const encoder = new MigrationEncoderStream({ pageSize });
-    const piped = encoder.readable.pipeThrough(limiter).pipeTo(
-      transport.writable,
-      {
-        signal,
-        preventClose: true,
-      },
-    );
-    piped.catch((error) => abort.abort(error));
-    const writer = encoder.writable.getWriter();
-    const write = (records: readonly MigrationRecord[]) =>
-      writer.write(records);
     let pausedByUs = false;
-    let returnPath: ReturnPath | undefined;
     try {
-      const configuration: MigrationRecord[] = [
+      const setup: MigrationRecord[] = [
         { type: "header", version: 3 },
         { type: "configuration", machine: this.#machine },
       ];
-      if (this.#capabilities["mapped-ram"]) {
-        throw new TypeError(
-          "Cannot migrate with mapped-ram over a stream transport: it needs a file:",
-        );
-      }
-      await write(configuration);
-      if (
-        this.#capabilities["return-path"] || this.#capabilities["postcopy-ram"]
-      ) {
-        returnPath = new ReturnPath(
-          transport.readable,
-          (error) => abort.abort(error),
-        );
-        await write([
+      if (returnPath) {
+        setup.push(
           { type: "command", command: "OPEN_RETURN_PATH" },
           { type: "command", command: "PING", value: 1 },
-        ]);
+        );
       }
+      if (postcopy) {
+        setup.push({
+          type: "command",
+          command: "POSTCOPY_ADVISE",
+          pageSizeSummary: pageSize,
+          targetPageSize: pageSize,
+        });
+      }
+      await channel.write(setup);
       const scanner = new DirtyPageScanner(memory);
       this.#scanner = scanner;
       this.#pass(scanner.syncCount);
       if (this.#capabilities.xbzrle) this.#newXbzrle();
-      await write([
+      await channel.write([
         {
           type: "section-start",
           sectionId: RAM_SECTION_ID,
@@ -430,87 +494,68 @@ export class SourceMigration extends EventTarget {
       this.#setupTime = Math.round(clock.now() - this.#startTime);
       this.#state.moveTo("active");
       const lastBlock = { name: undefined as string | undefined };
+      let decision: IterationDecision;
       while (true) {
         signal.throwIfAborted();
-        limiter.measure();
-        const decision = this.#decide(scanner);
-        if (decision.step === "complete") break;
-        if (decision.step === "postcopy") {
-          throw new MigrationAbortedError(
-            "Cannot start postcopy: livemig's postcopy is not available in this build",
-            { reason: "postcopy-refused" },
-          );
+        channel.limiter.measure();
+        if (
+          this.#postcopyAfterPasses !== undefined && postcopy &&
+          scanner.syncCount >= this.#postcopyAfterPasses
+        ) {
+          this.#postcopyRequested = true;
         }
-        await write([{ type: "section-part", sectionId: RAM_SECTION_ID }]);
+        decision = this.#decide(scanner);
+        if (decision.step === "complete" || decision.step === "postcopy") break;
+        await channel.write([{
+          type: "section-part",
+          sectionId: RAM_SECTION_ID,
+        }]);
         const started = clock.now();
         const pages = new PageSourceStream(scanner, {
           batchPages: this.#partBatchPages(),
           shouldStop: () =>
             signal.aborted || clock.now() - started >= this.#stepMs,
         }).pipeThrough(this.#pageEncoder(lastBlock, false));
-        for await (const batch of pages) await write(batch);
-        await write([{ type: "section-footer", sectionId: RAM_SECTION_ID }]);
+        for await (const batch of pages) await channel.write(batch);
+        await channel.write([{
+          type: "section-footer",
+          sectionId: RAM_SECTION_ID,
+        }]);
         this.#progress(false);
         await yieldToTasks();
       }
 
-      // Completion: stop the guest; the downtime starts here.
+      // Stop the guest; the downtime starts here.
+      const wasRunning = this.#guest.running;
       await this.#guest.pause();
-      pausedByUs = true;
+      pausedByUs = wasRunning;
       this.#downtimeStart = clock.now();
-      this.#bytesAtStop = limiter.bytesPassed;
+      this.#bytesAtStop = channel.limiter.bytesPassed;
       if (this.#capabilities["pause-before-switchover"]) {
         this.#continue = Promise.withResolvers();
         this.#state.moveTo("pre-switchover");
         await Promise.race([this.#continue.promise, aborted(signal)]);
       }
-      this.#state.moveTo("device");
-      limiter.bytesPerSecond = 0;
-      await write([{ type: "section-end", sectionId: RAM_SECTION_ID }]);
-      this.#sync(scanner);
-      const rest = new PageSourceStream(scanner, {
-        batchPages: this.#batchPages,
-      })
-        .pipeThrough(this.#pageEncoder(lastBlock, true));
-      for await (const batch of rest) await write(batch);
-      await write([
-        { type: "section-footer", sectionId: RAM_SECTION_ID },
-        ...guestStateRecords(
-          this.#guest.saveState(),
-          this.#guest.stateFields,
-          pageSize,
-        ),
-      ]);
-      await writer.close();
-      await piped;
-      // Close our direction (a half-close on sockets): an exec: command
-      // gets EOF and is waited for, a file is flushed, so every byte is
-      // where it belongs before the migration says completed.
-      await transport.writable.close();
-      if (returnPath) {
-        const shut = await Promise.race([returnPath.shut, aborted(signal)]);
-        if (shut !== 0) {
-          throw new MigrationAbortedError(
-            `Cannot complete migration: the destination reported an error loading the stream (SHUT ${shut})`,
-            { reason: "destination-failed" },
-          );
-        }
+      if (decision.step === "postcopy") {
+        await this.#startPostcopy(channel, scanner, lastBlock, options.connect);
+        pausedByUs = false; // the destination runs the guest from now on
+        await this.#postcopy(channel, scanner, lastBlock, options.connect);
+      } else {
+        await this.#completePrecopy(channel, scanner, lastBlock);
       }
       const end = clock.now();
-      this.#downtime = Math.round(end - this.#downtimeStart);
       this.#endTime = end;
       const active = end - this.#startTime - (this.#setupTime ?? 0);
-      this.#mbps = active > 0 ? limiter.bytesPassed * 8 / active / 1000 : 0;
+      this.#mbps = active > 0 ? this.#transferred() * 8 / active / 1000 : 0;
       scanner.stop();
       this.#state.moveTo("completed");
       this.#progress(true);
-      await transport.close();
       return this.query();
     } catch (error) {
       const reason = signal.aborted ? signal.reason : error;
       abort.abort(reason);
-      writer.releaseLock();
-      await transport.close().catch(() => {});
+      this.#channel?.fail(reason);
+      channel.fail(reason);
       this.#scanner?.stop();
       if (pausedByUs) this.#guest.resume();
       this.#endTime = clock.now();
@@ -537,8 +582,337 @@ export class SourceMigration extends EventTarget {
     } finally {
       this.#abort = undefined;
       this.#continue = undefined;
-      returnPath?.stop();
+      this.#channel = undefined;
     }
+  }
+
+  #openChannel(transport: Transport, returnPath: boolean): OutgoingChannel {
+    const memory = this.#guest.memory;
+    const channel = new OutgoingChannel(transport, {
+      clock: this.#clock,
+      pageSize: memory.pageSize,
+      bytesPerSecond: this.#inPostcopy
+        ? this.#parameters["max-postcopy-bandwidth"]
+        : this.#parameters["max-bandwidth"],
+      onWindow: (window) => this.#onWindow(window),
+      ...(returnPath
+        ? {
+          returnPath: {
+            onRequest: (block: string, start: number, length: number) =>
+              this.#onPageRequest(block, start, length),
+            bitmapBytes: (block: string) => {
+              const found = memory.blocks.find((b) => b.idstr === block);
+              return found === undefined
+                ? undefined
+                : Math.ceil(found.pageCount / 64) * 8;
+            },
+          },
+        }
+        : {}),
+    });
+    if (this.#channelOf) {
+      this.#bytesBefore += this.#channelOf.limiter.bytesPassed;
+    }
+    this.#channel = channel;
+    this.#channelOf = channel;
+    return channel;
+  }
+
+  /** Precopy completion: END with the final pass, device state, EOF. */
+  async #completePrecopy(
+    channel: OutgoingChannel,
+    scanner: DirtyPageScanner,
+    lastBlock: { name: string | undefined },
+  ): Promise<void> {
+    const pageSize = this.#guest.memory.pageSize;
+    this.#state.moveTo("device");
+    channel.limiter.bytesPerSecond = 0;
+    await channel.write([{ type: "section-end", sectionId: RAM_SECTION_ID }]);
+    this.#sync(scanner);
+    const rest = new PageSourceStream(scanner, { batchPages: this.#batchPages })
+      .pipeThrough(this.#pageEncoder(lastBlock, true));
+    for await (const batch of rest) await channel.write(batch);
+    await channel.write([
+      { type: "section-footer", sectionId: RAM_SECTION_ID },
+      ...guestStateRecords(
+        this.#guest.saveState(),
+        this.#guest.stateFields,
+        pageSize,
+      ),
+    ]);
+    // Closing our direction (a half-close on sockets) gives an exec:
+    // command EOF and waits for it, and flushes a file, so every byte is
+    // where it belongs before the migration says completed.
+    await channel.finish();
+    if (
+      this.#capabilities["return-path"] || this.#capabilities["postcopy-ram"]
+    ) {
+      const shut = await Promise.race([channel.shut, channel.failed]);
+      if (shut !== 0) {
+        throw new MigrationAbortedError(
+          `Cannot complete migration: the destination reported an error loading the stream (SHUT ${shut})`,
+          { reason: "destination-failed" },
+        );
+      }
+    }
+    this.#downtime = Math.round(this.#clock.now() - this.#downtimeStart!);
+    await channel.close();
+  }
+
+  /**
+   * Postcopy start (QEMU's `postcopy_start()`): final sync, discard every
+   * page still to send, then the package with the device state; the
+   * destination runs the guest once RUN arrives.
+   */
+  async #startPostcopy(
+    channel: OutgoingChannel,
+    scanner: DirtyPageScanner,
+    lastBlock: { name: string | undefined },
+    connect: (() => Promise<Transport>) | undefined,
+  ): Promise<void> {
+    const memory = this.#guest.memory;
+    const pageSize = memory.pageSize;
+    this.#state.moveTo("postcopy-active");
+    this.#inPostcopy = true;
+    channel.limiter.bytesPerSecond = this.#parameters["max-postcopy-bandwidth"];
+    this.#sync(scanner);
+    const discards: MigrationRecord[] = [];
+    scanner.bitmaps.forEach((bitmap, index) => {
+      const block = memory.blocks[index]!.idstr;
+      const runs = bitmap.runs();
+      for (let i = 0; i < runs.length; i += MAX_DISCARDS_PER_COMMAND) {
+        discards.push({
+          type: "command",
+          command: "POSTCOPY_RAM_DISCARD",
+          block,
+          ranges: runs.slice(i, i + MAX_DISCARDS_PER_COMMAND).map((
+            [first, count],
+          ) => ({
+            start: first * pageSize,
+            length: count * pageSize,
+          })),
+        });
+      }
+    });
+    channel.encoder.encoder.forgetCurrentBlock();
+    lastBlock.name = undefined;
+    await channel.write([...discards, {
+      type: "command",
+      command: "PING",
+      value: 2,
+    }]);
+    const device = guestStateRecords(
+      this.#guest.saveState(),
+      this.#guest.stateFields,
+      pageSize,
+    )
+      .slice(0, 3); // FULL section: header, state, footer (no EOF or vmdesc in postcopy)
+    await channel.write([
+      encodePostcopyPackage([
+        { type: "command", command: "POSTCOPY_LISTEN" },
+        ...device,
+        { type: "command", command: "PING", value: 3 },
+        { type: "command", command: "POSTCOPY_RUN" },
+      ], { pageSize }),
+      { type: "command", command: "PING", value: 4 },
+    ]);
+    this.#downtime = Math.round(this.#clock.now() - this.#downtimeStart!);
+    this.#postcopyStartBytes = this.#transferred();
+    if (this.#capabilities["postcopy-preempt"] && connect) {
+      this.#preempt = new PreemptChannel(
+        this.#openPreempt(await connect()),
+        scanner,
+        this.#requests,
+      );
+    }
+  }
+
+  /**
+   * The postcopy background copy, serving requested pages first, across
+   * connection failures (postcopy-paused) and recoveries.
+   */
+  async #postcopy(
+    first: OutgoingChannel,
+    scanner: DirtyPageScanner,
+    lastBlock: { name: string | undefined },
+    connect: (() => Promise<Transport>) | undefined,
+  ): Promise<void> {
+    let channel = first;
+    while (true) {
+      try {
+        await this.#background(channel, scanner, lastBlock);
+        await channel.close();
+        return;
+      } catch (error) {
+        channel.fail(error);
+        this.#preempt?.close();
+        this.#preempt = undefined;
+        if (this.#cancelRequested) throw error;
+        this.#errorDesc = describe(error);
+        this.#state.moveTo("postcopy-paused");
+        this.#progress(true);
+      }
+      // Wait for a new connection, then recover; a failed recovery goes
+      // back to paused and waits again.
+      while (true) {
+        this.#resumeWaiter = Promise.withResolvers();
+        const next = await this.#resumeWaiter.promise;
+        this.#resumeWaiter = undefined;
+        this.#state.moveTo("postcopy-recover");
+        channel = this.#openChannel(next.transport, true);
+        try {
+          await this.#recover(channel, scanner);
+          if (this.#capabilities["postcopy-preempt"]) {
+            const preempt = next.preempt ??
+              (connect ? await connect() : undefined);
+            if (preempt) {
+              this.#preempt = new PreemptChannel(
+                this.#openPreempt(preempt),
+                scanner,
+                this.#requests,
+              );
+            }
+          }
+          lastBlock.name = undefined;
+          this.#errorDesc = undefined;
+          this.#state.moveTo("postcopy-active");
+          this.#progress(true);
+          break;
+        } catch (error) {
+          channel.fail(error);
+          this.#errorDesc = describe(error);
+          this.#state.moveTo("postcopy-paused");
+          this.#progress(true);
+        }
+      }
+    }
+  }
+
+  /** The recovery handshake: RECV_BITMAP per block, then RESUME. */
+  async #recover(
+    channel: OutgoingChannel,
+    scanner: DirtyPageScanner,
+  ): Promise<void> {
+    const memory = this.#guest.memory;
+    await channel.write(
+      memory.blocks.map((
+        b,
+      ) => ({
+        type: "command",
+        command: "RECV_BITMAP",
+        block: b.idstr,
+      } as const)),
+    );
+    for (const block of memory.blocks) {
+      const bytes = await Promise.race([
+        channel.bitmap(block.idstr),
+        channel.failed,
+      ]);
+      const received = DirtyBitmap.fromLittleEndian(bytes, block.pageCount);
+      const toSend = new DirtyBitmap(block.pageCount);
+      toSend.setAll();
+      toSend.andNot(received);
+      scanner.replace(block.index, toSend);
+    }
+    await channel.write([{ type: "command", command: "POSTCOPY_RESUME" }]);
+    const ack = await Promise.race([channel.resumeAck, channel.failed]);
+    if (ack !== 1) {
+      throw new MigrationAbortedError(
+        `Cannot resume postcopy: RESUME_ACK carried ${ack}, expected 1`,
+        { reason: "destination-failed" },
+      );
+    }
+    scanner.seek(0, 0);
+  }
+
+  /** Sends what is left, requests first, then END and EOF; waits for SHUT. */
+  async #background(
+    channel: OutgoingChannel,
+    scanner: DirtyPageScanner,
+    lastBlock: { name: string | undefined },
+  ): Promise<void> {
+    const clock = this.#clock;
+    while (scanner.remainingPages > 0) {
+      await channel.write([{
+        type: "section-part",
+        sectionId: RAM_SECTION_ID,
+      }]);
+      const started = clock.now();
+      let urgent = false;
+      const pages = new PostcopyPageSourceStream(scanner, this.#requests, {
+        batchPages: this.#partBatchPages(),
+        shouldStop: () => clock.now() - started >= this.#stepMs,
+        requestsElsewhere: this.#preempt !== undefined,
+        onUrgent: () => {
+          urgent = true;
+        },
+      }).pipeThrough(this.#pageEncoder(lastBlock, false, false));
+      for await (const batch of pages) {
+        await channel.write(batch);
+        if (urgent) {
+          // Requested pages must not wait for the rate limit.
+          channel.limiter.passUntil(channel.encodedBytes);
+          urgent = false;
+        }
+      }
+      await channel.write([{
+        type: "section-footer",
+        sectionId: RAM_SECTION_ID,
+      }]);
+      this.#progress(false);
+      await yieldToTasks();
+    }
+    await this.#preempt?.finish();
+    await channel.write([
+      { type: "section-end", sectionId: RAM_SECTION_ID },
+      { type: "ram-eos" },
+      { type: "section-footer", sectionId: RAM_SECTION_ID },
+      { type: "eof" },
+    ]);
+    await channel.finish();
+    const shut = await Promise.race([channel.shut, channel.failed]);
+    if (shut !== 0) {
+      throw new MigrationAbortedError(
+        `Cannot complete migration: the destination reported an error (SHUT ${shut})`,
+        { reason: "destination-failed" },
+      );
+    }
+    await this.#preempt?.close();
+  }
+
+  #openPreempt(transport: Transport): OutgoingChannel {
+    return new OutgoingChannel(transport, {
+      clock: this.#clock,
+      pageSize: this.#guest.memory.pageSize,
+      bytesPerSecond: 0,
+    });
+  }
+
+  #onPageRequest(block: string, start: number, length: number): void {
+    const memory = this.#guest.memory;
+    const found = memory.blocks.find((b) => b.idstr === block);
+    const pageSize = memory.pageSize;
+    if (
+      found === undefined || start % pageSize !== 0 ||
+      length % pageSize !== 0 ||
+      length === 0 || start + length > found.bytes.byteLength
+    ) {
+      throw new MigrationAbortedError(
+        `Cannot serve a page request for ${block}@${start}+${length}: it is not a whole page range inside a block`,
+        { reason: "destination-failed" },
+      );
+    }
+    this.#requests.push(found.index, start / pageSize, length / pageSize);
+    if (this.#preempt === undefined && this.#channel) {
+      // Let what is already encoded go now: the requested page comes next
+      // and must not wait behind a rate-limit window.
+      this.#channel.limiter.passUntil(this.#channel.encodedBytes);
+    }
+  }
+
+  #transferred(): number {
+    return this.#bytesBefore + (this.#channelOf?.limiter.bytesPassed ?? 0) +
+      (this.#preempt?.bytes ?? 0);
   }
 
   /**
@@ -547,7 +921,9 @@ export class SourceMigration extends EventTarget {
    * checks the limit between pages).
    */
   #partBatchPages(): number {
-    const limit = this.#parameters["max-bandwidth"];
+    const limit = this.#inPostcopy
+      ? this.#parameters["max-postcopy-bandwidth"]
+      : this.#parameters["max-bandwidth"];
     if (limit === 0) return this.#batchPages;
     const pages = Math.floor(limit / 10 / 2 / this.#guest.memory.pageSize);
     return Math.max(1, Math.min(this.#batchPages, pages));
@@ -590,6 +966,14 @@ export class SourceMigration extends EventTarget {
     this.#errorDesc = undefined;
     this.#xbzrle = undefined;
     this.#scanner = undefined;
+    this.#channel = undefined;
+    this.#channelOf = undefined;
+    this.#bytesBefore = 0;
+    this.#inPostcopy = false;
+    this.#postcopyStartBytes = undefined;
+    this.#preempt = undefined;
+    this.#requests = new PageRequestQueue();
+    this.#resumeWaiter = undefined;
   }
 
   #newXbzrle(): void {
@@ -605,9 +989,10 @@ export class SourceMigration extends EventTarget {
   #pageEncoder(
     lastBlock: { name: string | undefined },
     finalPass: boolean,
+    xbzrle = true,
   ): PageEncoderStream {
     return new PageEncoderStream({
-      ...(this.#xbzrle ? { xbzrle: this.#xbzrle } : {}),
+      ...(this.#xbzrle && xbzrle ? { xbzrle: this.#xbzrle } : {}),
       finalPass,
       counters: this.#counters,
       lastBlock,
@@ -697,8 +1082,9 @@ export class SourceMigration extends EventTarget {
 
   #ramStats(): RamStats {
     const pageSize = this.#guest.memory.pageSize;
-    const transferred = this.#limiter?.bytesPassed ?? 0;
+    const transferred = this.#transferred();
     const stopped = this.#downtimeStart !== undefined;
+    const postcopyStart = this.#postcopyStartBytes;
     const remaining = this.status === "completed"
       ? 0
       : (this.#scanner?.remainingPages ?? 0) * pageSize;
@@ -713,13 +1099,17 @@ export class SourceMigration extends EventTarget {
       "dirty-pages-rate": this.#dirtyPagesRate,
       mbps: this.#mbps,
       "dirty-sync-count": this.#scanner?.syncCount ?? 0,
-      "postcopy-requests": 0,
+      "postcopy-requests": this.#requests.requests,
       "page-size": pageSize,
       "multifd-bytes": 0,
       "pages-per-second": this.#pagesPerSecond,
       "precopy-bytes": stopped ? this.#bytesAtStop : transferred,
-      "downtime-bytes": stopped ? transferred - this.#bytesAtStop : 0,
-      "postcopy-bytes": 0,
+      "downtime-bytes": stopped
+        ? (postcopyStart ?? transferred) - this.#bytesAtStop
+        : 0,
+      "postcopy-bytes": postcopyStart === undefined
+        ? 0
+        : transferred - postcopyStart,
       "dirty-sync-missed-zero-copy": 0,
     };
   }
@@ -734,50 +1124,72 @@ export class SourceMigration extends EventTarget {
   }
 }
 
-/** Reads the return path during a precopy migration. */
-class ReturnPath {
-  readonly shut: Promise<number>;
-  #stopped = false;
-  #reader: ReadableStreamDefaultReader | undefined;
+/**
+ * The postcopy-preempt channel: requested pages go out on their own
+ * connection as soon as they are asked for, so they never queue behind the
+ * background copy. RAM records only, no header, no sections, EOS at the
+ * end.
+ */
+class PreemptChannel {
+  readonly #channel: OutgoingChannel;
+  readonly #stop = Promise.withResolvers<void>();
+  readonly #served: Promise<void>;
+  #stopping = false;
 
   constructor(
-    readable: ReadableStream<Uint8Array>,
-    onError: (error: unknown) => void,
+    channel: OutgoingChannel,
+    scanner: DirtyPageScanner,
+    requests: PageRequestQueue,
   ) {
-    const { promise, resolve, reject } = Promise.withResolvers<number>();
-    this.shut = promise;
-    promise.catch(() => {});
-    const run = async () => {
-      const messages = readable.pipeThrough(new ReturnPathDecoderStream());
-      this.#reader = messages.getReader();
-      while (true) {
-        const { done, value } = await this.#reader.read();
-        if (done) break;
-        if (value.type === "SHUT") {
-          resolve(value.value);
-          return;
-        }
-        if (value.type !== "PONG") {
-          throw new MigrationAbortedError(
-            `Cannot use the return path: ${value.type} is not expected in precopy`,
-            { reason: "destination-failed" },
-          );
-        }
-      }
-      throw new MigrationAbortedError(
-        "Cannot complete migration: the destination closed the return path without SHUT",
-        { reason: "destination-failed" },
-      );
-    };
-    run().catch((error) => {
-      reject(error);
-      if (!this.#stopped) onError(error);
-    });
+    this.#channel = channel;
+    this.#served = this.#serve(scanner, requests);
+    this.#served.catch((error) => channel.fail(error));
   }
 
-  stop(): void {
-    this.#stopped = true;
-    this.#reader?.cancel().catch(() => {});
+  get bytes(): number {
+    return this.#channel.limiter.bytesPassed;
+  }
+
+  async #serve(
+    scanner: DirtyPageScanner,
+    requests: PageRequestQueue,
+  ): Promise<void> {
+    while (!this.#stopping) {
+      await Promise.race([requests.wait(), this.#stop.promise]);
+      for (
+        let batch = takeRequested(scanner, requests);
+        batch;
+        batch = takeRequested(scanner, requests)
+      ) {
+        const { block, pages } = batch;
+        const pageSize = block.bytes.byteLength / block.pageCount;
+        const records: MigrationRecord[] = [];
+        for (const page of pages) {
+          const offset = page * pageSize;
+          const data = block.bytes.subarray(offset, offset + pageSize);
+          records.push(
+            isZeroPage(data)
+              ? { type: "ram-zero", block: block.idstr, offset, fill: 0 }
+              : { type: "ram-page", block: block.idstr, offset, data },
+          );
+        }
+        await this.#channel.write(records);
+      }
+    }
+  }
+
+  async finish(): Promise<void> {
+    this.#stopping = true;
+    this.#stop.resolve();
+    await this.#served;
+    await this.#channel.write([{ type: "ram-eos" }]);
+    await this.#channel.finish();
+  }
+
+  close(): void {
+    this.#stopping = true;
+    this.#stop.resolve();
+    void this.#channel.close();
   }
 }
 

@@ -178,6 +178,40 @@ export class DirtyPageScanner {
     return undefined;
   }
 
+  /**
+   * A batch of given pages of one block (taken out of the bitmap by the
+   * caller, e.g. postcopy requests).
+   *
+   * @param blockIndex The block's index.
+   * @param pages The pages.
+   * @returns The batch.
+   */
+  batchOf(blockIndex: number, pages: readonly number[]): PageBatch {
+    return {
+      block: this.#memory.blocks[blockIndex]!,
+      pages: Uint32Array.from(pages),
+      round: this.#rounds,
+    };
+  }
+
+  /**
+   * Replaces the pages to send of one block (postcopy recovery: what the
+   * destination reports it lacks).
+   *
+   * @param blockIndex The block's index.
+   * @param pages The pages to send; taken over.
+   */
+  replace(blockIndex: number, pages: DirtyBitmap): void {
+    const old = this.#bitmaps[blockIndex]!;
+    if (pages.size !== old.size) {
+      throw new RangeError(
+        `Cannot replace the bitmap of block ${blockIndex}: ${pages.size} bits, expected ${old.size}`,
+      );
+    }
+    this.#remaining += pages.count() - old.count();
+    this.#bitmaps[blockIndex] = pages;
+  }
+
   /** Stops the guest's dirty log (at the end of a migration). */
   stop(): void {
     this.#memory.stopDirtyLog();

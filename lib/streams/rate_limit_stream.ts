@@ -130,9 +130,10 @@ export class RateLimitStream extends TransformStream<Uint8Array, Uint8Array> {
           } finally {
             self.#wake = undefined;
           }
-          // The debt is paid (or urgent bytes cut the wait short): close the
-          // window, which measures the average over the whole wait.
-          self.#closeWindowIfDue(true);
+          // Paid off: close the window, which measures the average over the
+          // whole wait. Woken early (urgent bytes, a new limit): keep the
+          // debt, so the average still holds once the urgent bytes passed.
+          if (self.#clock.now() >= until) self.#closeWindowIfDue(true);
         }
       },
     });

@@ -73,6 +73,13 @@ export interface MigrationDecoderOptions {
    */
   header?: boolean;
   /**
+   * Whether the stream is a RAM-only channel (QEMU's postcopy-preempt
+   * channel): RAM records with no header and no sections, up to an EOS.
+   *
+   * @default {false}
+   */
+  ramChannel?: boolean;
+  /**
    * Whether the stream must end with EOF. PACKAGED blobs end without one.
    *
    * @default {true}
@@ -231,6 +238,7 @@ const MAX_MACHINE_NAME = 1024;
  */
 export class MigrationDecoder {
   readonly #header: boolean;
+  readonly #ramChannel: boolean;
   readonly #eofRequired: boolean;
   readonly #expectVmdesc: boolean;
   readonly #checkEnd: boolean;
@@ -266,7 +274,8 @@ export class MigrationDecoder {
         `Cannot construct MigrationDecoder as pageSize must be a power of two >= 1024: received ${pageSize}`,
       );
     }
-    this.#header = options.header ?? true;
+    this.#ramChannel = options.ramChannel ?? false;
+    this.#header = (options.header ?? true) && !this.#ramChannel;
     this.#eofRequired = options.eofRequired ?? true;
     this.#expectVmdesc = options.vmdesc ?? true;
     this.#checkEnd = options.checkEnd ?? false;
@@ -341,6 +350,11 @@ export class MigrationDecoder {
    * @throws {StreamFormatError} On bytes that are not a valid stream.
    */
   async *decode(reader: ByteReader): AsyncGenerator<MigrationRecord[]> {
+    if (this.#ramChannel) {
+      yield* this.#ramRecords(reader);
+      if (this.#batch.length > 0) yield this.#take();
+      return;
+    }
     if (this.#header) {
       await reader.require(8, "the stream header");
       this.#push(this.#streamHeader(reader));
@@ -1064,7 +1078,8 @@ export class MigrationDecoder {
     const pageSize = await readUint64Number(reader, "a mapped-ram page size");
     const bitmapOffset = await readUint64Number(reader, "a bitmap offset");
     const pagesOffset = await readUint64Number(reader, "a pages offset");
-    if (version !== 1) {
+    if (version > 1) {
+      // QEMU refuses only newer versions.
       fail(`version ${version} is not supported, expected 1`, at);
     }
     if (pageSize !== this.#pageSize) {

@@ -157,3 +157,21 @@ Deno.test("RateLimitStream pays off chunks larger than a window and measures the
     );
   }
 });
+
+Deno.test("RateLimitStream lets urgent bytes pass but still holds the average afterwards", async () => {
+  const clock = createFakeClock();
+  const limiter = new RateLimitStream({ bytesPerSecond: 10_000, clock }); // 1000 per window
+  const writer = limiter.writable.getWriter();
+  const done = limiter.readable.pipeTo(new WritableStream());
+  limiter.passUntil(5000);
+  await writer.write(chunk(3000)); // urgent: passes and nothing waits
+  assert.deepEqual(clock.slept, []);
+  limiter.passUntil(0); // the urgent bytes are through
+  await writer.write(chunk(2000)); // pays for all 5000 bytes: 500 ms
+  await writer.close();
+  await done;
+  assert.ok(
+    clock.now() >= 500,
+    `5000 bytes at 10 000 B/s took ${clock.now()} ms`,
+  );
+});
