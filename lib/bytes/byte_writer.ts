@@ -4,8 +4,14 @@
  * Writes append at the end; the buffer doubles when full. {@linkcode
  * ByteWriter.bytes} returns a view of what was written (no copy; it stays
  * valid until the next write or {@linkcode ByteWriter.reset}), and
- * {@linkcode ByteWriter.takeBytes} hands the bytes over and starts a fresh
- * buffer, so a stream stage can enqueue them without copying.
+ * {@linkcode ByteWriter.takeBytes} hands the bytes over, so a stream stage
+ * can enqueue them without copying.
+ *
+ * Memory never touched before is slow to write the first time (the
+ * operating system maps it page by page), so the writer avoids fresh
+ * buffers where it can: a small result is copied out and the buffer kept,
+ * and a large one's buffer can be given back with
+ * {@linkcode ByteWriter.recycle} once its bytes are no longer needed.
  *
  * @example Usage
  * ```ts
@@ -20,6 +26,10 @@
 export class ByteWriter {
   #buffer: Uint8Array;
   #length = 0;
+  /** Buffers handed out by takeBytes() and not recycled yet. */
+  readonly #handedOut = new WeakSet<ArrayBufferLike>();
+  /** Recycled buffers, ready for reuse. */
+  readonly #spare: Uint8Array[] = [];
 
   /**
    * Constructs a new instance.
@@ -48,11 +58,7 @@ export class ByteWriter {
   reserve(size: number): void {
     const needed = this.#length + size;
     if (needed <= this.#buffer.byteLength) return;
-    let capacity = this.#buffer.byteLength * 2;
-    while (capacity < needed) capacity *= 2;
-    const next = new Uint8Array(capacity);
-    next.set(this.#buffer.subarray(0, this.#length));
-    this.#buffer = next;
+    this.#grow(needed);
   }
 
   /**
@@ -180,22 +186,87 @@ export class ByteWriter {
   }
 
   /**
-   * Hands over the bytes written so far and starts a fresh buffer of the
-   * same capacity. The returned bytes are no longer touched by the writer.
+   * Hands over the bytes written so far and starts afresh. The returned
+   * bytes are no longer touched by the writer (until they are given back
+   * with {@linkcode ByteWriter.recycle}).
+   *
+   * Up to 64 KiB are copied into an array of their exact size and the
+   * buffer is kept. Larger results are the buffer itself; the writer then
+   * continues in a recycled buffer, or in a new one of the same capacity.
+   *
+   * @example Large results are the buffer itself, and can be recycled
+   * ```ts
+   * import { ByteWriter } from "@livemig/livemig";
+   * import assert from "node:assert/strict";
+   *
+   * const writer = new ByteWriter(256 * 1024);
+   * const used = new Set<ArrayBufferLike>();
+   * for (let i = 0; i < 10; i++) {
+   *   writer.write(new Uint8Array(200 * 1024).fill(i));
+   *   const chunk = writer.takeBytes();
+   *   assert.equal(chunk[0], i);
+   *   used.add(chunk.buffer);
+   *   assert.ok(writer.recycle(chunk)); // its bytes are no longer needed
+   *   assert.ok(!writer.recycle(chunk)); // a second time is refused
+   * }
+   * assert.equal(used.size, 2); // two buffers take turns
+   * ```
    *
    * @returns The bytes.
    */
   takeBytes(): Uint8Array {
-    const bytes = this.#buffer.subarray(0, this.#length);
-    this.#buffer = new Uint8Array(this.#buffer.byteLength);
+    const length = this.#length;
     this.#length = 0;
+    if (length <= SMALL_TAKE_BYTES) {
+      return this.#buffer.slice(0, length);
+    }
+    const bytes = this.#buffer.subarray(0, length);
+    this.#handedOut.add(bytes.buffer);
+    this.#buffer = this.#spare.pop() ??
+      new Uint8Array(this.#buffer.byteLength);
     return bytes;
+  }
+
+  /**
+   * Gives back bytes that {@linkcode ByteWriter.takeBytes} handed out, once
+   * nothing reads them any more: their buffer is written again by a later
+   * write. Anything else (bytes from elsewhere, bytes given back already,
+   * small results, which were copies) is refused and left alone.
+   *
+   * @param bytes Bytes returned by `takeBytes()`; they must not be used
+   *   after this call.
+   * @returns Whether the buffer was taken back for reuse.
+   */
+  recycle(bytes: Uint8Array): boolean {
+    const buffer = bytes.buffer;
+    if (!this.#handedOut.delete(buffer)) return false;
+    if (this.#spare.length < MAX_SPARE_BUFFERS) {
+      this.#spare.push(new Uint8Array(buffer));
+    }
+    return true;
   }
 
   /** Forgets what was written, keeping the buffer for reuse. */
   reset(): void {
     this.#length = 0;
   }
+
+  #grow(needed: number): void {
+    let capacity = this.#buffer.byteLength * 2;
+    while (capacity < needed) capacity *= 2;
+    const next = new Uint8Array(capacity);
+    next.set(this.#buffer.subarray(0, this.#length));
+    this.#buffer = next;
+  }
 }
+
+/**
+ * Results of `takeBytes()` up to this size are copied out, so that small
+ * chunks do not each cost a whole fresh buffer.
+ */
+const SMALL_TAKE_BYTES = 64 * 1024;
+
+/** Recycled buffers a writer keeps at most. */
+const MAX_SPARE_BUFFERS = 8;
 
 const ENCODER = new TextEncoder();
