@@ -158,10 +158,14 @@ const MIGRATE_USAGE = `Usage: livemig migrate URI [options]
 
 Runs a simulated guest and live-migrates it to the destination at URI:
 tcp:HOST:PORT, unix:PATH, exec:COMMAND (the stream goes to COMMAND's stdin)
-or file:PATH[,offset=N]. Ctrl-C cancels the migration.
+or file:PATH[,offset=N]. Ctrl-C cancels the migration (not in postcopy).
 
 Options:
 ${GUEST_OPTIONS}
+  --postcopy-after N   Switch to postcopy after N dirty-bitmap passes (needs
+                       -c postcopy-ram=on here and on the destination)
+  --recover URI        When postcopy pauses (connection lost), reconnect to
+                       the destination's recovery address URI and resume
 
 Exit status: 0 completed, 1 failed or cancelled, 2 usage error.
 `;
@@ -177,7 +181,10 @@ Options:
   --ram-dump DIR       Write each RAM block to DIR/<name>.bin before the
                        guest resumes
   --max-ram SIZE       Largest RAM a source may announce (default 16GiB)
-  -c, --capability NAME=on|off   (events)
+  --recover URI        When postcopy pauses, wait for the source at URI and
+                       recover
+  -c, --capability NAME=on|off
+                       events, postcopy-ram, postcopy-preempt
   --json               Print the final info (plus ram-sha256) as JSON
   -h, --help           Show this help
 
@@ -704,7 +711,11 @@ async function demo(args: string[], io: CliIo): Promise<number> {
 }
 
 async function migrate(args: string[], io: CliIo): Promise<number> {
-  const { values, positionals } = parse(args, GUEST_FLAGS, MIGRATE_USAGE);
+  const { values, positionals } = parse(args, {
+    ...GUEST_FLAGS,
+    "postcopy-after": { type: "string" },
+    recover: { type: "string" },
+  }, MIGRATE_USAGE);
   if (values.help) {
     io.writeOut(MIGRATE_USAGE);
     return 0;
@@ -717,17 +728,47 @@ async function migrate(args: string[], io: CliIo): Promise<number> {
     workload: "idle",
     prefill: false,
   });
+  const postcopyAfter = values["postcopy-after"];
+  const recoverUri = values.recover;
+  usageErrors(MIGRATE_USAGE, () => {
+    if (postcopyAfter !== undefined) {
+      const passes = Number(postcopyAfter);
+      if (!Number.isSafeInteger(passes) || passes < 1) {
+        throw new RangeError(
+          `Cannot use --postcopy-after "${postcopyAfter}": it must be a positive number of passes`,
+        );
+      }
+      if (!options.capabilities["postcopy-ram"]) {
+        throw new TypeError(
+          "Cannot use --postcopy-after: it needs -c postcopy-ram=on on both ends",
+        );
+      }
+    }
+    if (recoverUri !== undefined) parseTransportUri(recoverUri);
+  });
   const guest = new SimulatedGuest({
     ramBytes: options.ramBytes,
     workload: options.workload,
     seed: options.seed,
     prefill: options.prefill,
   });
-  const source = new SourceMigration(guest, options);
+  const source = new SourceMigration(guest, {
+    ...options,
+    ...(postcopyAfter === undefined
+      ? {}
+      : { postcopyAfterPasses: Number(postcopyAfter) }),
+  });
   const done = showProgress(source, io);
+  const healing = recoverUri === undefined
+    ? undefined
+    : healSourceAt(source, recoverUri, io);
   try {
     const transport = await connectTransport(uri);
-    const info = await cancellableBy(source, source.migrate(transport));
+    const info = await cancellableBy(
+      source,
+      source.migrate(transport, { connect: () => connectTransport(uri) }),
+    );
+    healing?.stop();
     done();
     const digests = await ramSha256(guest.memory);
     if (options.json) {
@@ -737,6 +778,7 @@ async function migrate(args: string[], io: CliIo): Promise<number> {
     }
     return 0;
   } catch (error) {
+    healing?.stop();
     done();
     guest.pause();
     if (options.json) {
@@ -759,6 +801,7 @@ async function incoming(args: string[], io: CliIo): Promise<number> {
   const { values, positionals } = parse(args, {
     "ram-dump": { type: "string" },
     "max-ram": { type: "string" },
+    recover: { type: "string" },
     capability: { type: "string", short: "c", multiple: true },
     json: { type: "boolean" },
   }, INCOMING_USAGE);
@@ -778,11 +821,18 @@ async function incoming(args: string[], io: CliIo): Promise<number> {
     INCOMING_USAGE,
     () => parseSize(values["max-ram"] ?? "16GiB", "--max-ram"),
   );
+  const recoverUri = values.recover;
+  if (recoverUri !== undefined) {
+    usageErrors(INCOMING_USAGE, () => parseTransportUri(recoverUri));
+  }
   const dumpDir = values["ram-dump"];
   let digests: Record<string, string> = {};
+  const settings = { ...DEFAULT_CAPABILITIES, ...capabilities };
   const destination = new DestinationMigration({
     maxRamBytes,
-    events: { ...DEFAULT_CAPABILITIES, ...capabilities }.events,
+    events: settings.events,
+    postcopy: settings["postcopy-ram"],
+    preempt: settings["postcopy-preempt"],
     beforeResume: async (guest) => {
       digests = await ramSha256(guest.memory);
       if (dumpDir !== undefined) await dumpRam(guest.memory, dumpDir);
@@ -790,12 +840,20 @@ async function incoming(args: string[], io: CliIo): Promise<number> {
   });
   destination.listen();
   const listener = await listenTransport(uri);
-  if (!values.json) {
-    io.writeOut(`waiting for a migration at ${listener.address}\n`);
-  }
+  io.writeErr(`livemig: waiting for a migration at ${listener.address}\n`);
+  destination.addEventListener("status", (event) => {
+    const status = (event as CustomEvent).detail.status as string;
+    if (status.startsWith("postcopy")) io.writeErr(`livemig: ${status}\n`);
+  });
+  const healing = recoverUri === undefined
+    ? undefined
+    : healDestinationAt(destination, recoverUri, io);
   try {
     const transport = await listener.accept();
-    const result = await destination.incoming(transport);
+    const result = await destination.incoming(transport, {
+      accept: () => listener.accept(),
+    });
+    await healing?.stop();
     result.guest.pause();
     if (values.json) {
       io.writeOut(
@@ -811,6 +869,7 @@ async function incoming(args: string[], io: CliIo): Promise<number> {
     }
     return 0;
   } catch (error) {
+    await healing?.stop();
     destination.guest?.pause();
     if (values.json) io.writeOut(JSON.stringify(destination.query()) + "\n");
     if (error instanceof MigrationAbortedError) {
@@ -960,6 +1019,76 @@ function formatProxyInfo(info: MigrationProxyInfo): string {
     );
   }
   return lines.join("\n") + "\n";
+}
+
+/**
+ * Heals a source paused in postcopy by itself: whenever it enters
+ * postcopy-paused, connect to `uri` (retrying until the destination
+ * listens there) and resume.
+ */
+function healSourceAt(
+  source: SourceMigration,
+  uri: string,
+  io: CliIo,
+): { stop(): void } {
+  let stopped = false;
+  const onStatus = async (event: Event) => {
+    if ((event as CustomEvent).detail.status !== "postcopy-paused") return;
+    io.writeErr(`livemig: postcopy paused; reconnecting at ${uri}\n`);
+    for (let delay = 100; !stopped; delay = Math.min(delay * 2, 2000)) {
+      try {
+        const transport = await connectTransport(uri);
+        source.resume(transport);
+        return;
+      } catch {
+        await new Promise((resolve) => setTimeout(resolve, delay));
+      }
+    }
+  };
+  source.addEventListener("status", onStatus);
+  return {
+    stop() {
+      stopped = true;
+      source.removeEventListener("status", onStatus);
+    },
+  };
+}
+
+/**
+ * Heals a destination paused in postcopy by itself: whenever it enters
+ * postcopy-paused, accept the next connection at `uri` and recover.
+ */
+function healDestinationAt(
+  destination: DestinationMigration,
+  uri: string,
+  io: CliIo,
+): { stop(): Promise<void> } {
+  let listener: Awaited<ReturnType<typeof listenTransport>> | undefined;
+  const onStatus = async (event: Event) => {
+    if ((event as CustomEvent).detail.status !== "postcopy-paused") return;
+    try {
+      listener ??= await listenTransport(uri);
+      io.writeErr(
+        `livemig: postcopy paused; waiting for the source at ${listener.address}\n`,
+      );
+      const accepted = listener;
+      const transport = await accepted.accept();
+      destination.recover(transport, { accept: () => accepted.accept() });
+    } catch (error) {
+      io.writeErr(
+        `livemig: cannot recover at ${uri}: ${
+          error instanceof Error ? error.message : error
+        }\n`,
+      );
+    }
+  };
+  destination.addEventListener("status", onStatus);
+  return {
+    async stop() {
+      destination.removeEventListener("status", onStatus);
+      await listener?.close();
+    },
+  };
 }
 
 async function dumpRam(memory: GuestMemory, dir: string): Promise<void> {

@@ -142,6 +142,9 @@ interface Connection {
 /**
  * Receives a migration over a {@linkcode Transport} into a new guest.
  *
+ * Events: `"status"` with `{ status }` on every status change, and
+ * `"migration"` (QEMU's `MIGRATION` event) too when `events` is set.
+ *
  * Never reports `completed` for RAM it did not fully receive: the status
  * moves to `completed` only after EOF (and the vmdesc trailer) decoded
  * without error and, in postcopy, every page arrived.
@@ -197,6 +200,11 @@ export class DestinationMigration extends EventTarget {
     this.#clock = options.clock ?? SYSTEM_CLOCK;
     this.#state = new MigrationState("destination");
     this.#state.addEventListener("migration", (event) => {
+      this.dispatchEvent(
+        new CustomEvent<MigrationEventDetail>("status", {
+          detail: (event as CustomEvent<MigrationEventDetail>).detail,
+        }),
+      );
       if (!options.events) return;
       this.dispatchEvent(
         new CustomEvent<MigrationEventDetail>("migration", {

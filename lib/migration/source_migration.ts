@@ -130,8 +130,9 @@ const PROGRESS_EVERY_MS = 100;
  * Events (an `EventTarget`): `"migration"` with `{ status }` on every
  * status change and `"pass"` with `{ pass }` on every dirty-bitmap sync,
  * when the `events` capability is on (QEMU's `MIGRATION` and
- * `MIGRATION_PASS`); `"progress"` with the current
- * {@linkcode MigrationInfo} about every 100 ms, always.
+ * `MIGRATION_PASS`); always `"status"` with `{ status }` on every status
+ * change and `"progress"` with the current {@linkcode MigrationInfo} about
+ * every 100 ms.
  *
  * A failed or cancelled migration leaves the guest running with its RAM
  * untouched and its dirty log off, so a new migration can start.
@@ -932,6 +933,11 @@ export class SourceMigration extends EventTarget {
   #newState(): MigrationState {
     const state = new MigrationState("source");
     state.addEventListener("migration", (event) => {
+      this.dispatchEvent(
+        new CustomEvent<MigrationEventDetail>("status", {
+          detail: (event as CustomEvent<MigrationEventDetail>).detail,
+        }),
+      );
       if (!this.#capabilities.events) return;
       this.dispatchEvent(
         new CustomEvent<MigrationEventDetail>("migration", {

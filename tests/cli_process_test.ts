@@ -1,0 +1,186 @@
+/**
+ * The CLI as separate processes: `incoming` in one, `migrate` in another,
+ * over loopback TCP, including postcopy healing itself after its
+ * connection is cut.
+ */
+import assert from "node:assert/strict";
+import { connectTransport, listenTransport, type Transport } from "../mod.ts";
+
+const CLI = new URL("../cli.ts", import.meta.url).pathname;
+const PERMISSIONS = ["--allow-read", "--allow-write", "--allow-net=127.0.0.1"];
+
+interface Process {
+  child: Deno.ChildProcess;
+  stdout: Promise<string>;
+  stderrLines: AsyncIterator<string>;
+}
+
+function spawn(args: string[]): Process {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: ["run", ...PERMISSIONS, CLI, ...args],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const stdout = new Response(child.stdout).text();
+  const stderrLines = child.stderr.pipeThrough(new TextDecoderStream())
+    .pipeThrough(lines())[Symbol.asyncIterator]();
+  return { child, stdout, stderrLines };
+}
+
+function lines(): TransformStream<string, string> {
+  let rest = "";
+  return new TransformStream({
+    transform(text, controller) {
+      const parts = (rest + text).split("\n");
+      rest = parts.pop()!;
+      for (const line of parts) controller.enqueue(line);
+    },
+    flush(controller) {
+      if (rest) controller.enqueue(rest);
+    },
+  });
+}
+
+async function waitForLine(
+  process: Process,
+  pattern: RegExp,
+): Promise<RegExpExecArray> {
+  while (true) {
+    const { done, value } = await process.stderrLines.next();
+    if (done) throw new Error(`the process ended before printing ${pattern}`);
+    const match = pattern.exec(value);
+    if (match) return match;
+  }
+}
+
+async function finish(
+  process: Process,
+): Promise<{ code: number; json: Record<string, unknown> }> {
+  const [status, stdout] = await Promise.all([
+    process.child.status,
+    process.stdout,
+  ]);
+  // Drain stderr so the process is fully reaped.
+  while (!(await process.stderrLines.next()).done) { /* drain */ }
+  const last = stdout.trimEnd().split("\n").at(-1) ?? "{}";
+  return { code: status.code, json: JSON.parse(last) };
+}
+
+Deno.test("cli migrate and incoming, as two processes, carry a guest with identical RAM", async () => {
+  const incoming = spawn(["incoming", "tcp:127.0.0.1:0", "--json"]);
+  const [, address] = await waitForLine(
+    incoming,
+    /waiting for a migration at (tcp:\S+)/,
+  );
+  const migrate = spawn([
+    "migrate",
+    address!,
+    "--ram",
+    "8MiB",
+    "--workload",
+    "sweep:4MB/s",
+    "--prefill",
+    "--json",
+  ]);
+  const [source, destination] = await Promise.all([
+    finish(migrate),
+    finish(incoming),
+  ]);
+  assert.equal(source.code, 0);
+  assert.equal(destination.code, 0);
+  assert.equal(source.json.status, "completed");
+  assert.equal(destination.json.status, "completed");
+  assert.deepEqual(source.json["ram-sha256"], destination.json["ram-sha256"]);
+});
+
+/** A TCP relay whose connections the test can cut. */
+async function relay(target: string) {
+  const listener = await listenTransport("tcp:127.0.0.1:0");
+  const open: Transport[] = [];
+  const accepting = (async () => {
+    while (true) {
+      let inbound: Transport;
+      try {
+        inbound = await listener.accept();
+      } catch {
+        return;
+      }
+      const outbound = await connectTransport(target);
+      open.push(inbound, outbound);
+      inbound.readable.pipeTo(outbound.writable).catch(() => {});
+      outbound.readable.pipeTo(inbound.writable).catch(() => {});
+    }
+  })();
+  return {
+    address: listener.address,
+    async cut() {
+      await Promise.all(open.splice(0).map((t) => t.close()));
+    },
+    async close() {
+      await listener.close();
+      await this.cut();
+      await accepting;
+    },
+  };
+}
+
+Deno.test("cli postcopy heals itself on both ends after its connection is cut", async () => {
+  const recoverPort = 20000 + Math.floor(Math.random() * 20000);
+  const recover = `tcp:127.0.0.1:${recoverPort}`;
+  const incoming = spawn([
+    "incoming",
+    "tcp:127.0.0.1:0",
+    "-c",
+    "postcopy-ram=on",
+    "--recover",
+    recover,
+    "--json",
+  ]);
+  const [, address] = await waitForLine(
+    incoming,
+    /waiting for a migration at (tcp:\S+)/,
+  );
+  const cut = await relay(address!);
+  try {
+    const migrate = spawn([
+      "migrate",
+      cut.address,
+      "--ram",
+      "16MiB",
+      "--workload",
+      "random:32MB/s",
+      "--prefill",
+      "-c",
+      "postcopy-ram=on",
+      "-p",
+      "max-bandwidth=8MiB/s",
+      "-p",
+      "max-postcopy-bandwidth=4MiB/s",
+      "--postcopy-after",
+      "2",
+      "--recover",
+      recover,
+      "--json",
+    ]);
+    // Cut the relayed connection once postcopy runs: both ends pause and
+    // heal through the recovery address.
+    await waitForLine(incoming, /postcopy paused|waiting for the source/).catch(
+      () => {},
+    );
+    const cutting = (async () => {
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      await cut.cut();
+    })();
+    const [source, destination] = await Promise.all([
+      finish(migrate),
+      finish(incoming),
+    ]);
+    await cutting;
+    assert.equal(source.code, 0, JSON.stringify(source.json));
+    assert.equal(destination.code, 0, JSON.stringify(destination.json));
+    assert.equal(source.json.status, "completed");
+    assert.equal(destination.json.status, "completed");
+  } finally {
+    await cut.close();
+  }
+});
