@@ -52,6 +52,7 @@ export * from "./lib/migration/switchover_decision.ts";
 export * from "./lib/postcopy/page_request_queue.ts";
 export * from "./lib/postcopy/postcopy_page_source_stream.ts";
 export * from "./lib/ram/apply_ram_record.ts";
+export * from "./lib/ram/compress_page_stream.ts";
 export * from "./lib/ram/dirty_page_scanner.ts";
 export * from "./lib/ram/page_encoder_stream.ts";
 export * from "./lib/ram/page_source_stream.ts";
