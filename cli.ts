@@ -184,7 +184,8 @@ Options:
   --recover URI        When postcopy pauses, wait for the source at URI and
                        recover
   -c, --capability NAME=on|off
-                       events, postcopy-ram, postcopy-preempt
+                       events, postcopy-ram, postcopy-preempt, mapped-ram
+                       (with a file: URI: load a mapped-ram file)
   --json               Print the final info (plus ram-sha256) as JSON
   -h, --help           Show this help
 
@@ -763,11 +764,7 @@ async function migrate(args: string[], io: CliIo): Promise<number> {
     ? undefined
     : healSourceAt(source, recoverUri, io);
   try {
-    const transport = await connectTransport(uri);
-    const info = await cancellableBy(
-      source,
-      source.migrate(transport, { connect: () => connectTransport(uri) }),
-    );
+    const info = await cancellableBy(source, startMigration(source, uri));
     healing?.stop();
     done();
     const digests = await ramSha256(guest.memory);
@@ -839,7 +836,20 @@ async function incoming(args: string[], io: CliIo): Promise<number> {
     },
   });
   destination.listen();
-  const listener = await listenTransport(uri);
+  const target = usageErrors(INCOMING_USAGE, () => parseTransportUri(uri));
+  if (settings["mapped-ram"] && target.scheme !== "file") {
+    throw new UsageError(
+      `-c mapped-ram=on needs a file: URI, not "${uri}"`,
+      INCOMING_USAGE,
+    );
+  }
+  const listener = settings["mapped-ram"]
+    ? {
+      address: uri,
+      accept: () => Promise.reject(),
+      close: () => Promise.resolve(),
+    }
+    : await listenTransport(uri);
   io.writeErr(`livemig: waiting for a migration at ${listener.address}\n`);
   destination.addEventListener("status", (event) => {
     const status = (event as CustomEvent).detail.status as string;
@@ -849,10 +859,11 @@ async function incoming(args: string[], io: CliIo): Promise<number> {
     ? undefined
     : healDestinationAt(destination, recoverUri, io);
   try {
-    const transport = await listener.accept();
-    const result = await destination.incoming(transport, {
-      accept: () => listener.accept(),
-    });
+    const result = settings["mapped-ram"]
+      ? await incomingMappedRam(destination, uri)
+      : await destination.incoming(await listener.accept(), {
+        accept: () => listener.accept(),
+      });
     await healing?.stop();
     result.guest.pause();
     if (values.json) {
@@ -1019,6 +1030,49 @@ function formatProxyInfo(info: MigrationProxyInfo): string {
     );
   }
   return lines.join("\n") + "\n";
+}
+
+/** Starts a migration to `uri`: a stream, or a mapped-ram file. */
+async function startMigration(
+  source: SourceMigration,
+  uri: string,
+): Promise<MigrationInfo> {
+  if (!source.capabilities["mapped-ram"]) {
+    return source.migrate(await connectTransport(uri), {
+      connect: () => connectTransport(uri),
+    });
+  }
+  const target = parseTransportUri(uri);
+  if (target.scheme !== "file") {
+    throw new TypeError(
+      `Cannot migrate with mapped-ram to "${uri}": it needs a file: URI`,
+    );
+  }
+  const file = await openRandomAccessFile(target.path, { create: true });
+  try {
+    return await source.migrateToFile(file, { offset: target.offset });
+  } finally {
+    await file.close();
+  }
+}
+
+/** Loads a mapped-ram file named by a `file:` URI. */
+async function incomingMappedRam(
+  destination: DestinationMigration,
+  uri: string,
+) {
+  const target = parseTransportUri(uri);
+  if (target.scheme !== "file") {
+    throw new TypeError(
+      `Cannot load mapped-ram from "${uri}": it needs a file: URI`,
+    );
+  }
+  const file = await openRandomAccessFile(target.path, { readOnly: true });
+  try {
+    return await destination.incomingMappedRam(file, { offset: target.offset });
+  } finally {
+    await file.close();
+  }
 }
 
 /**

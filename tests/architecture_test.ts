@@ -14,8 +14,8 @@ const RANK: Record<string, number> = {
   wire: 4,
   mapped_ram: 4,
   postcopy: 4,
-  migration: 5,
   inspect: 5,
+  migration: 6,
 };
 const LIB = new URL("../lib/", import.meta.url);
 

@@ -257,6 +257,8 @@ Deno.test("cli convert turns a QEMU stream into a mapped-ram file and back with 
     assert.equal(analysis.code, 0, analysis.err);
     const json = JSON.parse(analysis.out.trimEnd().split("\n").at(-1)!);
     assert.equal(json.format, "mapped-ram");
+    const human = await run(["analyze", `${dir}/guest.mr`]);
+    assert.match(human.out, /^QEMU mapped-ram file, version 3/);
     assert.ok(json.capabilities.includes("mapped-ram"));
     const back = await run([
       "convert",

@@ -22,9 +22,9 @@ export function formatStreamAnalysis(analysis: StreamAnalysis): string {
   const lines: string[] = [];
   const ram = analysis.ram;
   lines.push(
-    `QEMU migration stream, version ${
-      analysis.version ?? "?"
-    }, ${analysis.bytes} bytes`,
+    `QEMU ${
+      analysis.format === "mapped-ram" ? "mapped-ram file" : "migration stream"
+    }, version ${analysis.version ?? "?"}, ${analysis.bytes} bytes`,
   );
   lines.push(
     `machine       ${analysis.machine ?? "(no CONFIGURATION)"}, page size ${

@@ -8,12 +8,17 @@
  */
 
 import { MigrationAbortedError } from "../errors.ts";
+import {
+  MappedRamWriter,
+  type MappedRamWriterItem,
+} from "../mapped_ram/mapped_ram_writer.ts";
 import type { Clock } from "../streams/clock.ts";
 import {
   RateLimitStream,
   type RateWindow,
 } from "../streams/rate_limit_stream.ts";
-import type { Transport } from "../transport/transport.ts";
+import type { RandomAccessFile, Transport } from "../transport/transport.ts";
+import { MappedRamEncoderStream } from "../inspect/mapped_ram_encoder_stream.ts";
 import { MigrationEncoderStream } from "../wire/migration_encoder_stream.ts";
 import type { MigrationRecord } from "../wire/migration_record.ts";
 import { ReturnPathDecoderStream } from "../wire/return_path_decoder_stream.ts";
@@ -31,13 +36,30 @@ export interface OutgoingChannelOptions {
   };
 }
 
-/** The outgoing side of one connection. */
+/** Where a channel's records end up. */
+interface ChannelSink {
+  /** Records go in here. */
+  writable: WritableStream<readonly MigrationRecord[]>;
+  /** Everything written has reached the target. */
+  piped: Promise<void>;
+  /** The rate limiter on the way. */
+  limiter: RateLimitStream<never>;
+  /** Closes our direction of the target once everything is written. */
+  finish(): Promise<void>;
+  /** Releases the target. */
+  close(): Promise<void>;
+  /** The return path, when the target has one. */
+  readable?: ReadableStream<Uint8Array>;
+  /** Makes the next page record name its block. */
+  forgetCurrentBlock(): void;
+}
+
+/** The outgoing side of one connection (or of one mapped-ram file). */
 export class OutgoingChannel {
-  readonly transport: Transport;
-  readonly limiter: RateLimitStream;
-  readonly encoder: MigrationEncoderStream;
+  readonly limiter: RateLimitStream<never>;
+  readonly #sink: ChannelSink;
   readonly #writer: WritableStreamDefaultWriter<readonly MigrationRecord[]>;
-  readonly #abort = new AbortController();
+  readonly #abort: AbortController;
   readonly #piped: Promise<void>;
   readonly #failure = Promise.withResolvers<never>();
   readonly #shut = Promise.withResolvers<number>();
@@ -47,35 +69,115 @@ export class OutgoingChannel {
   #reader: ReadableStreamDefaultReader | undefined;
   #closed = false;
 
-  constructor(transport: Transport, options: OutgoingChannelOptions) {
-    this.transport = transport;
-    this.#failure.promise.catch(() => {});
-    this.#shut.promise.catch(() => {});
-    this.#resumeAck.promise.catch(() => {});
-    this.limiter = new RateLimitStream({
+  /**
+   * A channel over a byte connection: records → encoder → rate limiter →
+   * transport.
+   */
+  static toTransport(
+    transport: Transport,
+    options: OutgoingChannelOptions,
+  ): OutgoingChannel {
+    const abort = new AbortController();
+    const limiter = new RateLimitStream({
       bytesPerSecond: options.bytesPerSecond,
       clock: options.clock,
-      signal: this.#abort.signal,
+      signal: abort.signal,
       ...(options.onWindow ? { onWindow: options.onWindow } : {}),
     });
-    this.encoder = new MigrationEncoderStream({ pageSize: options.pageSize });
-    this.#piped = this.encoder.readable
+    const encoder = new MigrationEncoderStream({ pageSize: options.pageSize });
+    let channel!: OutgoingChannel;
+    const piped = encoder.readable
       .pipeThrough(
         new TransformStream<Uint8Array, Uint8Array>({
           transform: (chunk, controller) => {
-            this.#encodedBytes += chunk.byteLength;
+            channel.#encodedBytes += chunk.byteLength;
             controller.enqueue(chunk);
           },
         }),
       )
-      .pipeThrough(this.limiter)
-      .pipeTo(transport.writable, {
-        signal: this.#abort.signal,
-        preventClose: true,
-      });
+      .pipeThrough(limiter)
+      .pipeTo(transport.writable, { signal: abort.signal, preventClose: true });
+    channel = new OutgoingChannel(
+      {
+        writable: encoder.writable,
+        piped,
+        limiter: limiter as unknown as RateLimitStream<never>,
+        finish: () => transport.writable.close(),
+        close: () => transport.close(),
+        readable: transport.readable,
+        forgetCurrentBlock: () => encoder.encoder.forgetCurrentBlock(),
+      },
+      abort,
+      options,
+    );
+    return channel;
+  }
+
+  /**
+   * A channel into a mapped-ram file (QEMU 10.0's layout): pages go to
+   * their fixed offsets, the rest of the stream in order; no return path.
+   */
+  static toMappedRamFile(
+    file: RandomAccessFile,
+    offset: number,
+    options: OutgoingChannelOptions,
+  ): OutgoingChannel {
+    const abort = new AbortController();
+    const limiter = new RateLimitStream<MappedRamWriterItem[]>({
+      bytesPerSecond: options.bytesPerSecond,
+      clock: options.clock,
+      signal: abort.signal,
+      size: (items) => {
+        let bytes = 0;
+        for (const item of items) {
+          if (item.type === "ram-page") bytes += item.data.byteLength;
+          else if (item.type === "stream-bytes") bytes += item.data.byteLength;
+        }
+        return bytes;
+      },
+      ...(options.onWindow ? { onWindow: options.onWindow } : {}),
+    });
+    const encoder = new MappedRamEncoderStream({ pageSize: options.pageSize });
+    const piped = encoder.readable.pipeThrough(limiter).pipeTo(
+      new MappedRamWriter(file, { offset, pageSize: options.pageSize }),
+      { signal: abort.signal },
+    );
+    return new OutgoingChannel(
+      {
+        writable: encoder.writable,
+        piped,
+        limiter: limiter as unknown as RateLimitStream<never>,
+        finish: () => Promise.resolve(),
+        close: () => Promise.resolve(),
+        forgetCurrentBlock: () => {},
+      },
+      abort,
+      options,
+    );
+  }
+
+  private constructor(
+    sink: ChannelSink,
+    abort: AbortController,
+    options: OutgoingChannelOptions,
+  ) {
+    this.#sink = sink;
+    this.#abort = abort;
+    this.limiter = sink.limiter;
+    this.#failure.promise.catch(() => {});
+    this.#shut.promise.catch(() => {});
+    this.#resumeAck.promise.catch(() => {});
+    this.#piped = sink.piped;
     this.#piped.catch((error) => this.fail(error));
-    this.#writer = this.encoder.writable.getWriter();
-    if (options.returnPath) this.#readReturnPath(options.returnPath);
+    this.#writer = sink.writable.getWriter();
+    if (options.returnPath && sink.readable) {
+      this.#readReturnPath(sink.readable, options.returnPath);
+    }
+  }
+
+  /** Makes the next page record name its block (a new postcopy phase). */
+  forgetCurrentBlock(): void {
+    this.#sink.forgetCurrentBlock();
   }
 
   /** Bytes the encoder has produced so far. */
@@ -128,7 +230,7 @@ export class OutgoingChannel {
   async finish(): Promise<void> {
     await Promise.race([this.#writer.close(), this.#failure.promise]);
     await Promise.race([this.#piped, this.#failure.promise]);
-    await this.transport.writable.close();
+    await this.#sink.finish();
   }
 
   /**
@@ -146,29 +248,31 @@ export class OutgoingChannel {
     this.#abort.abort(reason);
     this.#writer.releaseLock();
     this.#reader?.cancel().catch(() => {});
-    this.transport.close().catch(() => {});
+    this.#sink.close().catch(() => {});
   }
 
   /** Closes the connection after a success. */
   async close(): Promise<void> {
     this.#closed = true;
     this.#reader?.cancel().catch(() => {});
-    await this.transport.close().catch(() => {});
+    await this.#sink.close().catch(() => {});
   }
 
   #readReturnPath(
+    readable: ReadableStream<Uint8Array>,
     handlers: NonNullable<OutgoingChannelOptions["returnPath"]>,
   ): void {
     const run = async () => {
-      const messages = this.transport.readable.pipeThrough(
+      const messages = readable.pipeThrough(
         new ReturnPathDecoderStream(
           handlers.bitmapBytes ? { bitmapBytes: handlers.bitmapBytes } : {},
         ),
       );
-      this.#reader = messages.getReader();
+      const reader = messages.getReader();
+      this.#reader = reader;
       let lastBlock: string | undefined;
       while (true) {
-        const { done, value } = await this.#reader.read();
+        const { done, value } = await reader.read();
         if (done) break;
         switch (value.type) {
           case "PONG":

@@ -34,7 +34,9 @@ import { SimulatedGuest } from "../guest/simulated_guest.ts";
 import { applyRamRecord } from "../ram/apply_ram_record.ts";
 import type { RamBlockInfo, RamPageCarrier } from "../ram/ram_record.ts";
 import { type Clock, SYSTEM_CLOCK } from "../streams/clock.ts";
-import type { Transport } from "../transport/transport.ts";
+import { convertMappedRamToStream } from "../inspect/convert_mapped_ram_to_stream.ts";
+import { createMemoryTransportPair } from "../transport/memory_transport.ts";
+import type { RandomAccessFile, Transport } from "../transport/transport.ts";
 import { MigrationDecoderStream } from "../wire/migration_decoder_stream.ts";
 import type { MigrationRecord } from "../wire/migration_record.ts";
 import { decodePostcopyPackage } from "../wire/postcopy_package.ts";
@@ -422,6 +424,33 @@ export class DestinationMigration extends EventTarget {
         { reason: "stream-error", cause: error },
       );
     }
+  }
+
+  /**
+   * Loads a mapped-ram file (written by a migration with the `mapped-ram`
+   * capability, or converted): its pages are read from their fixed
+   * offsets and the rest of the stream is loaded as usual.
+   *
+   * @param file The file.
+   * @param options `offset`: where the stream starts in the file.
+   * @returns The loaded guest and the final info.
+   * @throws {MigrationAbortedError} When the file is not a valid
+   *   mapped-ram file.
+   */
+  async incomingMappedRam(
+    file: RandomAccessFile,
+    options: { offset?: number } = {},
+  ): Promise<IncomingResult> {
+    const [writing, reading] = createMemoryTransportPair();
+    const converted = convertMappedRamToStream(file, writing.writable, {
+      ...(options.offset === undefined ? {} : { offset: options.offset }),
+    });
+    converted.catch((error) => {
+      this.abort(error instanceof Error ? error.message : String(error));
+    });
+    const [result] = await Promise.all([this.incoming(reading), converted]);
+    await writing.close();
+    return result;
   }
 
   /** Decodes one connection until EOF. */

@@ -46,7 +46,7 @@ import { XbzrleCache } from "../ram/xbzrle_cache.ts";
 import { XbzrlePageEncoder } from "../ram/xbzrle_page_encoder.ts";
 import { type Clock, SYSTEM_CLOCK } from "../streams/clock.ts";
 import type { RateWindow } from "../streams/rate_limit_stream.ts";
-import type { Transport } from "../transport/transport.ts";
+import type { RandomAccessFile, Transport } from "../transport/transport.ts";
 import { MAX_DISCARDS_PER_COMMAND } from "../wire/mig_cmd.ts";
 import type { MigrationRecord } from "../wire/migration_record.ts";
 import { encodePostcopyPackage } from "../wire/postcopy_package.ts";
@@ -419,18 +419,65 @@ export class SourceMigration extends EventTarget {
    *   cancelled; before postcopy starts the guest is then running again
    *   with its RAM intact.
    */
-  async migrate(
+  migrate(
     transport: Transport,
     options: { connect?: () => Promise<Transport> } = {},
+  ): Promise<MigrationInfo> {
+    if (this.#capabilities["mapped-ram"]) {
+      return Promise.reject(
+        new TypeError(
+          "Cannot migrate with mapped-ram over a stream: mapped-ram needs a random-access file (migrateToFile)",
+        ),
+      );
+    }
+    return this.#run(
+      (returnPath) => this.#openChannel(transport, returnPath),
+      options.connect,
+    );
+  }
+
+  /**
+   * Migrates into a mapped-ram file (QEMU 10.0's layout, capability
+   * `mapped-ram`): pages go to fixed offsets and a page sent again is
+   * rewritten in place, so the file stays the size of RAM plus metadata
+   * however long the guest keeps dirtying; the device state follows.
+   *
+   * @param file The file, opened for writing; cut to `offset` first and
+   *   not closed.
+   * @param options `offset`: where the stream starts in the file (QEMU's
+   *   `file:PATH,offset=N`).
+   * @returns The final info, status `completed`.
+   * @throws {MigrationAbortedError} When the migration fails or is
+   *   cancelled; the guest then runs again with its RAM intact.
+   */
+  migrateToFile(
+    file: RandomAccessFile,
+    options: { offset?: number } = {},
+  ): Promise<MigrationInfo> {
+    if (!this.#capabilities["mapped-ram"]) {
+      return Promise.reject(
+        new TypeError(
+          "Cannot migrate to a mapped-ram file: the mapped-ram capability is off",
+        ),
+      );
+    }
+    return this.#run(() =>
+      OutgoingChannel.toMappedRamFile(file, options.offset ?? 0, {
+        clock: this.#clock,
+        pageSize: this.#guest.memory.pageSize,
+        bytesPerSecond: this.#parameters["max-bandwidth"],
+        onWindow: (window) => this.#onWindow(window),
+      })
+    );
+  }
+
+  async #run(
+    open: (returnPath: boolean) => OutgoingChannel,
+    connect?: () => Promise<Transport>,
   ): Promise<MigrationInfo> {
     if (isRunningStatus(this.status)) {
       throw new TypeError(
         `Cannot start a migration: one is already in "${this.status}"`,
-      );
-    }
-    if (this.#capabilities["mapped-ram"]) {
-      throw new TypeError(
-        "Cannot migrate with mapped-ram over a stream: mapped-ram needs a file (convert a stream file instead)",
       );
     }
     this.#reset();
@@ -445,7 +492,9 @@ export class SourceMigration extends EventTarget {
     this.#ratePeriodStart = this.#startTime;
     const postcopy = this.#capabilities["postcopy-ram"];
     const returnPath = this.#capabilities["return-path"] || postcopy;
-    const channel = this.#openChannel(transport, returnPath);
+    const channel = open(returnPath);
+    this.#channel = channel;
+    this.#channelOf = channel;
     signal.addEventListener("abort", () => channel.fail(signal.reason), {
       once: true,
     });
@@ -538,9 +587,9 @@ export class SourceMigration extends EventTarget {
         await Promise.race([this.#continue.promise, aborted(signal)]);
       }
       if (decision.step === "postcopy") {
-        await this.#startPostcopy(channel, scanner, lastBlock, options.connect);
+        await this.#startPostcopy(channel, scanner, lastBlock, connect);
         pausedByUs = false; // the destination runs the guest from now on
-        await this.#postcopy(channel, scanner, lastBlock, options.connect);
+        await this.#postcopy(channel, scanner, lastBlock, connect);
       } else {
         await this.#completePrecopy(channel, scanner, lastBlock);
       }
@@ -589,7 +638,7 @@ export class SourceMigration extends EventTarget {
 
   #openChannel(transport: Transport, returnPath: boolean): OutgoingChannel {
     const memory = this.#guest.memory;
-    const channel = new OutgoingChannel(transport, {
+    const channel = OutgoingChannel.toTransport(transport, {
       clock: this.#clock,
       pageSize: memory.pageSize,
       bytesPerSecond: this.#inPostcopy
@@ -695,7 +744,7 @@ export class SourceMigration extends EventTarget {
         });
       }
     });
-    channel.encoder.encoder.forgetCurrentBlock();
+    channel.forgetCurrentBlock();
     lastBlock.name = undefined;
     await channel.write([...discards, {
       type: "command",
@@ -882,7 +931,7 @@ export class SourceMigration extends EventTarget {
   }
 
   #openPreempt(transport: Transport): OutgoingChannel {
-    return new OutgoingChannel(transport, {
+    return OutgoingChannel.toTransport(transport, {
       clock: this.#clock,
       pageSize: this.#guest.memory.pageSize,
       bytesPerSecond: 0,

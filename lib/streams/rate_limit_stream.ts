@@ -11,7 +11,14 @@ export interface RateWindow {
 }
 
 /** Options for {@linkcode RateLimitStream}. */
-export interface RateLimitStreamOptions {
+export interface RateLimitStreamOptions<T = Uint8Array> {
+  /**
+   * The bytes a chunk counts for. Byte arrays count their length; give it
+   * for other chunk types.
+   *
+   * @default {(chunk) => chunk.byteLength}
+   */
+  size?: (chunk: T) => number;
   /**
    * The limit in bytes per second (QEMU's `max-bandwidth`); 0 means no
    * limit. It can be changed while bytes flow.
@@ -69,7 +76,7 @@ export interface RateLimitStreamOptions {
  * assert.equal(limiter.bytesPassed, 1800);
  * ```
  */
-export class RateLimitStream extends TransformStream<Uint8Array, Uint8Array> {
+export class RateLimitStream<T = Uint8Array> extends TransformStream<T, T> {
   #bytesPerSecond: number;
   readonly #windowMs: number;
   readonly #clock: Clock;
@@ -86,7 +93,7 @@ export class RateLimitStream extends TransformStream<Uint8Array, Uint8Array> {
    *
    * @param options The limit, window, clock and callbacks.
    */
-  constructor(options: RateLimitStreamOptions = {}) {
+  constructor(options: RateLimitStreamOptions<T> = {}) {
     const {
       bytesPerSecond = 0,
       windowMs = 100,
@@ -99,14 +106,17 @@ export class RateLimitStream extends TransformStream<Uint8Array, Uint8Array> {
         `Cannot construct RateLimitStream as windowMs must be a positive number: received ${windowMs}`,
       );
     }
+    const size = options.size ??
+      ((chunk: T) => (chunk as unknown as Uint8Array).byteLength);
     // deno-lint-ignore prefer-const
-    let self: RateLimitStream;
+    let self: RateLimitStream<T>;
     super({
       transform: async (chunk, controller) => {
         self.#closeWindowIfDue();
         controller.enqueue(chunk);
-        self.#windowBytes += chunk.byteLength;
-        self.#bytesPassed += chunk.byteLength;
+        const bytes = size(chunk);
+        self.#windowBytes += bytes;
+        self.#bytesPassed += bytes;
         while (self.#overBudget()) {
           const wake = new AbortController();
           self.#wake = wake;
