@@ -52,6 +52,8 @@ interface ChannelSink {
   readable?: ReadableStream<Uint8Array>;
   /** Makes the next page record name its block. */
   forgetCurrentBlock(): void;
+  /** Bytes encoded so far, when the target is a byte stream. */
+  encodedBytes?: () => number;
 }
 
 /** The outgoing side of one connection (or of one mapped-ram file). */
@@ -65,7 +67,6 @@ export class OutgoingChannel {
   readonly #shut = Promise.withResolvers<number>();
   readonly #resumeAck = Promise.withResolvers<number>();
   readonly #bitmaps = new Map<string, PromiseWithResolvers<Uint8Array>>();
-  #encodedBytes = 0;
   #reader: ReadableStreamDefaultReader | undefined;
   #closed = false;
 
@@ -85,12 +86,12 @@ export class OutgoingChannel {
       ...(options.onWindow ? { onWindow: options.onWindow } : {}),
     });
     const encoder = new MigrationEncoderStream({ pageSize: options.pageSize });
-    let channel!: OutgoingChannel;
+    const encoded = { bytes: 0 };
     const piped = encoder.readable
       .pipeThrough(
         new TransformStream<Uint8Array, Uint8Array>({
           transform: (chunk, controller) => {
-            channel.#encodedBytes += chunk.byteLength;
+            encoded.bytes += chunk.byteLength;
             controller.enqueue(chunk);
           },
         }),
@@ -182,7 +183,7 @@ export class OutgoingChannel {
 
   /** Bytes the encoder has produced so far. */
   get encodedBytes(): number {
-    return this.#encodedBytes;
+    return this.#sink.encodedBytes?.() ?? this.limiter.bytesPassed;
   }
 
   /** Rejects with the first error of the connection. */
