@@ -98,7 +98,7 @@ export class OutgoingChannel {
       )
       .pipeThrough(limiter)
       .pipeTo(transport.writable, { signal: abort.signal, preventClose: true });
-    channel = new OutgoingChannel(
+    return new OutgoingChannel(
       {
         writable: encoder.writable,
         piped,
@@ -107,11 +107,11 @@ export class OutgoingChannel {
         close: () => transport.close(),
         readable: transport.readable,
         forgetCurrentBlock: () => encoder.encoder.forgetCurrentBlock(),
+        encodedBytes: () => encoded.bytes,
       },
       abort,
       options,
     );
-    return channel;
   }
 
   /**

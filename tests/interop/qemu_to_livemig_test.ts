@@ -130,25 +130,33 @@ interopTest(
 interopTest(
   "QEMU 7.2 migrates a dirtying guest over several passes into livemig",
   async () => {
-    await withWorkDir(async (dir) => {
-      const { source, image } = await sourceFor(dir, DIRTY_FIRMWARE, {
-        parameters: ITERATING,
-        passes: 2,
+    // A dirty sync that finds nothing dirty (a vCPU the host did not
+    // schedule) completes QEMU's precopy at once; such a run is retried.
+    for (let attempt = 1;; attempt++) {
+      const done = await withWorkDir(async (dir) => {
+        const { source, image } = await sourceFor(dir, DIRTY_FIRMWARE, {
+          parameters: ITERATING,
+          passes: 2,
+        });
+        await using _ = source;
+        const received = await receive(dir, source, 4);
+        checkReceived(received, image);
+        const syncs = received.source.ram!["dirty-sync-count"];
+        if (syncs < 3 && attempt < 3) return false;
+        assert.ok(syncs >= 3, `${syncs} dirty syncs`);
+        // More PAGE records than non-zero pages: dirty pages were re-sent.
+        const nonZero = [...received.dump.values()]
+          .reduce((sum, block) => sum + nonZeroPages(block), 0);
+        assert.ok(
+          received.info.ram!.normal > nonZero,
+          `${
+            received.info.ram!.normal
+          } PAGE records for ${nonZero} non-zero pages`,
+        );
+        return true;
       });
-      await using _ = source;
-      const received = await receive(dir, source, 4);
-      checkReceived(received, image);
-      assert.ok(received.source.ram!["dirty-sync-count"] >= 3);
-      // More PAGE records than non-zero pages: dirty pages were re-sent.
-      const nonZero = [...received.dump.values()]
-        .reduce((sum, block) => sum + nonZeroPages(block), 0);
-      assert.ok(
-        received.info.ram!.normal > nonZero,
-        `${
-          received.info.ram!.normal
-        } PAGE records for ${nonZero} non-zero pages`,
-      );
-    });
+      if (done) return;
+    }
   },
 );
 
