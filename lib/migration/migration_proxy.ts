@@ -117,7 +117,8 @@ export interface MigrationProxyInfo {
  * (after SHUT, when the source opened a return path). It fails, closing
  * both connections, when the source's stream does not decode or ends
  * early, when the destination goes away before the end, or when the
- * destination answers SHUT with an error.
+ * destination answers SHUT with an error. Status changes are dispatched as
+ * `"migration"` events (`detail.status`), as QEMU's `MIGRATION` event.
  *
  * @example Usage
  * ```ts
@@ -177,6 +178,16 @@ export class MigrationProxy extends EventTarget {
     if (!Number.isSafeInteger(this.#maxBandwidth) || this.#maxBandwidth < 0) {
       throw new RangeError(
         `Cannot construct MigrationProxy as max-bandwidth must be a non-negative integer: received ${this.#maxBandwidth}`,
+      );
+    }
+    const cacheSize = this.#cacheSize;
+    if (
+      cacheSize !== undefined &&
+      (!Number.isSafeInteger(cacheSize) || cacheSize < 4096 ||
+        !Number.isInteger(Math.log2(cacheSize)))
+    ) {
+      throw new RangeError(
+        `Cannot construct MigrationProxy as xbzrle-cache-size must be a power of two of at least 4096 bytes: received ${cacheSize}`,
       );
     }
     this.#state.addEventListener("migration", (event) => {

@@ -414,9 +414,13 @@ Deno.test("MigrationProxy refuses to run twice", async () => {
   await sourceEnd.close();
 });
 
-Deno.test("MigrationProxy checks max-bandwidth", () => {
+Deno.test("MigrationProxy checks max-bandwidth and xbzrle-cache-size", () => {
   assert.throws(
     () => new MigrationProxy({ parameters: { "max-bandwidth": -1 } }),
+    RangeError,
+  );
+  assert.throws(
+    () => new MigrationProxy({ parameters: { "xbzrle-cache-size": 12288 } }),
     RangeError,
   );
 });
