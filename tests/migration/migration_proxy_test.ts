@@ -254,6 +254,22 @@ Deno.test("MigrationProxy turns XBZRLE on: the dirty stream loads to the same RA
   );
 });
 
+Deno.test("MigrationProxy re-encodes an XBZRLE stream with its own XBZRLE cache", async () => {
+  const input = await fixture("xbzrle");
+  const proxied = await proxyBytes(chunks(input, "random", 11), {
+    proxy: {
+      capabilities: { xbzrle: true },
+      parameters: { "xbzrle-cache-size": 1024 * 1024 },
+    },
+  });
+  const info = completed(proxied);
+  assert.ok(info.received!.xbzrle > 0);
+  assert.ok(info.sent!.xbzrle > 0);
+  assert.equal(info["xbzrle-cache"]!["cache-size"], 1024 * 1024);
+  const records = await decodeAll(proxied.received);
+  assert.equal(await pcRamSha256(records), await fixtureRamSha256("xbzrle"));
+});
+
 Deno.test("MigrationProxy relays the return path in both directions", async () => {
   const input = await fixture("return-path");
   const reply = concat([
