@@ -12,7 +12,7 @@ const RANK: Record<string, number> = {
   guest: 2,
   ram: 3,
   wire: 4,
-  mapped_ram: 4,
+  "mapped_ram": 4,
   postcopy: 4,
   inspect: 5,
   migration: 6,

@@ -81,7 +81,8 @@ Deno.test("cli analyze --extract-ram writes every block, pc.ram equal to QEMU's"
       "--json",
     ]);
     assert.equal(code, 0);
-    const names = (await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name).sort();
+    const names = (await Array.fromAsync(Deno.readDir(dir))).map((e) => e.name)
+      .sort();
     assert.deepEqual(names, ["pc.bios.bin", "pc.ram.bin", "pc.rom.bin"]);
     const ram = await Deno.readFile(`${dir}/pc.ram.bin`);
     assert.equal(ram.byteLength, 16 * 1024 * 1024);

@@ -71,8 +71,9 @@ export interface RateLimitStreamOptions<T = Uint8Array> {
  * const limiter = new RateLimitStream({ bytesPerSecond: 10_000, clock });
  * await ReadableStream.from([new Uint8Array(600), new Uint8Array(600), new Uint8Array(600)])
  *   .pipeThrough(limiter).pipeTo(new WritableStream());
- * // 1000 bytes per 100 ms window: the second chunk spends the first window.
- * assert.deepEqual(slept, [100]);
+ * // 1000 bytes per 100 ms window: the second chunk overspends the first
+ * // window, so the stream waits until 1200 bytes are paid for (120 ms).
+ * assert.deepEqual(slept, [120]);
  * assert.equal(limiter.bytesPassed, 1800);
  * ```
  */

@@ -97,7 +97,9 @@ for (const name of cases) {
 
   Deno.test(`QEMU fixture "${name}" reproduces QEMU's final pc.ram`, async () => {
     const expected =
-      Deno.readTextFileSync(new URL("ram.sha256", dir)).trim().split(/\s+/)[0];
+      (await Deno.readTextFile(new URL("ram.sha256", dir))).trim().split(
+        /\s+/,
+      )[0];
     const { ram } = await analyzeMigrationStream(
       ReadableStream.from([stream]),
       {
