@@ -23,9 +23,11 @@
  * Run (Deno lets a process read another's /proc files only with -A):
  *   deno run -A tests/bench/migrate_1gib.ts [--runs 3] [--ram 1GiB]
  *     [--max-bandwidth 100GiB/s] [--profile DIR] [--cli PATH]
+ *     [--deno-arg FLAG]...
  *
  * `--profile DIR` runs both ends with `--cpu-prof` and writes their V8 CPU
- * profiles to DIR/source and DIR/destination.
+ * profiles to DIR/source and DIR/destination; each `--deno-arg` is passed
+ * to both `deno run` commands (e.g. `--v8-flags=...`, a permission).
  */
 import { parseArgs } from "node:util";
 import { parseSize } from "../../mod.ts";
@@ -41,6 +43,7 @@ const { values } = parseArgs({
     "max-bandwidth": { type: "string", default: "100GiB/s" },
     profile: { type: "string" },
     cli: { type: "string" },
+    "deno-arg": { type: "string", multiple: true },
   },
 });
 const ramBytes = parseSize(values.ram, "--ram");
@@ -106,7 +109,12 @@ async function readLine(
 }
 
 function denoArgs(side: "source" | "destination"): string[] {
-  const args = ["run", "--allow-net=127.0.0.1", "--allow-read"];
+  const args = [
+    "run",
+    "--allow-net=127.0.0.1",
+    "--allow-read",
+    ...values["deno-arg"] ?? [],
+  ];
   if (values.profile !== undefined) {
     args.push("--cpu-prof", `--cpu-prof-dir=${values.profile}/${side}`);
   }
