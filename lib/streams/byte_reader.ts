@@ -168,6 +168,13 @@ export class ByteReader {
    * @returns The integer.
    */
   takeUint16(): number {
+    const chunk = this.#chunks[this.#head];
+    const pos = this.#pos;
+    if (chunk !== undefined && pos + 2 <= chunk.byteLength) {
+      const value = (chunk[pos]! << 8) | chunk[pos + 1]!;
+      this.#advance(2);
+      return value;
+    }
     const b = this.#small(2);
     return (b[0]! << 8) | b[1]!;
   }
@@ -178,6 +185,14 @@ export class ByteReader {
    * @returns The integer.
    */
   takeUint32(): number {
+    const chunk = this.#chunks[this.#head];
+    const pos = this.#pos;
+    if (chunk !== undefined && pos + 4 <= chunk.byteLength) {
+      const value = ((chunk[pos]! << 24) | (chunk[pos + 1]! << 16) |
+        (chunk[pos + 2]! << 8) | chunk[pos + 3]!) >>> 0;
+      this.#advance(4);
+      return value;
+    }
     const b = this.#small(4);
     return ((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0;
   }
@@ -260,6 +275,47 @@ export class ByteReader {
       index++;
     }
     return this.#chunks[index]![pos]!;
+  }
+
+  /**
+   * Returns the big-endian unsigned 32-bit integer that starts `ahead`
+   * bytes past the read position, without consuming anything (nor
+   * allocating). The caller must have ensured its bytes.
+   *
+   * @example Usage
+   * ```ts
+   * import { ByteReader } from "@livemig/livemig";
+   * import assert from "node:assert/strict";
+   *
+   * const reader = new ByteReader(ReadableStream.from([
+   *   new Uint8Array([0xff, 0x00, 0x00]),
+   *   new Uint8Array([0x01, 0x02]),
+   * ]));
+   * await reader.require(5);
+   * assert.equal(reader.peekUint32(1), 0x0000_0102);
+   * assert.equal(reader.offset, 0);
+   * ```
+   *
+   * @param ahead How many bytes to look past.
+   * @returns The integer.
+   */
+  peekUint32(ahead: number = 0): number {
+    if (ahead + 4 > this.#buffered) {
+      throw new RangeError(
+        `Cannot peek at bytes ${ahead}..${
+          ahead + 4
+        }: only ${this.#buffered} are buffered`,
+      );
+    }
+    const chunk = this.#chunks[this.#head]!;
+    const at = this.#pos + ahead;
+    if (at + 4 <= chunk.byteLength) {
+      return ((chunk[at]! << 24) | (chunk[at + 1]! << 16) |
+        (chunk[at + 2]! << 8) | chunk[at + 3]!) >>> 0;
+    }
+    return ((this.peekUint8(ahead) << 24) |
+      (this.peekUint8(ahead + 1) << 16) | (this.peekUint8(ahead + 2) << 8) |
+      this.peekUint8(ahead + 3)) >>> 0;
   }
 
   /**

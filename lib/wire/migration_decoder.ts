@@ -815,10 +815,8 @@ export class MigrationDecoder {
    */
   #ramRecordSize(reader: ByteReader): number {
     if (reader.buffered < 8) return 8;
-    const head = reader.peek(8);
     const mask = this.#pageSize - 1;
-    const low = ((head[4]! << 24) | (head[5]! << 16) | (head[6]! << 8) |
-      head[7]!) >>> 0;
+    const low = reader.peekUint32(4);
     const flags = low & mask;
     const kind = flags & ~RAM_SAVE_FLAG.CONTINUE;
     // Anything #ramRecord rejects from the bytes seen so far is decoded at
@@ -836,8 +834,8 @@ export class MigrationDecoder {
         TEXT.decode(reader.peek(size).subarray(9, size)),
       );
     }
-    const offset = (((head[0]! << 24) | (head[1]! << 16) | (head[2]! << 8) |
-          head[3]!) >>> 0) * 0x1_0000_0000 + ((low & ~mask) >>> 0);
+    const offset = reader.peekUint32(0) * 0x1_0000_0000 +
+      ((low & ~mask) >>> 0);
     if (block === undefined || offset + this.#pageSize > block.usedLength) {
       return size;
     }
@@ -867,35 +865,28 @@ export class MigrationDecoder {
     reader: ByteReader,
   ): RamRecord | { type: "mem-size"; total: number } {
     const at = reader.offset;
-    const [high, low] = reader.takeUint64Parts();
+    const high = reader.takeUint32();
+    const low = reader.takeUint32();
     const mask = this.#pageSize - 1;
     const flags = low & mask;
     const offset = high * 0x1_0000_0000 + ((low & ~mask) >>> 0);
     const kind = flags & ~RAM_SAVE_FLAG.CONTINUE;
     const continued = (flags & RAM_SAVE_FLAG.CONTINUE) !== 0;
-    const fail = (what: string, offsetOfError = at): never => {
-      throw new StreamFormatError(
-        `Cannot decode RAM record at offset ${at}: ${what}`,
-        { offset: offsetOfError },
-      );
-    };
-    const badFlags = () =>
-      fail(
-        `flags ${hex(flags, 3)} (${
-          ramSaveFlagNames(flags)
-        }) are not a valid combination`,
-      );
-    if (high >= 0x20_0000) fail("the address exceeds 2^53");
+    // Errors come from functions, not closures: this runs once per page.
+    if (high >= 0x20_0000) throw ramRecordError(at, "the address exceeds 2^53");
     if (
       kind === RAM_SAVE_FLAG.EOS || kind === RAM_SAVE_FLAG.MEM_SIZE ||
       kind === RAM_SAVE_FLAG.MULTIFD_FLUSH
     ) {
-      if (continued) badFlags();
+      if (continued) throw badRamFlags(at, flags);
       if (kind === RAM_SAVE_FLAG.MEM_SIZE) {
         return { type: "mem-size", total: offset };
       }
       if (offset !== 0) {
-        fail(`${ramSaveFlagNames(kind)} record carries address ${hex(offset)}`);
+        throw ramRecordError(
+          at,
+          `${ramSaveFlagNames(kind)} record carries address ${hex(offset)}`,
+        );
       }
       return kind === RAM_SAVE_FLAG.EOS
         ? { type: "ram-eos" }
@@ -906,28 +897,39 @@ export class MigrationDecoder {
       kind !== RAM_SAVE_FLAG.XBZRLE && kind !== RAM_SAVE_FLAG.COMPRESS_PAGE
     ) {
       if (kind & RAM_SAVE_FLAG.HOOK) {
-        fail("flag HOOK belongs to RDMA migration, which is not supported");
+        throw ramRecordError(
+          at,
+          "flag HOOK belongs to RDMA migration, which is not supported",
+        );
       }
-      badFlags();
+      throw badRamFlags(at, flags);
     }
     let block: RamBlockInfo | undefined;
     if (continued) {
       block = this.#currentBlock;
       if (block === undefined) {
-        fail("flag CONTINUE is set but no block was named before");
+        throw ramRecordError(
+          at,
+          "flag CONTINUE is set but no block was named before",
+        );
       }
     } else {
       const nameAt = reader.offset;
       const name = TEXT.decode(reader.take(reader.takeUint8()));
       block = this.#blocks.get(name);
       if (block === undefined) {
-        fail(`block "${name}" was never announced in the block list`, nameAt);
+        throw ramRecordError(
+          at,
+          `block "${name}" was never announced in the block list`,
+          nameAt,
+        );
       }
       this.#currentBlock = block;
     }
     const info = block!;
     if (offset + this.#pageSize > info.usedLength) {
-      fail(
+      throw ramRecordError(
+        at,
         `page offset ${
           hex(offset)
         } lies past the end of block "${info.idstr}" (${
@@ -947,7 +949,8 @@ export class MigrationDecoder {
       const encodingAt = reader.offset;
       const encoding = reader.takeUint8();
       if (encoding !== 0x01) {
-        fail(
+        throw ramRecordError(
+          at,
           `XBZRLE encoding byte ${hex(encoding, 2)} is not 0x01`,
           encodingAt,
         );
@@ -955,7 +958,8 @@ export class MigrationDecoder {
       const lengthAt = reader.offset;
       const length = reader.takeUint16();
       if (length > this.#pageSize) {
-        fail(
+        throw ramRecordError(
+          at,
           `XBZRLE length ${length} exceeds the page size ${this.#pageSize}`,
           lengthAt,
         );
@@ -975,7 +979,8 @@ export class MigrationDecoder {
     const length = reader.takeUint32();
     const bound = compressBound(this.#pageSize);
     if (length > bound) {
-      fail(
+      throw ramRecordError(
+        at,
         `compressed length ${length} exceeds zlib's bound ${bound} for one page`,
         lengthAt,
       );
@@ -1395,3 +1400,25 @@ function hex(value: number, digits = 1): string {
 }
 
 const TEXT = new TextDecoder();
+
+/** The error for a RAM record that starts at `at`. */
+function ramRecordError(
+  at: number,
+  what: string,
+  offset: number = at,
+): StreamFormatError {
+  return new StreamFormatError(
+    `Cannot decode RAM record at offset ${at}: ${what}`,
+    { offset },
+  );
+}
+
+/** The error for RAM record flags that make no valid combination. */
+function badRamFlags(at: number, flags: number): StreamFormatError {
+  return ramRecordError(
+    at,
+    `flags ${hex(flags, 3)} (${
+      ramSaveFlagNames(flags)
+    }) are not a valid combination`,
+  );
+}
