@@ -184,3 +184,37 @@ Deno.test("cli postcopy heals itself on both ends after its connection is cut", 
     await cut.close();
   }
 });
+
+Deno.test("the demo task runs with exactly the permissions deno.json gives it", async () => {
+  const config = JSON.parse(
+    await Deno.readTextFile(new URL("../deno.json", import.meta.url)),
+  );
+  const [run, ...args] = (config.tasks.demo as string).split(/\s+/).slice(1);
+  assert.equal(run, "run");
+  const flags = args.filter((arg) => arg.startsWith("--"));
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      ...flags,
+      CLI,
+      "demo",
+      "--ram",
+      "16MiB",
+      "--workload",
+      "hot-set:1MiB@4MB/s",
+      "--json",
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const [status, stdout, stderr] = await Promise.all([
+    child.status,
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+  ]);
+  assert.equal(status.code, 0, stderr);
+  const json = JSON.parse(stdout.trimEnd().split("\n").at(-1)!);
+  assert.equal(json.source.status, "completed");
+  assert.equal(json.destination.status, "completed");
+  assert.equal(json["ram-identical"], true);
+});
