@@ -20,6 +20,13 @@
  * is forwarded and both connections are closed, so the destination sees a
  * cut stream and fails.
  *
+ * Postcopy passes through as well: the discard commands and the PACKAGED
+ * blob (device state, opaque) are forwarded as records, RAM after the
+ * switch goes out as ZERO/PAGE only, and the stream ends at EOF (no
+ * vmdesc). The pace follows QEMU's: `max-bandwidth` before the switch,
+ * `max-postcopy-bandwidth` after it, and nothing the destination waits for
+ * is held back (see {@linkcode MigrationProxy}).
+ *
  * @module
  */
 
@@ -28,12 +35,13 @@ import {
   StreamFormatError,
   UnexpectedEndOfStreamError,
 } from "../errors.ts";
+import { ByteWriter } from "../bytes/byte_writer.ts";
 import { type Clock, SYSTEM_CLOCK } from "../streams/clock.ts";
 import { RateLimitStream } from "../streams/rate_limit_stream.ts";
 import type { Transport } from "../transport/transport.ts";
 import type { DeviceTailSummary } from "../wire/migration_decoder.ts";
 import { MigrationDecoderStream } from "../wire/migration_decoder_stream.ts";
-import { MigrationEncoderStream } from "../wire/migration_encoder_stream.ts";
+import { MigrationEncoder } from "../wire/migration_encoder.ts";
 import type { MigrationRecord } from "../wire/migration_record.ts";
 import { ReturnPathDecoderStream } from "../wire/return_path_decoder_stream.ts";
 import type { XbzrleCacheStats } from "../ram/xbzrle_page_encoder.ts";
@@ -55,7 +63,9 @@ export interface MigrationProxyOptions {
   capabilities?: Partial<MigrationCapabilities>;
   /**
    * Parameters of the re-encoded stream: `max-bandwidth` (bytes per second
-   * of everything sent to the destination) and `xbzrle-cache-size`.
+   * of everything sent to the destination), `max-postcopy-bandwidth` (the
+   * same once the source switched to postcopy; 0 = no limit, as in QEMU)
+   * and `xbzrle-cache-size`.
    *
    * @default {{}} (no rate limit: a proxy adds none unless asked; a 64 MiB cache)
    */
@@ -82,6 +92,14 @@ export interface MigrationProxyInfo {
   mbps?: number;
   /** The limit applied to what is sent, bytes per second (0: none). */
   "max-bandwidth": number;
+  /** The limit applied once in postcopy, bytes per second (0: none). */
+  "max-postcopy-bandwidth": number;
+  /**
+   * Page requests (REQ_PAGES_ID, REQ_PAGES) the destination sent on the
+   * return path: its postcopy page faults, as QEMU's
+   * `ram.postcopy-requests` counts them.
+   */
+  "postcopy-requests"?: number;
   /** What came from the source. */
   received?: ProxyStreamStats;
   /** What went to the destination. */
@@ -112,9 +130,22 @@ export interface MigrationProxyInfo {
  * its RAM: XBZRLE on or off independently of the source, zero-page
  * detection, CONTINUE, and `max-bandwidth` on what it sends.
  *
+ * Postcopy (QEMU's `postcopy-ram` on both ends) goes through too. From the
+ * PACKAGED command on, pages go out as ZERO or PAGE (a postcopy
+ * destination refuses XBZRLE), the next page names its block again (the
+ * source forgets its block at the switch, and so does the proxy), and
+ * `max-postcopy-bandwidth` replaces `max-bandwidth`. Nothing the
+ * destination waits for is held back by the limit: commands pass at once,
+ * and when the destination requests a page (a fault, relayed to the source
+ * as it comes) the limit is lifted until that page went out, because it
+ * is somewhere behind bytes that must go first. Postcopy-preempt needs a
+ * second connection and is not proxied; neither is postcopy recovery (a
+ * cut connection fails the proxy).
+ *
  * The proxy completes once the whole stream (to the end of the vmdesc
- * trailer) went to the destination and the destination closed its side
- * (after SHUT, when the source opened a return path). It fails, closing
+ * trailer, or EOF in postcopy) went to the destination and the destination
+ * closed its side (after SHUT, when the source opened a return path; a
+ * postcopy destination must have answered SHUT 0). It fails, closing
  * both connections, when the source's stream does not decode or ends
  * early, when the destination goes away before the end, or when the
  * destination answers SHUT with an error. Status changes are dispatched as
@@ -147,6 +178,7 @@ export class MigrationProxy extends EventTarget {
   readonly #xbzrle: boolean;
   readonly #cacheSize: number | undefined;
   readonly #maxBandwidth: number;
+  readonly #maxPostcopyBandwidth: number;
   readonly #state = new MigrationState("destination");
   readonly #abort = new AbortController();
   #startTime = 0;
@@ -160,6 +192,7 @@ export class MigrationProxy extends EventTarget {
   };
   #reencode: ReencodeStream | undefined;
   #decoder: MigrationDecoderStream | undefined;
+  #pacer: ProxyPacer | undefined;
   #failure: { error: unknown; reason: FailureReason } | undefined;
   #transports: Transport[] = [];
 
@@ -175,10 +208,19 @@ export class MigrationProxy extends EventTarget {
     this.#xbzrle = options.capabilities?.xbzrle ?? false;
     this.#cacheSize = options.parameters?.["xbzrle-cache-size"];
     this.#maxBandwidth = options.parameters?.["max-bandwidth"] ?? 0;
-    if (!Number.isSafeInteger(this.#maxBandwidth) || this.#maxBandwidth < 0) {
-      throw new RangeError(
-        `Cannot construct MigrationProxy as max-bandwidth must be a non-negative integer: received ${this.#maxBandwidth}`,
-      );
+    this.#maxPostcopyBandwidth =
+      options.parameters?.["max-postcopy-bandwidth"] ?? 0;
+    for (
+      const [name, value] of [
+        ["max-bandwidth", this.#maxBandwidth],
+        ["max-postcopy-bandwidth", this.#maxPostcopyBandwidth],
+      ] as const
+    ) {
+      if (!Number.isSafeInteger(value) || value < 0) {
+        throw new RangeError(
+          `Cannot construct MigrationProxy as ${name} must be a non-negative integer: received ${value}`,
+        );
+      }
     }
     const cacheSize = this.#cacheSize;
     if (
@@ -231,6 +273,7 @@ export class MigrationProxy extends EventTarget {
     const info: MigrationProxyInfo = {
       status: this.status,
       "max-bandwidth": this.#maxBandwidth,
+      "max-postcopy-bandwidth": this.#maxPostcopyBandwidth,
     };
     if (this.status === "none" || this.status === "setup") return info;
     const ms = (this.#endTime ?? this.#clock.now()) - this.#startTime;
@@ -249,6 +292,9 @@ export class MigrationProxy extends EventTarget {
     const tail = this.#decoder?.decoder.deviceTail;
     if (tail) info["device-tail"] = { ...tail };
     info["return-path"] = { ...this.#returnPath };
+    if (this.#pacer?.postcopy) {
+      info["postcopy-requests"] = this.#pacer.requests;
+    }
     const failure = this.#failure;
     if (this.status === "failed" && failure) {
       info["error-desc"] = describe(failure.error);
@@ -294,16 +340,29 @@ export class MigrationProxy extends EventTarget {
     });
     this.#decoder = decoder;
     this.#reencode = reencode;
+    // deno-lint-ignore prefer-const
+    let pacer: ProxyPacer;
     const limiter = new RateLimitStream({
       bytesPerSecond: this.#maxBandwidth,
       clock: this.#clock,
       signal: this.#abort.signal,
+      size: (chunk) => pacer.size(chunk),
     });
+    pacer = new ProxyPacer(limiter, {
+      bytesPerSecond: this.#maxBandwidth,
+      postcopyBytesPerSecond: this.#maxPostcopyBandwidth,
+      pageSize: () => decoder.decoder.pageSize,
+      blockLength: (block) => decoder.decoder.blocks.get(block)?.usedLength,
+    });
+    this.#pacer = pacer;
     // Smaller chunks keep a low limit smooth: a window's budget is a tenth
     // of the limit per second.
-    const chunkBytes = this.#maxBandwidth === 0 ? 1024 * 1024 : Math.max(
+    const lowest = Math.min(
+      ...[this.#maxBandwidth, this.#maxPostcopyBandwidth].filter((n) => n > 0),
+    );
+    const chunkBytes = lowest === Infinity ? 1024 * 1024 : Math.max(
       4096,
-      Math.min(1024 * 1024, Math.floor(this.#maxBandwidth / 40)),
+      Math.min(1024 * 1024, Math.floor(lowest / 40)),
     );
     const side = new WeakMap<object, Side>();
     const classify = (error: unknown): FailureReason => {
@@ -321,13 +380,22 @@ export class MigrationProxy extends EventTarget {
       .pipeThrough(decoder)
       .pipeThrough(
         new TransformStream<MigrationRecord[], MigrationRecord[]>({
+          transform: (batch, controller) => {
+            // A postcopy stream ends at EOF (no vmdesc follows), while the
+            // source keeps its side open until the destination's SHUT
+            // reached it; the destination may close first.
+            if (pacer.postcopy && batch.some((r) => r.type === "eof")) {
+              sourceEnded = true;
+            }
+            controller.enqueue(batch);
+          },
           flush: () => {
             sourceEnded = true;
           },
         }),
       )
       .pipeThrough(reencode)
-      .pipeThrough(new MigrationEncoderStream({ chunkBytes }))
+      .pipeThrough(proxyEncoderStream(pacer, chunkBytes))
       .pipeThrough(limiter)
       .pipeTo(
         endpointWritable(destination.writable, {
@@ -371,10 +439,21 @@ export class MigrationProxy extends EventTarget {
     await Promise.all([forward, backward]);
     await this.#closeAll();
     this.#endTime = this.#clock.now();
-    if (this.#failure === undefined && (this.#returnPath.shut ?? 0) !== 0) {
+    const shut = this.#returnPath.shut;
+    if (this.#failure === undefined && (shut ?? 0) !== 0) {
       this.#failure = {
         error: new Error(
-          `the destination answered SHUT ${this.#returnPath.shut}: it could not load the stream`,
+          `the destination answered SHUT ${shut}: it could not load the stream`,
+        ),
+        reason: "destination-failed",
+      };
+    } else if (
+      this.#failure === undefined && pacer.postcopy && shut === undefined
+    ) {
+      // The guest runs on the destination: only SHUT 0 says it has all.
+      this.#failure = {
+        error: new Error(
+          "the postcopy destination closed the connection without SHUT",
         ),
         reason: "destination-failed",
       };
@@ -392,12 +471,19 @@ export class MigrationProxy extends EventTarget {
   }
 
   async #watchReturnPath(bytes: ReadableStream<Uint8Array>): Promise<void> {
+    let lastBlock: string | undefined;
     try {
       for await (
         const message of bytes.pipeThrough(new ReturnPathDecoderStream())
       ) {
         this.#returnPath.messages++;
         if (message.type === "SHUT") this.#returnPath.shut = message.value;
+        else if (message.type === "REQ_PAGES_ID") {
+          lastBlock = message.block;
+          this.#pacer?.requested(message.block, message.start, message.length);
+        } else if (message.type === "REQ_PAGES" && lastBlock !== undefined) {
+          this.#pacer?.requested(lastBlock, message.start, message.length);
+        }
       }
     } catch {
       // Only watched: the bytes go to the source whatever they are.
@@ -417,6 +503,217 @@ export class MigrationProxy extends EventTarget {
       this.#transports.map((transport) => transport.close().catch(() => {})),
     );
   }
+}
+
+/** Options for {@linkcode ProxyPacer}. */
+interface ProxyPacerOptions {
+  /** The limit before the switch to postcopy (0: none). */
+  bytesPerSecond: number;
+  /** The limit once in postcopy (0: none). */
+  postcopyBytesPerSecond: number;
+  /** The target page size of the stream. */
+  pageSize: () => number;
+  /** The length in bytes of a RAM block, once announced. */
+  blockLength: (block: string) => number | undefined;
+}
+
+/**
+ * Paces what the proxy sends as QEMU paces its own stream: `max-bandwidth`
+ * until the PACKAGED command (the switch to postcopy),
+ * `max-postcopy-bandwidth` from there on, and nothing the destination
+ * waits for waits behind the limit. Such data is somewhere behind bytes
+ * already on their way (in the proxy, or still in the source's socket)
+ * which must go first, so the limit is lifted until it went through:
+ *
+ * - a command, from when it is encoded (the destination acts on commands
+ *   at once: PING, the discards, the package);
+ * - a requested page, from when the request arrives (a page already
+ *   encoded only lifts the limit if it is still before the limiter).
+ *
+ * Encoded chunks are numbered and cut right after urgent data, so the
+ * limiter sees when the lift may end (the size it asks for tells it).
+ * Bytes that pass while no limit applies count for nothing, so a limit
+ * that comes back (or begins at the switch) starts without a debt; QEMU
+ * likewise checks its limit per 100 ms window and forgets older bytes.
+ */
+class ProxyPacer {
+  readonly #limiter: RateLimitStream;
+  readonly #precopyLimit: number;
+  readonly #postcopyLimit: number;
+  readonly #pageSize: () => number;
+  readonly #blockLength: (block: string) => number | undefined;
+  readonly #chunks = new WeakMap<Uint8Array, number>();
+  #nextChunk = 0;
+  #passedChunk = -1;
+  /** The last chunk that passes without waiting. */
+  #liftUntil = -1;
+  /** Pages requested and not yet encoded, by block. */
+  readonly #pending = new Map<string, Set<number>>();
+  #pendingPages = 0;
+  /**
+   * The chunk of each page encoded since the switch (postcopy sends each
+   * page once), by block and page; -1 for none.
+   */
+  readonly #sent = new Map<string, Int32Array>();
+  #postcopy = false;
+  #requests = 0;
+
+  constructor(limiter: RateLimitStream, options: ProxyPacerOptions) {
+    this.#limiter = limiter;
+    this.#precopyLimit = options.bytesPerSecond;
+    this.#postcopyLimit = options.postcopyBytesPerSecond;
+    this.#pageSize = options.pageSize;
+    this.#blockLength = options.blockLength;
+  }
+
+  /** Whether the stream switched to postcopy (PACKAGED was encoded). */
+  get postcopy(): boolean {
+    return this.#postcopy;
+  }
+
+  /** Page requests seen on the return path. */
+  get requests(): number {
+    return this.#requests;
+  }
+
+  /**
+   * Numbers a chunk the encoder hands on.
+   *
+   * @returns The chunk.
+   */
+  chunk(bytes: Uint8Array): Uint8Array {
+    this.#chunks.set(bytes, this.#nextChunk++);
+    return bytes;
+  }
+
+  /**
+   * Notes that `record` went into the chunk being built.
+   *
+   * @returns Whether the chunk must be cut here (urgent data ends).
+   */
+  encoded(record: MigrationRecord): boolean {
+    const chunk = this.#nextChunk;
+    if (record.type === "command") {
+      if (record.command === "PACKAGED") this.#postcopy = true;
+      this.#lift(chunk);
+      return true;
+    }
+    if (
+      !this.#postcopy ||
+      (record.type !== "ram-page" && record.type !== "ram-zero")
+    ) return false;
+    const sent = this.#sentPages(record.block);
+    if (sent) sent[record.offset / this.#pageSize()] = chunk;
+    if (this.#pending.get(record.block)?.delete(record.offset)) {
+      this.#pendingPages--;
+      this.#lift(chunk);
+      return true;
+    }
+    return false;
+  }
+
+  /** A page request the destination sent (relayed to the source as is). */
+  requested(block: string, start: number, length: number): void {
+    this.#requests++;
+    if (!this.#postcopy) return; // the source refuses it and fails
+    const pageSize = this.#pageSize();
+    // QEMU asks for one host page; a bogus length is the source's to refuse.
+    const end = start + Math.min(length, 1024 * pageSize);
+    for (
+      let offset = start - start % pageSize;
+      offset < end;
+      offset += pageSize
+    ) {
+      const chunk = this.#sentPages(block)?.[offset / pageSize] ?? -1;
+      if (chunk >= 0) {
+        if (chunk > this.#passedChunk) this.#lift(chunk);
+        continue;
+      }
+      let pending = this.#pending.get(block);
+      if (pending === undefined) this.#pending.set(block, pending = new Set());
+      if (!pending.has(offset)) {
+        pending.add(offset);
+        this.#pendingPages++;
+      }
+    }
+    if (this.#pendingPages > 0) this.#limiter.bytesPerSecond = 0;
+  }
+
+  /**
+   * The bytes a chunk counts for in the limiter, called as it passes: ends
+   * a lift once its last urgent chunk passed.
+   */
+  size(bytes: Uint8Array): number {
+    this.#passedChunk = this.#chunks.get(bytes) ?? this.#passedChunk;
+    if (this.#limiter.bytesPerSecond === 0) {
+      const limit = this.#postcopy ? this.#postcopyLimit : this.#precopyLimit;
+      if (
+        limit > 0 && this.#passedChunk >= this.#liftUntil &&
+        this.#pendingPages === 0
+      ) {
+        this.#limiter.bytesPerSecond = limit; // counts from the next chunk
+      }
+      return 0;
+    }
+    return bytes.byteLength;
+  }
+
+  #sentPages(block: string): Int32Array | undefined {
+    let pages = this.#sent.get(block);
+    if (pages === undefined) {
+      const length = this.#blockLength(block);
+      if (length === undefined) return undefined;
+      pages = new Int32Array(Math.ceil(length / this.#pageSize())).fill(-1);
+      this.#sent.set(block, pages);
+    }
+    return pages;
+  }
+
+  #lift(chunk: number): void {
+    this.#liftUntil = Math.max(this.#liftUntil, chunk);
+    this.#limiter.bytesPerSecond = 0;
+  }
+}
+
+/**
+ * Encodes record batches into stream bytes (as `MigrationEncoderStream`
+ * does), numbering its chunks for `pacer` and cutting one right after
+ * urgent data; forgets the current block at the switch to postcopy, as
+ * QEMU's source does before its discards.
+ */
+function proxyEncoderStream(
+  pacer: ProxyPacer,
+  chunkBytes: number,
+): TransformStream<readonly MigrationRecord[], Uint8Array> {
+  const encoder = new MigrationEncoder();
+  const writer = new ByteWriter(Math.min(chunkBytes + 8192, 4 * 1024 * 1024));
+  return new TransformStream({
+    transform(batch, controller) {
+      for (const record of batch) {
+        if (record.type === "device-tail") {
+          if (writer.length > 0) {
+            controller.enqueue(pacer.chunk(writer.takeBytes()));
+          }
+          controller.enqueue(pacer.chunk(record.data));
+          continue;
+        }
+        if (
+          record.type === "command" &&
+          (record.command === "POSTCOPY_RAM_DISCARD" ||
+            record.command === "PACKAGED")
+        ) {
+          encoder.forgetCurrentBlock();
+        }
+        encoder.encodeRecord(record, writer);
+        if (pacer.encoded(record) || writer.length >= chunkBytes) {
+          controller.enqueue(pacer.chunk(writer.takeBytes()));
+        }
+      }
+      if (writer.length > 0) {
+        controller.enqueue(pacer.chunk(writer.takeBytes()));
+      }
+    },
+  });
 }
 
 type FailureReason =

@@ -96,8 +96,9 @@ export interface ReencodeStats {
  * over RAM (until then pages are neither looked up nor cached), the round
  * count is the cache generation, all-zero pages go out as ZERO first,
  * and inside the final (END) section the cache is left alone. After
- * POSTCOPY_LISTEN no XBZRLE record is sent: a postcopy destination refuses
- * them.
+ * POSTCOPY_LISTEN (or the PACKAGED command that carries it) no XBZRLE
+ * record is sent: a postcopy destination refuses them. Rounds are not
+ * counted in postcopy, where requested pages come out of address order.
  *
  * @example Usage
  * ```ts
@@ -225,6 +226,13 @@ export class ReencodeStream
           ) {
             this.#postcopy = true;
           }
+          if (
+            record.command === "POSTCOPY_RAM_DISCARD" ||
+            record.command === "PACKAGED"
+          ) {
+            // The source forgets its current block at the switch.
+            this.#lastBlock = undefined;
+          }
           out.push(record);
           break;
         case "ram-zero":
@@ -267,7 +275,9 @@ export class ReencodeStream
     }
     this.#received[RECEIVED_KIND[record.type]]++;
     const key = base + record.offset;
-    if (key <= this.#lastKey) this.#newRound();
+    // In postcopy requested pages jump ahead of the background scan, so an
+    // address going back starts no round there.
+    if (key <= this.#lastKey && !this.#postcopy) this.#newRound();
     this.#lastKey = key;
     image.apply(record);
     const { block, offset } = record;

@@ -5,12 +5,16 @@
  */
 import assert from "node:assert/strict";
 import {
+  ByteWriter,
   createMemoryTransportPair,
   DestinationMigration,
+  encodePostcopyPackage,
   encodeReturnPathMessage,
+  GuestMemory,
   MigrationAbortedError,
   type MigrationDecoderOptions,
   MigrationDecoderStream,
+  MigrationEncoder,
   MigrationProxy,
   type MigrationProxyInfo,
   type MigrationProxyOptions,
@@ -20,6 +24,8 @@ import {
   SimulatedGuest,
   SourceMigration,
   StreamFormatError,
+  Workload,
+  type WorkloadProgress,
 } from "../../mod.ts";
 import { chunks } from "../_helpers/chunking.ts";
 import { createFakeClock } from "../_helpers/fake_clock.ts";
@@ -430,13 +436,275 @@ Deno.test("MigrationProxy refuses to run twice", async () => {
   await sourceEnd.close();
 });
 
-Deno.test("MigrationProxy checks max-bandwidth and xbzrle-cache-size", () => {
+Deno.test("MigrationProxy checks max-bandwidth, max-postcopy-bandwidth and xbzrle-cache-size", () => {
   assert.throws(
     () => new MigrationProxy({ parameters: { "max-bandwidth": -1 } }),
     RangeError,
   );
   assert.throws(
+    () => new MigrationProxy({ parameters: { "max-postcopy-bandwidth": 1.5 } }),
+    /max-postcopy-bandwidth must be a non-negative integer/,
+  );
+  assert.throws(
     () => new MigrationProxy({ parameters: { "xbzrle-cache-size": 12288 } }),
     RangeError,
+  );
+});
+
+Deno.test("MigrationProxy carries livemig's own postcopy: XBZRLE before the switch, ZERO/PAGE after, faults served", async () => {
+  const mib = 1024 * 1024;
+  // 16 MB/s of random writes over 2 MiB at 4 MiB/s never converges; each
+  // pass re-sends pages that changed a little (XBZRLE material).
+  const spec = { kind: "random", bytesPerSecond: 16 * mib } as const;
+  const guest = new SimulatedGuest({
+    ramBytes: 2 * mib,
+    workload: spec,
+    prefill: true,
+    seed: 5,
+  });
+  const [sourceEnd, proxyIn] = createMemoryTransportPair();
+  const [proxyOut, destinationEnd] = createMemoryTransportPair();
+  const source = new SourceMigration(guest, {
+    capabilities: { "postcopy-ram": true, events: true },
+    parameters: { "max-bandwidth": 4 * mib },
+    postcopyAfterPasses: 4,
+  });
+  const atStart = new Promise<{ ram: Uint8Array; progress: WorkloadProgress }>(
+    (resolve) => {
+      source.addEventListener("migration", (event) => {
+        if ((event as CustomEvent).detail.status !== "postcopy-active") return;
+        resolve({
+          ram: guest.memory.blocks[0]!.bytes.slice(),
+          progress: guest.workload.progress,
+        });
+      });
+    },
+  );
+  // A slow background copy: the destination guest faults on what it
+  // touches, through the proxy.
+  const proxy = new MigrationProxy({
+    capabilities: { xbzrle: true },
+    parameters: { "max-postcopy-bandwidth": mib },
+  });
+  // What the proxy sends is recorded on its way to the destination.
+  const sentBytes: Uint8Array[] = [];
+  const tap = new TransformStream<Uint8Array, Uint8Array>({
+    transform(chunk, controller) {
+      sentBytes.push(chunk.slice());
+      controller.enqueue(chunk);
+    },
+  });
+  void tap.readable.pipeTo(proxyOut.writable).catch(() => {});
+  const destination = new DestinationMigration({ postcopy: true });
+  try {
+    const [sent, info, result] = await Promise.all([
+      source.migrate(sourceEnd),
+      proxy.run(proxyIn, {
+        readable: proxyOut.readable,
+        writable: tap.writable,
+        description: "proxy-out",
+        close: () => proxyOut.close(),
+      }),
+      destination.incoming(destinationEnd),
+    ]);
+    const loaded = result.guest as SimulatedGuest;
+    loaded.pause();
+    assert.equal(sent.status, "completed");
+    assert.equal(info.status, "completed");
+    assert.equal(info["return-path"]?.shut, 0);
+    assert.equal(destination.status, "completed");
+    const requests = info["postcopy-requests"]!;
+    assert.ok(requests >= 1, JSON.stringify(info));
+    assert.equal(requests, source.query().ram!["postcopy-requests"]);
+    // The background copy at 1 MB/s takes about 2 s; a fault waits far
+    // less.
+    const perFaultMs = loaded.blockedMs / requests;
+    assert.ok(perFaultMs < 1000, `${perFaultMs} ms per fault`);
+    // The destination holds the source's RAM at the switch plus exactly
+    // the writes its own guest made since (replayed from the same state).
+    const { ram, progress } = await atStart;
+    const replay = new GuestMemory([{ idstr: "guest.ram", bytes: ram }]);
+    new Workload(spec, replay, 5, progress).write(
+      loaded.workload.progress.written - progress.written,
+    );
+    assert.deepEqual(
+      await ramSha256(loaded.memory),
+      await ramSha256(replay),
+    );
+    const records = await decodeAll(concat(sentBytes));
+    const packaged = records.findIndex((r) =>
+      r.type === "command" && r.command === "PACKAGED"
+    );
+    assert.ok(packaged > 0);
+    assert.ok(
+      records.slice(0, packaged).some((r) => r.type === "ram-xbzrle"),
+      "XBZRLE before the switch",
+    );
+    const after = records.slice(packaged).filter((r) =>
+      r.type === "ram-page" || r.type === "ram-zero" || r.type === "ram-xbzrle"
+    );
+    assert.ok(after.length > 0);
+    assert.ok(after.every((r) => r.type !== "ram-xbzrle"));
+    assert.equal((after[0] as { continued: boolean }).continued, false);
+    assert.equal(records.at(-1)?.type, "eof");
+  } finally {
+    guest.pause();
+    destination.guest?.pause();
+  }
+});
+
+Deno.test("MigrationProxy paces postcopy at max-postcopy-bandwidth and lets a requested page through at once", async () => {
+  const pageSize = 4096;
+  const pages = 256;
+  const requested = 128;
+  const limit = 100_000;
+  const head: MigrationRecord[] = [
+    { type: "header", version: 3 },
+    { type: "configuration", machine: "pc-i440fx-7.2" },
+    { type: "command", command: "OPEN_RETURN_PATH" },
+    { type: "command", command: "PING", value: 1 },
+    {
+      type: "command",
+      command: "POSTCOPY_ADVISE",
+      pageSizeSummary: pageSize,
+      targetPageSize: pageSize,
+    },
+    {
+      type: "section-start",
+      sectionId: 2,
+      idstr: "ram",
+      instanceId: 0,
+      versionId: 4,
+    },
+    {
+      type: "ram-mem-size",
+      blocks: [{ idstr: "pc.ram", usedLength: pages * pageSize }],
+    },
+    { type: "ram-eos" },
+    { type: "section-footer", sectionId: 2 },
+    {
+      type: "command",
+      command: "POSTCOPY_RAM_DISCARD",
+      block: "pc.ram",
+      ranges: [{ start: 0, length: pages * pageSize }],
+    },
+    { type: "command", command: "PING", value: 2 },
+    encodePostcopyPackage([
+      { type: "command", command: "POSTCOPY_LISTEN" },
+      { type: "command", command: "PING", value: 3 },
+      { type: "command", command: "POSTCOPY_RUN" },
+    ]),
+    { type: "command", command: "PING", value: 4 },
+    { type: "section-part", sectionId: 2 },
+  ];
+  const tail: MigrationRecord[] = [];
+  for (let page = 0; page < pages; page++) {
+    tail.push({
+      type: "ram-page",
+      block: "pc.ram",
+      offset: page * pageSize,
+      data: new Uint8Array(pageSize).fill(page % 255 + 1),
+    });
+  }
+  tail.push(
+    { type: "ram-eos" },
+    { type: "section-footer", sectionId: 2 },
+    { type: "section-end", sectionId: 2 },
+    { type: "ram-eos" },
+    { type: "section-footer", sectionId: 2 },
+    { type: "eof" },
+  );
+  const encoder = new MigrationEncoder();
+  const encode = (records: MigrationRecord[]) => {
+    const writer = new ByteWriter();
+    encoder.encode(records, writer);
+    return writer.bytes().slice();
+  };
+  const first = encode(head);
+  const rest = encode(tail);
+  const request = encodeReturnPathMessage({
+    type: "REQ_PAGES_ID",
+    start: requested * pageSize,
+    length: pageSize,
+    block: "pc.ram",
+  });
+  const shut = encodeReturnPathMessage({ type: "SHUT", value: 0 });
+
+  const clock = createFakeClock();
+  const [sourceEnd, proxyIn] = createMemoryTransportPair();
+  const [proxyOut, destinationEnd] = createMemoryTransportPair();
+  const proxy = new MigrationProxy({
+    parameters: { "max-postcopy-bandwidth": limit },
+    clock,
+  });
+  const running = proxy.run(proxyIn, proxyOut);
+  // The source sends the postcopy pages only once the request reached it
+  // (so the proxy holds none of them when it comes), then stays until the
+  // destination's SHUT came back, as QEMU does.
+  const source = (async () => {
+    const writer = sourceEnd.writable.getWriter();
+    await writer.write(first);
+    const reader = sourceEnd.readable.getReader();
+    let returned: Uint8Array = new Uint8Array();
+    const readUntil = async (length: number) => {
+      while (returned.byteLength < length) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error("the return path ended early");
+        returned = concat([returned, value]);
+      }
+    };
+    await readUntil(request.byteLength);
+    for (let at = 0; at < rest.byteLength; at += 65536) {
+      await writer.write(rest.subarray(at, at + 65536));
+    }
+    await readUntil(request.byteLength + shut.byteLength);
+    await sourceEnd.close();
+    return returned;
+  })();
+  const destination = (async () => {
+    const writer = destinationEnd.writable.getWriter();
+    const parts: Uint8Array[] = [];
+    const tap = new TransformStream<Uint8Array, Uint8Array>({
+      transform(chunk, controller) {
+        parts.push(chunk.slice());
+        controller.enqueue(chunk);
+      },
+    });
+    const decoded = destinationEnd.readable.pipeThrough(tap).pipeThrough(
+      new MigrationDecoderStream(),
+    );
+    for await (const batch of decoded) {
+      for (const record of batch) {
+        if (
+          record.type === "command" && record.command === "PING" &&
+          record.value === 4
+        ) {
+          await writer.write(request);
+        } else if (record.type === "eof") {
+          await writer.write(shut);
+          await destinationEnd.close();
+          return concat(parts);
+        }
+      }
+    }
+    throw new Error("the stream ended before EOF");
+  })();
+  const [info, returned, received] = await Promise.all([
+    running,
+    source,
+    destination,
+  ]);
+  assert.equal(info.status, "completed");
+  assert.equal(info["postcopy-requests"], 1);
+  assert.deepEqual(returned, concat([request, shut]));
+  assert.deepEqual(received, concat([first, rest]));
+  // The proxy waited only for the 127 pages after the requested one (about
+  // 5 s at the limit): the 128 before it (as much again) went at once.
+  const pageBytes = rest.byteLength / pages;
+  const pacedMs = (pages - requested - 1) * pageBytes / limit * 1000;
+  const waitedMs = clock.slept.reduce((sum, ms) => sum + ms, 0);
+  assert.ok(
+    waitedMs >= pacedMs - 100 && waitedMs <= pacedMs + 200,
+    `waited ${waitedMs} ms, expected ${pacedMs}`,
   );
 });
