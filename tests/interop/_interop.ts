@@ -351,7 +351,9 @@ export function lastJsonLine<T = Record<string, unknown>>(text: string): T {
 /**
  * Sends `migrate uri=URI` to a source and waits until the migration left
  * `setup`. A connection refused because the listener was not up yet is
- * retried (the status is then `failed` with that reason).
+ * retried (the status is then `failed` with that reason); any other
+ * failure counts as started (a migration may fail within one poll, e.g.
+ * when the stream is refused at once), for the caller to check.
  *
  * @param vm The source.
  * @param uri Where to migrate to.
@@ -370,11 +372,12 @@ export async function startMigration(
       ["active", "completed", "failed"],
       timeoutMs,
     );
-    if (info.status !== "failed") return;
     if (
-      !/refused/i.test(info["error-desc"] ?? "") ||
-      performance.now() > deadline
+      info.status !== "failed" || !/refused/i.test(info["error-desc"] ?? "")
     ) {
+      return;
+    }
+    if (performance.now() > deadline) {
       throw new Error(
         `Cannot start the migration to ${uri}: ${info["error-desc"]}`,
       );
