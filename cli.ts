@@ -162,6 +162,8 @@ or file:PATH[,offset=N]. Ctrl-C cancels the migration (not in postcopy).
 
 Options:
 ${GUEST_OPTIONS}
+  With -c pause-before-switchover=on the guest stops and the migration waits
+  in pre-switchover until the process gets SIGUSR1 (migrate-continue).
   --postcopy-after N   Switch to postcopy after N dirty-bitmap passes (needs
                        -c postcopy-ram=on here and on the destination)
   --recover URI        When postcopy pauses (connection lost), reconnect to
@@ -186,6 +188,9 @@ Options:
   -c, --capability NAME=on|off
                        events, postcopy-ram, postcopy-preempt, mapped-ram
                        (with a file: URI: load a mapped-ram file)
+  -p, --parameter NAME=VALUE
+                       accepted and checked as on a source; they shape what
+                       the source sends, so none changes the loading
   --json               Print the final info (plus ram-sha256) as JSON
   -h, --help           Show this help
 
@@ -763,9 +768,11 @@ async function migrate(args: string[], io: CliIo): Promise<number> {
   const healing = recoverUri === undefined
     ? undefined
     : healSourceAt(source, recoverUri, io);
+  const continuing = continueOnSignal(source, io);
   try {
     const info = await cancellableBy(source, startMigration(source, uri));
     healing?.stop();
+    continuing.stop();
     done();
     const digests = await ramSha256(guest.memory);
     if (options.json) {
@@ -776,6 +783,7 @@ async function migrate(args: string[], io: CliIo): Promise<number> {
     return 0;
   } catch (error) {
     healing?.stop();
+    continuing.stop();
     done();
     guest.pause();
     if (options.json) {
@@ -800,6 +808,7 @@ async function incoming(args: string[], io: CliIo): Promise<number> {
     "max-ram": { type: "string" },
     recover: { type: "string" },
     capability: { type: "string", short: "c", multiple: true },
+    parameter: { type: "string", short: "p", multiple: true },
     json: { type: "boolean" },
   }, INCOMING_USAGE);
   if (values.help) {
@@ -810,9 +819,11 @@ async function incoming(args: string[], io: CliIo): Promise<number> {
     throw new UsageError("incoming takes one URI", INCOMING_USAGE);
   }
   const uri = checkUri(positionals[0], "incoming", INCOMING_USAGE);
+  // Parameters are checked as QEMU checks them; none of them changes how a
+  // destination loads (they shape what a source sends).
   const { capabilities } = usageErrors(
     INCOMING_USAGE,
-    () => flagsToSettings(values.capability, []),
+    () => flagsToSettings(values.capability, values.parameter),
   );
   const maxRamBytes = usageErrors(
     INCOMING_USAGE,
@@ -1073,6 +1084,39 @@ async function incomingMappedRam(
   } finally {
     await file.close();
   }
+}
+
+/**
+ * With pause-before-switchover, the migration waits in pre-switchover for
+ * `migrate-continue`; on the command line that is SIGUSR1.
+ */
+function continueOnSignal(
+  source: SourceMigration,
+  io: CliIo,
+): { stop(): void } {
+  const onSignal = () => {
+    if (source.status === "pre-switchover") source.continue("pre-switchover");
+  };
+  const onStatus = (event: Event) => {
+    if ((event as CustomEvent).detail.status !== "pre-switchover") return;
+    io.writeErr(
+      `livemig: paused before switchover (guest stopped); continue with: kill -USR1 ${Deno.pid}\n`,
+    );
+  };
+  let listening = false;
+  try {
+    Deno.addSignalListener("SIGUSR1", onSignal);
+    listening = true;
+  } catch {
+    // no signals here: the library's continue() is the only way
+  }
+  source.addEventListener("status", onStatus);
+  return {
+    stop() {
+      source.removeEventListener("status", onStatus);
+      if (listening) Deno.removeSignalListener("SIGUSR1", onSignal);
+    },
+  };
 }
 
 /**

@@ -218,3 +218,31 @@ Deno.test("the demo task runs with exactly the permissions deno.json gives it", 
   assert.equal(json.destination.status, "completed");
   assert.equal(json["ram-identical"], true);
 });
+
+Deno.test("cli migrate with pause-before-switchover waits in pre-switchover until SIGUSR1", async () => {
+  const incoming = spawn(["incoming", "tcp:127.0.0.1:0", "--json"]);
+  const [, address] = await waitForLine(
+    incoming,
+    /waiting for a migration at (tcp:\S+)/,
+  );
+  const migrate = spawn([
+    "migrate",
+    address!,
+    "--ram",
+    "4MiB",
+    "-c",
+    "pause-before-switchover=on",
+    "--json",
+  ]);
+  const [, pid] = await waitForLine(migrate, /continue with: kill -USR1 (\d+)/);
+  assert.equal(Number(pid), migrate.child.pid);
+  migrate.child.kill("SIGUSR1");
+  const [source, destination] = await Promise.all([
+    finish(migrate),
+    finish(incoming),
+  ]);
+  assert.equal(source.code, 0);
+  assert.equal(source.json.status, "completed");
+  assert.equal(destination.json.status, "completed");
+  assert.deepEqual(source.json["ram-sha256"], destination.json["ram-sha256"]);
+});
