@@ -1,5 +1,25 @@
 import { StreamFormatError, UnexpectedEndOfStreamError } from "../errors.ts";
 
+/** Options for {@linkcode ByteReader}. */
+export interface ByteReaderOptions {
+  /**
+   * When above 0 and the stream is a byte stream (`type: "bytes"`, as
+   * socket transports' are), read it through a BYOB reader into one reused
+   * buffer of this many bytes (larger when one `ensure()` asks for more),
+   * instead of taking the chunks the stream allocates: no fresh memory per
+   * chunk, which is slow on first touch. Other streams are read as usual.
+   *
+   * The price: bytes returned by `take()`, `peek()`, `readExact()` and
+   * `readChunk()` are valid only until the next call that has to wait for
+   * the stream (`ensure()`, `require()` or a `read*()` that finds too few
+   * bytes buffered); after it they are detached (empty) or moved. A
+   * consumer must be done with them, or have copied them, by then.
+   *
+   * @default {0}
+   */
+  bufferBytes?: number;
+}
+
 /**
  * Exact reads over any `ReadableStream<Uint8Array>`, whatever its chunking.
  *
@@ -33,7 +53,11 @@ import { StreamFormatError, UnexpectedEndOfStreamError } from "../errors.ts";
  * ```
  */
 export class ByteReader {
-  readonly #reader: ReadableStreamDefaultReader<Uint8Array>;
+  readonly #reader:
+    | ReadableStreamDefaultReader<Uint8Array>
+    | ReadableStreamBYOBReader;
+  /** The reused buffer of BYOB mode; undefined in default mode. */
+  #landing: ArrayBuffer | undefined;
   #chunks: Uint8Array[] = [];
   #head = 0; // index of the first chunk still holding bytes
   #pos = 0; // read position inside #chunks[#head]
@@ -44,11 +68,58 @@ export class ByteReader {
   /**
    * Constructs a new instance, locking `readable`.
    *
+   * @example Reading a byte stream into one reused buffer
+   * ```ts
+   * import { ByteReader } from "@livemig/livemig";
+   * import assert from "node:assert/strict";
+   *
+   * const chunks = [new Uint8Array([1, 2, 3]), new Uint8Array([4, 5, 6, 7])];
+   * const readable = new ReadableStream({
+   *   type: "bytes",
+   *   pull(controller) {
+   *     const chunk = chunks.shift();
+   *     if (chunk !== undefined) return controller.enqueue(chunk);
+   *     controller.close();
+   *     controller.byobRequest?.respond(0); // ends a pending BYOB read
+   *   },
+   * });
+   * const reader = new ByteReader(readable, 0, { bufferBytes: 16 });
+   * const first = await reader.readExact(2);
+   * assert.deepEqual(first, new Uint8Array([1, 2])); // valid until the next wait
+   * assert.deepEqual(await reader.readExact(5), new Uint8Array([3, 4, 5, 6, 7]));
+   * assert.equal(first.byteLength, 0); // detached by that wait
+   * assert.equal(await reader.readExactOrEnd(1), undefined);
+   * ```
+   *
    * @param readable The bytes to read.
    * @param startOffset The stream offset of the first byte, for messages.
+   * @param options Whether to read into one reused buffer.
    */
-  constructor(readable: ReadableStream<Uint8Array>, startOffset: number = 0) {
-    this.#reader = readable.getReader();
+  constructor(
+    readable: ReadableStream<Uint8Array>,
+    startOffset: number = 0,
+    options: ByteReaderOptions = {},
+  ) {
+    const bufferBytes = options.bufferBytes ?? 0;
+    if (!Number.isSafeInteger(bufferBytes) || bufferBytes < 0) {
+      throw new RangeError(
+        `Cannot construct ByteReader as bufferBytes must be an integer >= 0: received ${bufferBytes}`,
+      );
+    }
+    let byob: ReadableStreamBYOBReader | undefined;
+    if (bufferBytes > 0) {
+      try {
+        byob = readable.getReader({ mode: "byob" });
+      } catch (error) {
+        if (!(error instanceof TypeError)) throw error; // not a byte stream
+      }
+    }
+    if (byob !== undefined) {
+      this.#reader = byob;
+      this.#landing = new ArrayBuffer(bufferBytes);
+    } else {
+      this.#reader = readable.getReader();
+    }
     this.#offset = startOffset;
   }
 
@@ -74,8 +145,10 @@ export class ByteReader {
    * @returns Whether `size` bytes are now buffered.
    */
   async ensure(size: number): Promise<boolean> {
+    if (this.#landing !== undefined) return await this.#ensureByob(size);
+    const reader = this.#reader as ReadableStreamDefaultReader<Uint8Array>;
     while (this.#buffered < size && !this.#ended) {
-      const { done, value } = await this.#reader.read();
+      const { done, value } = await reader.read();
       if (done) {
         this.#ended = true;
       } else if (value.byteLength > 0) {
@@ -483,6 +556,44 @@ export class ByteReader {
     offset: number = this.#offset,
   ): StreamFormatError {
     return new StreamFormatError(message, { offset });
+  }
+
+  /**
+   * ensure() in BYOB mode: moves the unread bytes (at most one chunk, a
+   * view of the landing buffer) to the buffer's start and reads into the
+   * rest, until `size` bytes are there.
+   */
+  async #ensureByob(size: number): Promise<boolean> {
+    const reader = this.#reader as ReadableStreamBYOBReader;
+    while (this.#buffered < size && !this.#ended) {
+      let landing = this.#landing!;
+      const rest = this.#buffered;
+      const chunk = this.#chunks[this.#head];
+      if (landing.byteLength < size) {
+        const larger = new ArrayBuffer(Math.max(size, landing.byteLength * 2));
+        if (chunk !== undefined) {
+          new Uint8Array(larger).set(chunk.subarray(this.#pos));
+        }
+        landing = larger;
+      } else if (chunk !== undefined && rest > 0) {
+        const start = chunk.byteOffset + this.#pos;
+        new Uint8Array(landing).copyWithin(0, start, start + rest);
+      }
+      this.#chunks = [];
+      this.#head = 0;
+      this.#pos = 0;
+      const { done, value } = await reader.read(
+        new Uint8Array(landing, rest, landing.byteLength - rest),
+        { min: Math.min(size - rest, landing.byteLength - rest) },
+      );
+      if (value !== undefined) landing = value.buffer as ArrayBuffer;
+      this.#landing = landing;
+      const filled = rest + (value?.byteLength ?? 0);
+      if (filled > 0) this.#chunks.push(new Uint8Array(landing, 0, filled));
+      this.#buffered = filled;
+      if (done) this.#ended = true;
+    }
+    return this.#buffered >= size;
   }
 
   #small(size: number): Uint8Array {

@@ -94,18 +94,26 @@ function newSamples(): ProcessSamples {
   };
 }
 
-async function readLine(
-  reader: ReadableStreamDefaultReader<string>,
-  seen: string[],
-): Promise<string> {
-  while (true) {
-    const { done, value } = await reader.read();
-    if (done) throw new Error(`Cannot start the destination: ${seen.join("")}`);
-    seen.push(value);
-    const text = seen.join("");
-    const match = /waiting for a migration at (\S+)/.exec(text);
-    if (match) return match[1]!;
-  }
+/**
+ * Collects a process's output, and resolves `address` once a line says
+ * where the destination listens (on stdout or stderr, as versions differ).
+ */
+function watchOutput(stream: ReadableStream<Uint8Array>): {
+  text: Promise<string>;
+  address: Promise<string | undefined>;
+} {
+  const address = Promise.withResolvers<string | undefined>();
+  const text = (async () => {
+    let all = "";
+    for await (const part of stream.pipeThrough(new TextDecoderStream())) {
+      all += part;
+      const match = /waiting for a migration at (\S+)/.exec(all);
+      if (match) address.resolve(match[1]!);
+    }
+    address.resolve(undefined);
+    return all;
+  })();
+  return { text, address: address.promise };
 }
 
 function denoArgs(side: "source" | "destination"): string[] {
@@ -129,20 +137,18 @@ async function runOnce(run: number): Promise<void> {
     stderr: "piped",
   }).spawn();
   const destinationStart = performance.now();
-  const destinationOut = destination.stdout.pipeThrough(
-    new TextDecoderStream(),
-  ).getReader();
-  const seen: string[] = [];
-  const address = await readLine(destinationOut, seen);
-  const destinationText = (async () => {
-    const parts = [...seen];
-    while (true) {
-      const { done, value } = await destinationOut.read();
-      if (done) return parts.join("");
-      parts.push(value);
-    }
-  })();
-  const destinationErr = new Response(destination.stderr).text();
+  const destinationOut = watchOutput(destination.stdout);
+  const destinationErr = watchOutput(destination.stderr);
+  const address = await Promise.race([
+    destinationOut.address,
+    destinationErr.address,
+  ]) ?? await destinationOut.address ?? await destinationErr.address;
+  if (address === undefined) {
+    throw new Error(
+      `Cannot start the destination: ${await destinationOut
+        .text}${await destinationErr.text}`,
+    );
+  }
 
   const start = performance.now();
   const source = new Deno.Command(Deno.execPath(), {
@@ -186,11 +192,12 @@ async function runOnce(run: number): Promise<void> {
   ]);
   if (!sourceStatus.success || !destinationStatus.success) {
     throw new Error(
-      `Cannot complete the migration: source exit ${sourceStatus.code}: ${await sourceErr}; destination exit ${destinationStatus.code}: ${await destinationErr}`,
+      `Cannot complete the migration: source exit ${sourceStatus.code}: ${await sourceErr}; destination exit ${destinationStatus.code}: ${await destinationErr
+        .text}`,
     );
   }
   const info = JSON.parse((await sourceText).trim().split("\n").at(-1)!);
-  await destinationText;
+  await destinationOut.text;
   const totalMs: number = info["total-time"];
   const transferred: number = info.ram.transferred;
   const loadStart = dst.loadStart ?? start;
