@@ -79,11 +79,15 @@ export class MigrationEncoderStream
 
   /**
    * Gives back a chunk this stream produced, once nothing reads it any
-   * more (e.g. after the transport's `write()` of it resolved): its memory
-   * is reused for a later chunk instead of a fresh buffer, whose first
-   * touch is slow. Chunks never given back are simply garbage-collected;
-   * chunks the stream did not allocate (device tail bytes, small chunks,
-   * which are copies) are ignored.
+   * more: its memory is reused for a later chunk instead of a fresh
+   * buffer, whose first touch is slow. Chunks never given back are simply
+   * garbage-collected; chunks the stream did not allocate (device tail
+   * bytes, small chunks, which are copies) are ignored.
+   *
+   * When that is depends on the consumer. A socket, pipe or file
+   * transport has copied the bytes out once its `write()` resolved; the
+   * in-process memory transport has not (it hands the chunk itself to the
+   * reader), so its chunks must not be given back.
    *
    * @example Recycle chunks once they are written
    * ```ts
