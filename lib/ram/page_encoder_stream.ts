@@ -96,12 +96,26 @@ export class PageEncoderStream extends TransformStream<PageBatch, RamRecord[]> {
         const idstr = block.idstr;
         const pageSize = bytes.byteLength / block.pageCount;
         const useXbzrle = xbzrle !== undefined && batch.round > 0;
-        const nameBytes = 1 + new TextEncoder().encode(idstr).byteLength;
+        const nameBytes = 1 + ENCODER.encode(idstr).byteLength;
+        // One word view per batch, not one per page, when the block allows.
+        const words = zeroPageDetection && (bytes.byteOffset & 3) === 0 &&
+            (pageSize & 31) === 0
+          ? new Int32Array(
+            bytes.buffer,
+            bytes.byteOffset,
+            bytes.byteLength >>> 2,
+          )
+          : undefined;
         const out: RamRecord[] = [];
         for (let i = 0; i < pages.length; i++) {
           const offset = pages[i]! * pageSize;
           const page = bytes.subarray(offset, offset + pageSize);
-          if (zeroPageDetection && isZeroPage(page)) {
+          if (
+            zeroPageDetection &&
+            (words !== undefined
+              ? isZeroWords(words, offset >>> 2, (offset + pageSize) >>> 2)
+              : isZeroPage(page))
+          ) {
             out.push({ type: "ram-zero", block: idstr, offset, fill: 0 });
             counters.duplicate++;
             if (useXbzrle) xbzrle.zeroPage(block.base + offset);
@@ -148,3 +162,19 @@ export class PageEncoderStream extends TransformStream<PageBatch, RamRecord[]> {
     });
   }
 }
+
+/** Whether `words[start..end)` are all zero; `end - start` is a multiple of 8. */
+function isZeroWords(words: Int32Array, start: number, end: number): boolean {
+  if (words[start] !== 0 || words[end - 1] !== 0) return false;
+  for (let i = start; i < end; i += 8) {
+    if (
+      (words[i]! | words[i + 1]! | words[i + 2]! | words[i + 3]! |
+        words[i + 4]! | words[i + 5]! | words[i + 6]! | words[i + 7]!) !== 0
+    ) {
+      return false;
+    }
+  }
+  return true;
+}
+
+const ENCODER = new TextEncoder();
