@@ -10,10 +10,12 @@
  */
 import {
   applyRamRecord,
+  ByteReader,
   encodeMigrationRecords,
+  MigrationDecoder,
   MigrationDecoderStream,
-  type MigrationRecord,
   MigrationEncoderStream,
+  type MigrationRecord,
   RamImage,
 } from "../../mod.ts";
 import { createPrng } from "../_helpers/prng.ts";
@@ -28,7 +30,13 @@ function buildRecords(): MigrationRecord[] {
   const records: MigrationRecord[] = [
     { type: "header", version: 3 },
     { type: "configuration", machine: "pc-i440fx-7.2" },
-    { type: "section-start", sectionId: 2, idstr: "ram", instanceId: 0, versionId: 4 },
+    {
+      type: "section-start",
+      sectionId: 2,
+      idstr: "ram",
+      instanceId: 0,
+      versionId: 4,
+    },
     { type: "ram-mem-size", blocks: [{ idstr: "pc.ram", usedLength: RAM }] },
     { type: "ram-eos" },
     { type: "section-footer", sectionId: 2 },
@@ -69,7 +77,71 @@ Deno.bench({
   baseline: true,
   async fn() {
     const decoder = new MigrationDecoderStream({ vmdesc: false });
-    for await (const batch of ReadableStream.from(CHUNKS).pipeThrough(decoder)) {
+    for await (
+      const batch of ReadableStream.from(CHUNKS).pipeThrough(decoder)
+    ) {
+      void batch;
+    }
+  },
+});
+
+/**
+ * A byte stream over CHUNKS, as a socket transport's: each pull copies one
+ * chunk into the reader's view (BYOB) or into a new chunk.
+ */
+function byteStream(): ReadableStream<Uint8Array> {
+  let index = 0;
+  let at = 0;
+  return new ReadableStream({
+    type: "bytes",
+    autoAllocateChunkSize: CHUNK,
+    pull(controller) {
+      const request = controller.byobRequest!;
+      const chunk = CHUNKS[index];
+      if (chunk === undefined) {
+        controller.close();
+        request.respond(0);
+        return;
+      }
+      const view = new Uint8Array(
+        request.view!.buffer,
+        request.view!.byteOffset,
+        request.view!.byteLength,
+      );
+      const count = Math.min(view.byteLength, chunk.byteLength - at);
+      view.set(chunk.subarray(at, at + count));
+      at += count;
+      if (at === chunk.byteLength) {
+        index++;
+        at = 0;
+      }
+      request.respond(count);
+    },
+  });
+}
+
+Deno.bench({
+  name: `decode ${MB} MB byte stream, fresh 64 KiB chunks`,
+  group: "decode-byte-stream",
+  baseline: true,
+  async fn() {
+    const reader = new ByteReader(byteStream());
+    for await (
+      const batch of new MigrationDecoder({ vmdesc: false }).decode(reader)
+    ) {
+      void batch;
+    }
+  },
+});
+
+Deno.bench({
+  name: `decode ${MB} MB byte stream, one reused 1 MiB buffer (BYOB)`,
+  group: "decode-byte-stream",
+  async fn() {
+    const reader = new ByteReader(byteStream(), 0, { bufferBytes: 1 << 20 });
+    for await (
+      const batch of new MigrationDecoder({ vmdesc: false }).decode(reader)
+    ) {
       void batch;
     }
   },
@@ -85,7 +157,9 @@ Deno.bench({
   async fn() {
     const decoder = new MigrationDecoderStream({ vmdesc: false });
     const image = IMAGE;
-    for await (const batch of ReadableStream.from(CHUNKS).pipeThrough(decoder)) {
+    for await (
+      const batch of ReadableStream.from(CHUNKS).pipeThrough(decoder)
+    ) {
       for (const record of batch) {
         if (record.type === "ram-mem-size") image.apply(record);
         else if (record.type === "ram-page" || record.type === "ram-zero") {
@@ -97,7 +171,9 @@ Deno.bench({
 });
 
 const BATCHES: MigrationRecord[][] = [];
-for (let i = 0; i < RECORDS.length; i += 256) BATCHES.push(RECORDS.slice(i, i + 256));
+for (let i = 0; i < RECORDS.length; i += 256) {
+  BATCHES.push(RECORDS.slice(i, i + 256));
+}
 
 Deno.bench({
   name: `encode ${MB} MB stream (256-record batches)`,
