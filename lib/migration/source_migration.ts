@@ -32,6 +32,7 @@ import { MigrationAbortedError } from "../errors.ts";
 import { DirtyBitmap } from "../guest/dirty_bitmap.ts";
 import type { MigratableGuest } from "../guest/migratable_guest.ts";
 import { PageRequestQueue } from "../postcopy/page_request_queue.ts";
+import { yieldToIo } from "../postcopy/_yield_to_io.ts";
 import {
   PostcopyPageSourceStream,
   takeRequested,
@@ -123,6 +124,9 @@ export interface MigrationPassDetail {
 }
 
 const PROGRESS_EVERY_MS = 100;
+
+/** Longest stretch of postcopy background work between two socket polls. */
+const IO_TURN_MS = 0.5;
 
 /**
  * Migrates a guest to a destination over a {@linkcode Transport}.
@@ -882,6 +886,7 @@ export class SourceMigration extends EventTarget {
     lastBlock: { name: string | undefined },
   ): Promise<void> {
     const clock = this.#clock;
+    let ioTurn = clock.now();
     while (scanner.remainingPages > 0) {
       await channel.write([{
         type: "section-part",
@@ -899,6 +904,12 @@ export class SourceMigration extends EventTarget {
       }).pipeThrough(this.#pageEncoder(lastBlock, false, false));
       for await (const batch of pages) {
         await channel.write(batch);
+        if (clock.now() - ioTurn >= IO_TURN_MS) {
+          // Writes to a ready socket never wait: let the return path (page
+          // requests) be read, or they wait until this step ends.
+          await yieldToIo();
+          ioTurn = clock.now();
+        }
         if (urgent) {
           // Requested pages must not wait for the rate limit.
           channel.limiter.passUntil(channel.encodedBytes);
