@@ -17,6 +17,7 @@
  * touch, and how much of the memory ended up on huge pages.
  *
  * Run: deno run -A tests/bench/first_touch_bench.ts [SIZE_MIB] [runs]
+ * (`deno bench` loads it without running anything).
  * (one case: deno run -A tests/bench/first_touch_bench.ts --case NAME SIZE_MIB)
  */
 
@@ -108,7 +109,10 @@ async function runCase(name: Case, size: number): Promise<string> {
   } ms; on huge pages ${(anonHugePages() / (1 << 20)).toFixed(0)} MiB)`;
 }
 
-if (Deno.args[0] === "--case") {
+if (!import.meta.main) {
+  // Under `deno bench` (deno task bench) this script has nothing to
+  // register: it times fresh processes, run it with `deno run`.
+} else if (Deno.args[0] === "--case") {
   const name = Deno.args[1] as Case;
   // deno-lint-ignore no-console
   console.log(await runCase(name, Number(Deno.args[2]) * (1 << 20)));
