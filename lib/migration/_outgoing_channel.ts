@@ -97,7 +97,14 @@ export class OutgoingChannel {
         }),
       )
       .pipeThrough(limiter)
-      .pipeTo(transport.writable, { signal: abort.signal, preventClose: true });
+      .pipeTo(
+        transport.copiesWrites
+          ? releasingSink(transport.writable, encoder)
+          : transport.writable,
+        // The releasing sink never closes the transport: its close only
+        // lets go of it, so finish() can half-close it.
+        { signal: abort.signal, preventClose: !transport.copiesWrites },
+      );
     return new OutgoingChannel(
       {
         writable: encoder.writable,
@@ -318,4 +325,29 @@ export class OutgoingChannel {
     };
     run().catch((error) => this.fail(error));
   }
+}
+
+/**
+ * Writes to `writable` and gives each chunk back to the encoder once the
+ * transport copied it, so the encoder reuses its buffers instead of
+ * touching fresh memory for every chunk. Only for transports that copy
+ * their writes.
+ */
+function releasingSink(
+  writable: WritableStream<Uint8Array>,
+  encoder: MigrationEncoderStream,
+): WritableStream<Uint8Array> {
+  const writer = writable.getWriter();
+  return new WritableStream({
+    async write(chunk) {
+      await writer.write(chunk);
+      encoder.release(chunk);
+    },
+    close() {
+      writer.releaseLock(); // finish() closes the transport's writable
+    },
+    async abort(reason) {
+      await writer.abort(reason);
+    },
+  });
 }

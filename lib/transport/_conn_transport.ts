@@ -24,6 +24,8 @@ const STAGING_BYTES = 256 * 1024;
  */
 export class ConnTransport implements Transport {
   readonly description: string;
+  /** Sockets copy each chunk into the kernel before its write resolves. */
+  readonly copiesWrites = true;
   readonly readable: ReadableStream<Uint8Array>;
   readonly writable: WritableStream<Uint8Array>;
   readonly #conn: Deno.Conn;

@@ -56,6 +56,12 @@ export interface Transport {
   /** What this transport is connected to, for messages and logs. */
   readonly description: string;
   /**
+   * Whether the transport has copied a chunk once its write resolved, so
+   * the writer may reuse the chunk's memory (true for sockets; an
+   * in-process transport hands the very chunk to its peer).
+   */
+  readonly copiesWrites?: boolean;
+  /**
    * Closes both directions and releases the connection, process or file.
    * Safe to call more than once and while the streams are locked.
    */
