@@ -113,6 +113,9 @@ const GUEST_OPTIONS =
                        (RATE in bytes/s of RAM dirtied, e.g. 50MB/s)
   --seed N             Seed of the workload (default 1)
   --prefill            Fill RAM with non-zero data first, like a busy guest
+  --hugepages          Back guest RAM with transparent huge pages (Linux,
+                       needs --allow-ffi): first touch of RAM is about twice
+                       as fast, as QEMU does for its guests
   -c, --capability NAME=on|off
                        A migration capability (repeatable): xbzrle,
                        return-path, events, pause-before-switchover, ...
@@ -183,6 +186,9 @@ Options:
   --ram-dump DIR       Write each RAM block to DIR/<name>.bin before the
                        guest resumes
   --max-ram SIZE       Largest RAM a source may announce (default 16GiB)
+  --hugepages          Back guest RAM with transparent huge pages and fault it
+                       in on another thread while the stream arrives (Linux,
+                       needs --allow-ffi)
   --recover URI        When postcopy pauses, wait for the source at URI and
                        recover
   -c, --capability NAME=on|off
@@ -481,6 +487,7 @@ const GUEST_FLAGS = {
   workload: { type: "string" },
   seed: { type: "string" },
   prefill: { type: "boolean" },
+  hugepages: { type: "boolean" },
   capability: { type: "string", short: "c", multiple: true },
   parameter: { type: "string", short: "p", multiple: true },
   json: { type: "boolean" },
@@ -638,15 +645,21 @@ async function demo(args: string[], io: CliIo): Promise<number> {
     prefill: true,
   });
   const listener = await listenTransport("tcp:127.0.0.1:0");
+  const allocate = values.hugepages ? hugePageAllocator(io, false) : undefined;
   const guest = new SimulatedGuest({
     ramBytes: options.ramBytes,
     workload: options.workload,
     seed: options.seed,
     prefill: options.prefill,
+    ...(allocate ? { allocate } : {}),
   });
   const source = new SourceMigration(guest, options);
   let destinationDigests: Record<string, string> = {};
+  const destinationAllocate = values.hugepages
+    ? hugePageAllocator(io, true)
+    : undefined;
   const destination = new DestinationMigration({
+    ...(destinationAllocate ? { allocate: destinationAllocate } : {}),
     beforeResume: async (loaded) => {
       destinationDigests = sha256Blocks(loaded.memory);
     },
@@ -752,11 +765,13 @@ async function migrate(args: string[], io: CliIo): Promise<number> {
     }
     if (recoverUri !== undefined) parseTransportUri(recoverUri);
   });
+  const allocate = values.hugepages ? hugePageAllocator(io, false) : undefined;
   const guest = new SimulatedGuest({
     ramBytes: options.ramBytes,
     workload: options.workload,
     seed: options.seed,
     prefill: options.prefill,
+    ...(allocate ? { allocate } : {}),
   });
   const source = new SourceMigration(guest, {
     ...options,
@@ -809,6 +824,7 @@ async function incoming(args: string[], io: CliIo): Promise<number> {
     recover: { type: "string" },
     capability: { type: "string", short: "c", multiple: true },
     parameter: { type: "string", short: "p", multiple: true },
+    hugepages: { type: "boolean" },
     json: { type: "boolean" },
   }, INCOMING_USAGE);
   if (values.help) {
@@ -836,7 +852,9 @@ async function incoming(args: string[], io: CliIo): Promise<number> {
   const dumpDir = values["ram-dump"];
   let digests: Record<string, string> = {};
   const settings = { ...DEFAULT_CAPABILITIES, ...capabilities };
+  const allocate = values.hugepages ? hugePageAllocator(io, true) : undefined;
   const destination = new DestinationMigration({
+    ...(allocate ? { allocate } : {}),
     maxRamBytes,
     events: settings.events,
     postcopy: settings["postcopy-ram"],
@@ -1186,6 +1204,56 @@ function healDestinationAt(
       destination.removeEventListener("status", onStatus);
       await listener?.close();
     },
+  };
+}
+
+/**
+ * An allocator that asks Linux for transparent huge pages
+ * (`madvise(MADV_HUGEPAGE)`) on each new guest RAM block, as QEMU does for
+ * guest RAM, and optionally faults the block in on another thread
+ * (`MADV_POPULATE_WRITE`) while the caller goes on. Returns `undefined`
+ * (plain allocation) when FFI is not allowed or libc is not there.
+ */
+function hugePageAllocator(
+  io: CliIo,
+  populate: boolean,
+): ((size: number) => Uint8Array) | undefined {
+  const MADV_HUGEPAGE = 14;
+  const MADV_POPULATE_WRITE = 23;
+  const HUGE_PAGE = 2 * 1024 * 1024;
+  let libc;
+  try {
+    libc = Deno.dlopen("libc.so.6", {
+      madvise: { parameters: ["pointer", "usize", "i32"], result: "i32" },
+      madviseInBackground: {
+        name: "madvise",
+        parameters: ["pointer", "usize", "i32"],
+        result: "i32",
+        nonblocking: true,
+      },
+    });
+  } catch (error) {
+    io.writeErr(
+      `livemig: --hugepages needs --allow-ffi and Linux's libc (${
+        error instanceof Error ? error.message : error
+      }); using plain memory\n`,
+    );
+    return undefined;
+  }
+  const symbols = libc.symbols;
+  return (size) => {
+    const buffer = new ArrayBuffer(size + HUGE_PAGE);
+    const pointer = Deno.UnsafePointer.of(new Uint8Array(buffer));
+    const base = BigInt(Deno.UnsafePointer.value(pointer));
+    const aligned = (base + BigInt(HUGE_PAGE - 1)) & ~BigInt(HUGE_PAGE - 1);
+    const start = Deno.UnsafePointer.create(aligned);
+    symbols.madvise(start, BigInt(size), MADV_HUGEPAGE);
+    if (populate) {
+      // Best effort: older kernels refuse MADV_POPULATE_WRITE.
+      symbols.madviseInBackground(start, BigInt(size), MADV_POPULATE_WRITE)
+        .catch(() => {});
+    }
+    return new Uint8Array(buffer, Number(aligned - base), size);
   };
 }
 

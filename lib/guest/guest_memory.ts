@@ -36,6 +36,13 @@ export interface GuestMemoryOptions {
    * @default {4096}
    */
   pageSize?: number;
+  /**
+   * Allocates a block's memory (zeroed), e.g. to ask the OS for huge
+   * pages before the memory is first touched.
+   *
+   * @default {(size) => new Uint8Array(size)}
+   */
+  allocate?: (size: number) => Uint8Array;
 }
 
 /**
@@ -90,6 +97,8 @@ export class GuestMemory {
       );
     }
     this.#pageSize = pageSize;
+    const allocate = options.allocate ??
+      ((size: number) => new Uint8Array(size));
     for (const spec of blocks) {
       if (this.#byName.has(spec.idstr)) {
         throw new RangeError(
@@ -112,7 +121,7 @@ export class GuestMemory {
       }
       const block: GuestRamBlock = {
         idstr: spec.idstr,
-        bytes: spec.bytes ?? new Uint8Array(size),
+        bytes: spec.bytes ?? allocate(size),
         pageCount: size / pageSize,
         base: this.#totalBytes,
         index: this.#blocks.length,

@@ -16,7 +16,7 @@
  */
 
 import { type Clock, SYSTEM_CLOCK } from "../streams/clock.ts";
-import { GuestMemory } from "./guest_memory.ts";
+import { GuestMemory, type GuestMemoryOptions } from "./guest_memory.ts";
 import type { GuestStateField, MigratableGuest } from "./migratable_guest.ts";
 import { Workload, type WorkloadSpec } from "./workload.ts";
 
@@ -56,6 +56,12 @@ export interface SimulatedGuestOptions {
    * @default {4096}
    */
   pageSize?: number;
+  /**
+   * Allocates the RAM (see {@linkcode GuestMemoryOptions.allocate}).
+   *
+   * @default {(size) => new Uint8Array(size)}
+   */
+  allocate?: (size: number) => Uint8Array;
   /**
    * Whether to fill RAM with seeded non-zero data before the workload
    * starts, like a guest whose memory is in use (the `fill` workload does
@@ -119,7 +125,10 @@ export class SimulatedGuest implements MigratableGuest {
   constructor(options: SimulatedGuestOptions) {
     this.#memory = new GuestMemory(
       [{ idstr: options.blockName ?? "guest.ram", size: options.ramBytes }],
-      { pageSize: options.pageSize ?? 4096 },
+      {
+        pageSize: options.pageSize ?? 4096,
+        ...(options.allocate ? { allocate: options.allocate } : {}),
+      },
     );
     this.#clock = options.clock ?? SYSTEM_CLOCK;
     this.#tickMs = options.tickMs ?? 5;

@@ -27,7 +27,7 @@
 
 import { MigrationAbortedError, StreamFormatError } from "../errors.ts";
 import { DirtyBitmap } from "../guest/dirty_bitmap.ts";
-import { GuestMemory } from "../guest/guest_memory.ts";
+import { GuestMemory, type GuestMemoryOptions } from "../guest/guest_memory.ts";
 import { HostedGuest } from "../guest/hosted_guest.ts";
 import type { MigratableGuest } from "../guest/migratable_guest.ts";
 import { SimulatedGuest } from "../guest/simulated_guest.ts";
@@ -38,6 +38,8 @@ import { type Clock, SYSTEM_CLOCK } from "../streams/clock.ts";
 import { convertMappedRamToStream } from "../inspect/convert_mapped_ram_to_stream.ts";
 import { createMemoryTransportPair } from "../transport/memory_transport.ts";
 import type { RandomAccessFile, Transport } from "../transport/transport.ts";
+import { ByteReader } from "../streams/byte_reader.ts";
+import { MigrationDecoder } from "../wire/migration_decoder.ts";
 import { MigrationDecoderStream } from "../wire/migration_decoder_stream.ts";
 import type { MigrationRecord } from "../wire/migration_record.ts";
 import { decodePostcopyPackage } from "../wire/postcopy_package.ts";
@@ -77,6 +79,13 @@ export interface DestinationMigrationOptions {
    * QEMU guest's RAM).
    */
   createGuest?: GuestFactory;
+  /**
+   * Allocates guest RAM for the default guests (see
+   * {@linkcode GuestMemoryOptions.allocate}).
+   *
+   * @default {(size) => new Uint8Array(size)}
+   */
+  allocate?: (size: number) => Uint8Array;
   /**
    * Largest total RAM the stream may announce.
    *
@@ -468,17 +477,8 @@ export class DestinationMigration extends EventTarget {
     accept: (() => Promise<Transport>) | undefined,
   ): Promise<void> {
     const connection = this.#connect(transport, recovery);
-    const counted = transport.readable.pipeThrough(
-      new TransformStream<Uint8Array, Uint8Array>({
-        transform: (chunk, controller) => {
-          this.#received.bytes += chunk.byteLength;
-          if (this.#listening) this.#received.postcopy += chunk.byteLength;
-          controller.enqueue(chunk);
-        },
-      }),
-    );
     const guest = this.#guest;
-    const decoder = new MigrationDecoderStream(
+    const decoder = new MigrationDecoder(
       recovery && guest
         ? {
           header: false,
@@ -497,11 +497,28 @@ export class DestinationMigration extends EventTarget {
         }
         : { deviceState: "walk" },
     );
-    for await (const batch of counted.pipeThrough(decoder)) {
-      for (const record of batch) {
-        await this.#record(record, connection, accept);
-        if (this.#ioTurnDue()) await yieldToIo();
+    // Read into one reused buffer: every record of a batch is applied (its
+    // bytes copied into guest RAM) before the decoder reads again, which is
+    // when the buffer is reused. Fresh chunks would mean first-touch page
+    // faults on every read.
+    const reader = new ByteReader(transport.readable, 0, {
+      bufferBytes: 1 << 20,
+    });
+    let counted = 0;
+    try {
+      for await (const batch of decoder.decode(reader)) {
+        const bytes = reader.offset - counted;
+        counted = reader.offset;
+        this.#received.bytes += bytes;
+        if (this.#listening) this.#received.postcopy += bytes;
+        for (const record of batch) {
+          await this.#record(record, connection, accept);
+          if (this.#ioTurnDue()) await yieldToIo();
+        }
       }
+    } catch (error) {
+      await reader.cancel(error).catch(() => {});
+      throw error;
     }
   }
 
@@ -834,7 +851,8 @@ export class DestinationMigration extends EventTarget {
       );
     }
     const create = this.#options.createGuest ??
-      ((list, name) => defaultGuest(list, name, this.#clock));
+      ((list, name) =>
+        defaultGuest(list, name, this.#clock, this.#options.allocate));
     this.#guest = create(blocks, this.#machine);
   }
 }
@@ -861,6 +879,7 @@ function defaultGuest(
   blocks: readonly RamBlockInfo[],
   machine: string | undefined,
   clock: Clock,
+  allocate: ((size: number) => Uint8Array) | undefined,
 ): MigratableGuest {
   if (machine === "livemig" && blocks.length === 1) {
     return new SimulatedGuest({
@@ -868,10 +887,12 @@ function defaultGuest(
       blockName: blocks[0]!.idstr,
       running: false,
       clock,
+      ...(allocate ? { allocate } : {}),
     });
   }
   const memory = new GuestMemory(
     blocks.map((b) => ({ idstr: b.idstr, size: b.usedLength })),
+    allocate ? { allocate } : {},
   );
   const guest = new HostedGuest({ memory });
   void guest.pause();

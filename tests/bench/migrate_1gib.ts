@@ -27,7 +27,9 @@
  *
  * `--profile DIR` runs both ends with `--cpu-prof` and writes their V8 CPU
  * profiles to DIR/source and DIR/destination; each `--deno-arg` is passed
- * to both `deno run` commands (e.g. `--v8-flags=...`, a permission).
+ * to both `deno run` commands (e.g. `--v8-flags=...`, a permission), and
+ * each `--cli-arg` to both CLI commands (e.g. `--hugepages`, which also
+ * needs `--deno-arg=--allow-ffi`).
  */
 import { parseArgs } from "node:util";
 import { parseSize } from "../../mod.ts";
@@ -44,6 +46,7 @@ const { values } = parseArgs({
     profile: { type: "string" },
     cli: { type: "string" },
     "deno-arg": { type: "string", multiple: true },
+    "cli-arg": { type: "string", multiple: true },
   },
 });
 const ramBytes = parseSize(values.ram, "--ram");
@@ -131,7 +134,13 @@ function denoArgs(side: "source" | "destination"): string[] {
 
 async function runOnce(run: number): Promise<void> {
   const destination = new Deno.Command(Deno.execPath(), {
-    args: [...denoArgs("destination"), cli, "incoming", "tcp:127.0.0.1:0"],
+    args: [
+      ...denoArgs("destination"),
+      cli,
+      "incoming",
+      "tcp:127.0.0.1:0",
+      ...values["cli-arg"] ?? [],
+    ],
     stdin: "null",
     stdout: "piped",
     stderr: "piped",
@@ -164,6 +173,7 @@ async function runOnce(run: number): Promise<void> {
       "-p",
       `max-bandwidth=${values["max-bandwidth"]}`,
       "--json",
+      ...values["cli-arg"] ?? [],
     ],
     stdin: "null",
     stdout: "piped",
