@@ -218,6 +218,8 @@ Options:
                        deltas (default off)
   -p, --parameter NAME=VALUE
                        max-bandwidth=RATE (default: no limit), e.g. 10MiB/s;
+                       max-postcopy-bandwidth=RATE for the background copy
+                       once the source starts postcopy (default: no limit);
                        xbzrle-cache-size=SIZE (default 64MiB)
   --json               Print the final statistics as one JSON object, the
                        last line
@@ -953,9 +955,12 @@ async function proxy(args: string[], io: CliIo): Promise<number> {
       }
     }
     for (const name of Object.keys(parameters)) {
-      if (name !== "max-bandwidth" && name !== "xbzrle-cache-size") {
+      if (
+        name !== "max-bandwidth" && name !== "xbzrle-cache-size" &&
+        name !== "max-postcopy-bandwidth"
+      ) {
         throw new TypeError(
-          `Cannot set parameter "${name}" on the proxy: only max-bandwidth and xbzrle-cache-size apply`,
+          `Cannot set parameter "${name}" on the proxy: only max-bandwidth, max-postcopy-bandwidth and xbzrle-cache-size apply`,
         );
       }
     }
@@ -964,7 +969,7 @@ async function proxy(args: string[], io: CliIo): Promise<number> {
   const migrationProxy = new MigrationProxy(settings);
   migrationProxy.listen();
   const listener = await listenTransport(listenUri);
-  io.writeOut(
+  io.writeErr(
     `waiting for a migration at ${listener.address}, forwarding to ${targetUri}\n`,
   );
   const onSignal = () => migrationProxy.abort("interrupted");

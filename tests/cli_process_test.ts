@@ -61,9 +61,20 @@ async function finish(
     process.stdout,
   ]);
   // Drain stderr so the process is fully reaped.
-  while (!(await process.stderrLines.next()).done) { /* drain */ }
+  const stderr: string[] = [];
+  for (let line; !(line = await process.stderrLines.next()).done;) {
+    stderr.push(line.value);
+  }
   const last = stdout.trimEnd().split("\n").at(-1) ?? "{}";
-  return { code: status.code, json: JSON.parse(last) };
+  try {
+    return { code: status.code, json: JSON.parse(last) };
+  } catch {
+    throw new Error(
+      `exit ${status.code} without a JSON line\nstdout: ${stdout}\nstderr: ${
+        stderr.join("\n")
+      }`,
+    );
+  }
 }
 
 Deno.test("cli migrate and incoming, as two processes, carry a guest with identical RAM", async () => {
@@ -91,6 +102,74 @@ Deno.test("cli migrate and incoming, as two processes, carry a guest with identi
   assert.equal(source.json.status, "completed");
   assert.equal(destination.json.status, "completed");
   assert.deepEqual(source.json["ram-sha256"], destination.json["ram-sha256"]);
+});
+
+Deno.test("cli proxy between migrate and incoming re-encodes with XBZRLE and keeps RAM identical", async () => {
+  const incoming = spawn(["incoming", "tcp:127.0.0.1:0", "--json"]);
+  const [, target] = await waitForLine(
+    incoming,
+    /waiting for a migration at (tcp:\S+)/,
+  );
+  const proxy = spawn([
+    "proxy",
+    "tcp:127.0.0.1:0",
+    target!,
+    "-c",
+    "xbzrle=on",
+    "-p",
+    "max-postcopy-bandwidth=64MiB/s",
+    "--json",
+  ]);
+  const [, address] = await waitForLine(
+    proxy,
+    /waiting for a migration at (tcp:[^\s,]+), forwarding/,
+  );
+  const migrate = spawn([
+    "migrate",
+    address!,
+    "--ram",
+    "4MiB",
+    "--workload",
+    "random:1MB/s",
+    "--prefill",
+    "-p",
+    "max-bandwidth=2MiB/s",
+    "--json",
+  ]);
+  const [source, relayed, destination] = await Promise.all([
+    finish(migrate),
+    finish(proxy),
+    finish(incoming),
+  ]);
+  assert.equal(source.code, 0);
+  assert.equal(relayed.code, 0);
+  assert.equal(destination.code, 0);
+  assert.equal(relayed.json.status, "completed");
+  // Random writes at 1 MB/s over 4 MiB keep the 2 MiB/s source iterating,
+  // so pages come round again: the proxy sends some of them as deltas.
+  const received = relayed.json.received as Record<string, number>;
+  const sent = relayed.json.sent as Record<string, number>;
+  assert.equal(received.xbzrle, 0);
+  assert.ok(sent.xbzrle! > 0, JSON.stringify(sent));
+  assert.ok(sent.transferred! < received.transferred!);
+  assert.equal(destination.json.status, "completed");
+  assert.deepEqual(source.json["ram-sha256"], destination.json["ram-sha256"]);
+});
+
+Deno.test("cli proxy refuses parameters it cannot apply, naming them", async () => {
+  const proxy = spawn([
+    "proxy",
+    "tcp:127.0.0.1:0",
+    "tcp:127.0.0.1:1",
+    "-p",
+    "downtime-limit=100",
+  ]);
+  const [, message] = await waitForLine(proxy, /(Cannot set parameter .*)/);
+  assert.match(message!, /"downtime-limit"/);
+  const status = await proxy.child.status;
+  await proxy.stdout;
+  while (!(await proxy.stderrLines.next()).done) { /* drain */ }
+  assert.equal(status.code, 2);
 });
 
 /** A TCP relay whose connections the test can cut. */

@@ -748,7 +748,9 @@ export class DestinationMigration extends EventTarget {
     const guest = this.#guest!;
     if (this.#guestState !== undefined) guest.loadState(this.#guestState);
     this.#running = true;
-    guest.resume();
+    // Like QEMU started with -S, autostart off leaves the guest paused;
+    // its pages keep arriving in the background.
+    if (this.#options.autostart ?? true) guest.resume();
   }
 
   #requestPage(blockIndex: number, page: number): void {

@@ -628,6 +628,10 @@ export class MigrationDecoder {
       case "POSTCOPY_RAM_DISCARD":
         return this.#discard(payload, at, payloadAt);
       case "PACKAGED":
+        // Only postcopy packages a stream, and its LISTEN is inside the
+        // package: from here on the stream is postcopy (no vmdesc after
+        // EOF).
+        this.#postcopyListening = true;
         return { type: "command", command: name, data: new Uint8Array(0) };
       case "RECV_BITMAP": {
         if (length < 1 || payload[0]! + 1 !== length) {

@@ -39,6 +39,7 @@ async function startPostcopy(
     capabilities?: Partial<MigrationCapabilities>;
     parameters?: Partial<MigrationParameters>;
     postcopyAfterPasses?: number;
+    autostart?: boolean;
   } = {},
 ): Promise<PostcopyRun> {
   const guest = new SimulatedGuest({
@@ -62,6 +63,7 @@ async function startPostcopy(
     postcopy: true,
     preempt: capabilities["postcopy-preempt"] ?? false,
     events: true,
+    autostart: options.autostart ?? true,
   });
   const atStart = new Promise<{ ram: Uint8Array; progress: WorkloadProgress }>(
     (resolve) => {
@@ -207,6 +209,29 @@ for (const preempt of [false, true]) {
     }
   });
 }
+
+Deno.test("postcopy with autostart off completes with the destination guest paused", async () => {
+  const run = await startPostcopy(
+    { kind: "random", bytesPerSecond: 16 * MIB },
+    { autostart: false },
+  );
+  try {
+    const [info, result] = await Promise.all([run.sent, run.received]);
+    assert.equal((info as { status: string }).status, "completed");
+    const loaded = result.guest as SimulatedGuest;
+    assert.equal(loaded.running, false, "like QEMU -S: loaded, not resumed");
+    const { ram, progress } = await run.atStart;
+    assert.deepEqual(loaded.workload.progress, progress);
+    assert.ok(
+      equalBytes(loaded.memory.blocks[0]!.bytes, ram),
+      "every page arrived although no guest access asked for it",
+    );
+  } finally {
+    run.guest.pause();
+    run.destination.guest?.pause();
+    await run.listener.close();
+  }
+});
 
 Deno.test("migrate_cancel during postcopy is refused: neither end would keep a whole guest", async () => {
   const run = await startPostcopy({ kind: "random", bytesPerSecond: 16 * MIB });

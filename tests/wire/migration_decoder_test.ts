@@ -612,6 +612,21 @@ Deno.test("MigrationDecoderStream exposes a PACKAGED blob as a nested stream", a
   );
 });
 
+Deno.test("MigrationDecoderStream expects no vmdesc after a PACKAGED stream ends", async () => {
+  // A packaged stream is postcopy (its LISTEN is inside the package), and
+  // QEMU writes no vmdesc after a postcopy EOF.
+  const inner = encodeMigrationRecords([
+    { type: "command", command: "POSTCOPY_LISTEN" },
+    { type: "command", command: "POSTCOPY_RUN" },
+  ]);
+  // The byte after EOF is not read as a vmdesc type: the decoder stops at
+  // EOF instead of waiting on a connection that stays open.
+  const records = await decode(
+    bytesOf(HEADER, 8, 0, 7, 0, 4, be32(inner.length), inner, 0, 0x99),
+  );
+  assert.deepEqual(records.map((r) => r.type), ["header", "command", "eof"]);
+});
+
 Deno.test("MigrationDecoderStream rejects a bad vmdesc and bytes after it", async () => {
   await rejectsAt(
     bytesOf(HEADER, 0, 6, be32(3), 0x7b, 0x7b, 0x7d),
