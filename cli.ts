@@ -662,7 +662,7 @@ async function demo(args: string[], io: CliIo): Promise<number> {
     : undefined;
   const destination = new DestinationMigration({
     ...(destinationAllocate ? { allocate: destinationAllocate } : {}),
-    beforeResume: async (loaded) => {
+    beforeResume: (loaded) => {
       destinationDigests = sha256Blocks(loaded.memory);
     },
   });

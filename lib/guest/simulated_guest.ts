@@ -61,7 +61,7 @@ export interface SimulatedGuestOptions {
    *
    * @default {(size) => new Uint8Array(size)}
    */
-  allocate?: (size: number) => Uint8Array;
+  allocate?: GuestMemoryOptions["allocate"];
   /**
    * Whether to fill RAM with seeded non-zero data before the workload
    * starts, like a guest whose memory is in use (the `fill` workload does

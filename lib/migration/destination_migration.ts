@@ -85,7 +85,7 @@ export interface DestinationMigrationOptions {
    *
    * @default {(size) => new Uint8Array(size)}
    */
-  allocate?: (size: number) => Uint8Array;
+  allocate?: GuestMemoryOptions["allocate"];
   /**
    * Largest total RAM the stream may announce.
    *
