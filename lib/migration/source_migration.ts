@@ -1223,9 +1223,9 @@ class PreemptChannel {
     while (!this.#stopping) {
       await Promise.race([requests.wait(), this.#stop.promise]);
       for (
-        let batch = takeRequested(scanner, requests);
+        let batch = takeRequested(scanner, requests, { resend: true });
         batch;
-        batch = takeRequested(scanner, requests)
+        batch = takeRequested(scanner, requests, { resend: true })
       ) {
         const { block, pages } = batch;
         const pageSize = block.bytes.byteLength / block.pageCount;

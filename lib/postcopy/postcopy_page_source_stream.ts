@@ -79,20 +79,59 @@ export class PostcopyPageSourceStream extends ReadableStream<PageBatch> {
   }
 }
 
+/** Options of {@linkcode takeRequested}. */
+export interface TakeRequestedOptions {
+  /**
+   * Also return requested pages the scan already took. On a preempt
+   * channel those may still sit behind megabytes of background pages on
+   * the main channel; sending them again (the source guest is stopped,
+   * so the copy is the same, and the destination keeps whichever lands
+   * first) answers the fault at once.
+   *
+   * @default {false}
+   */
+  resend?: boolean;
+}
+
 /**
- * Takes the requested pages that are still to send, all from the first
- * requested block, and moves the scan there.
+ * Takes the requested pages that are still to send (or, with `resend`,
+ * every requested page), all from the first requested block, and moves
+ * the scan past the last one it took.
+ *
+ * @example Usage
+ * ```ts
+ * import {
+ *   DirtyPageScanner,
+ *   GuestMemory,
+ *   PageRequestQueue,
+ *   takeRequested,
+ * } from "@livemig/livemig";
+ * import assert from "node:assert/strict";
+ *
+ * const memory = new GuestMemory([{ idstr: "pc.ram", size: 16 * 4096 }]);
+ * const scanner = new DirtyPageScanner(memory);
+ * const requests = new PageRequestQueue();
+ * requests.push(0, 3);
+ * assert.deepEqual([...takeRequested(scanner, requests)!.pages], [3]);
+ * requests.push(0, 3); // already taken: only a resend returns it
+ * assert.equal(takeRequested(scanner, requests), undefined);
+ * requests.push(0, 3);
+ * assert.deepEqual([...takeRequested(scanner, requests, { resend: true })!.pages], [3]);
+ * ```
  *
  * @param scanner The pages still to send.
  * @param requests The destination's requests.
+ * @param options Whether to resend pages already taken.
  * @returns A batch of requested pages, or `undefined`.
  */
 export function takeRequested(
   scanner: DirtyPageScanner,
   requests: PageRequestQueue,
+  options: TakeRequestedOptions = {},
 ): PageBatch | undefined {
   const pages: number[] = [];
   let blockIndex = -1;
+  let lastTaken = -1;
   while (pages.length < 64) {
     const request = requests.shift();
     if (request === undefined) break;
@@ -101,13 +140,13 @@ export function takeRequested(
       requests.push(request.blockIndex, request.page);
       break;
     }
-    if (!scanner.take(request.blockIndex, request.page)) continue;
+    const taken = scanner.take(request.blockIndex, request.page);
+    if (!taken && !options.resend) continue;
     blockIndex = request.blockIndex;
     pages.push(request.page);
+    if (taken) lastTaken = request.page;
   }
   if (pages.length === 0) return undefined;
-  const last = pages[pages.length - 1]!;
-  scanner.seek(blockIndex, last + 1);
-  const batch = scanner.batchOf(blockIndex, pages);
-  return batch;
+  if (lastTaken !== -1) scanner.seek(blockIndex, lastTaken + 1);
+  return scanner.batchOf(blockIndex, pages);
 }
