@@ -31,7 +31,7 @@ import { GuestMemory, type GuestMemoryOptions } from "../guest/guest_memory.ts";
 import { HostedGuest } from "../guest/hosted_guest.ts";
 import type { MigratableGuest } from "../guest/migratable_guest.ts";
 import { SimulatedGuest } from "../guest/simulated_guest.ts";
-import { yieldToIo } from "../postcopy/_yield_to_io.ts";
+import { yieldToIo } from "./_yield_to_io.ts";
 import { applyRamRecord } from "../ram/apply_ram_record.ts";
 import type { RamBlockInfo, RamPageCarrier } from "../ram/ram_record.ts";
 import { type Clock, SYSTEM_CLOCK } from "../streams/clock.ts";

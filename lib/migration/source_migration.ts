@@ -32,7 +32,7 @@ import { MigrationAbortedError } from "../errors.ts";
 import { DirtyBitmap } from "../guest/dirty_bitmap.ts";
 import type { MigratableGuest } from "../guest/migratable_guest.ts";
 import { PageRequestQueue } from "../postcopy/page_request_queue.ts";
-import { yieldToIo } from "../postcopy/_yield_to_io.ts";
+import { yieldToIo } from "./_yield_to_io.ts";
 import {
   PostcopyPageSourceStream,
   takeRequested,

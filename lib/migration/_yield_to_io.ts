@@ -1,6 +1,6 @@
 /**
  * Lets the runtime look at its sockets in the middle of long work. Private
- * to the postcopy paths of lib/migration/.
+ * to the postcopy paths of the source and destination.
  *
  * Why it is needed: a postcopy background copy (the source writing its main
  * connection, the destination reading and placing from it) finds its
