@@ -60,7 +60,8 @@ export const DIRTY_FIRMWARE: FirmwareDefines = {
 
 /**
  * Registers an interop test, ignored with the reason in its name when QEMU
- * or nasm is missing or `--allow-run` is not granted.
+ * or nasm is missing or `--allow-run` is not granted, and failed when it
+ * runs past {@linkcode INTEROP_DEADLINE_MS}.
  *
  * @param name What the test shows.
  * @param fn The test.
@@ -71,8 +72,29 @@ export function interopTest(name: string, fn: () => Promise<void>): void {
       ? name
       : `${name} (skipped: ${SKIP_REASON})`,
     ignore: SKIP_REASON !== undefined,
-    fn,
+    fn: () => withDeadline(fn(), INTEROP_DEADLINE_MS),
   });
+}
+
+/**
+ * How long one interop test may take (they take seconds) before it fails,
+ * so that something stuck fails its test instead of hanging the run.
+ */
+const INTEROP_DEADLINE_MS = 300_000;
+
+async function withDeadline(run: Promise<void>, ms: number): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new Error(`The test did not finish within ${ms} ms`)),
+      ms,
+    );
+  });
+  try {
+    await Promise.race([run, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /**
@@ -282,10 +304,10 @@ export interface CapturedIo extends CliIo {
   /** Standard error so far. */
   readonly err: string;
   /**
-   * Resolves with the first match of `pattern` in standard output, as soon
-   * as it is written.
+   * Resolves with the first match of `pattern` in standard error (where the
+   * CLI reports what it is doing), as soon as it is written.
    */
-  waitForOut(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
+  waitForErr(pattern: RegExp, timeoutMs?: number): Promise<RegExpMatchArray>;
 }
 
 /**
@@ -307,15 +329,15 @@ export function captureIo(): CapturedIo {
     },
     writeOut(text: string) {
       out += text;
-      for (const wake of waiters) wake();
     },
     writeErr(text: string) {
       err += text;
+      for (const wake of waiters) wake();
     },
-    waitForOut(pattern: RegExp, timeoutMs = 30_000) {
+    waitForErr(pattern: RegExp, timeoutMs = 30_000) {
       return new Promise((resolve, reject) => {
         const check = () => {
-          const match = out.match(pattern);
+          const match = err.match(pattern);
           if (match === null) return;
           clearTimeout(timer);
           waiters.delete(check);
@@ -325,7 +347,7 @@ export function captureIo(): CapturedIo {
           waiters.delete(check);
           reject(
             new Error(
-              `Cannot see ${pattern} on stdout within ${timeoutMs} ms: ${out}${err}`,
+              `Cannot see ${pattern} on stderr within ${timeoutMs} ms: ${out}${err}`,
             ),
           );
         }, timeoutMs);

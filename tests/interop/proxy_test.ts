@@ -93,7 +93,7 @@ async function proxyInProcess(
     "--json",
     ...options.args,
   ], io);
-  const [, address] = await io.waitForOut(/waiting for a migration at (\S+),/);
+  const [, address] = await io.waitForErr(/waiting for a migration at (\S+),/);
   await startMigration(pair.source, address!);
   if (options.syncs !== undefined) {
     await allowSwitchoverAfter(pair.source, options.syncs);
@@ -102,7 +102,14 @@ async function proxyInProcess(
   return { code, info: lastJsonLine<MigrationProxyInfo>(io.out), err: io.err };
 }
 
-/** Runs `deno run cli.ts proxy --json` as a child process between the pair. */
+/** How long a proxy child may run before it is killed and the test fails. */
+const PROXY_DEADLINE_MS = 180_000;
+
+/**
+ * Runs `deno run cli.ts proxy --json` as a child process between the pair.
+ * The child is killed after {@linkcode PROXY_DEADLINE_MS}, so a stuck proxy
+ * fails the test instead of hanging it.
+ */
 async function proxySubprocess(
   pair: Pair,
   options: ProxyCase,
@@ -122,43 +129,67 @@ async function proxySubprocess(
     stdout: "piped",
     stderr: "piped",
   }).spawn();
-  const stderr = new Response(child.stderr).text();
+  let killed = false;
+  const watchdog = setTimeout(() => {
+    killed = true;
+    kill(child.pid);
+  }, PROXY_DEADLINE_MS);
+  const stdout = new Response(child.stdout).text();
+  // The proxy says where it listens on stderr; the JSON comes on stdout.
+  const lines = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  let err = "";
+  const stderr = (async () => {
+    while (true) {
+      const { value, done } = await lines.read();
+      if (done) return err;
+      err += value;
+    }
+  })();
   try {
-    const lines = child.stdout.pipeThrough(new TextDecoderStream())
-      .getReader();
-    let out = "";
     let address: string | undefined;
     while (address === undefined) {
-      const { value, done } = await lines.read();
-      if (done) {
-        throw new Error(`The proxy ended early: ${out}${await stderr}`);
+      await Promise.race([stderr, new Promise((r) => setTimeout(r, 20))]);
+      address = err.match(/waiting for a migration at (\S+),/)?.[1];
+      if (address === undefined && (killed || await settled(stderr))) {
+        throw new Error(`The proxy ended early: ${await stdout}${err}`);
       }
-      out += value;
-      address = out.match(/waiting for a migration at (\S+),/)?.[1];
     }
     await startMigration(pair.source, address);
     if (options.syncs !== undefined) {
       await allowSwitchoverAfter(pair.source, options.syncs);
     }
-    while (true) {
-      const { value, done } = await lines.read();
-      if (done) break;
-      out += value;
-    }
     const { code } = await child.status;
+    if (killed) {
+      throw new Error(
+        `The proxy did not end within ${PROXY_DEADLINE_MS} ms: ${await stdout}${err}`,
+      );
+    }
     return {
       code,
-      info: lastJsonLine<MigrationProxyInfo>(out),
+      info: lastJsonLine<MigrationProxyInfo>(await stdout),
       err: await stderr,
     };
   } finally {
-    try {
-      Deno.kill(child.pid, "SIGKILL");
-    } catch {
-      // it has ended
-    }
+    clearTimeout(watchdog);
+    kill(child.pid);
     await child.status;
+    await stdout;
     await stderr;
+  }
+}
+
+/** Whether `promise` has settled already. */
+async function settled(promise: Promise<unknown>): Promise<boolean> {
+  const pending = Symbol("pending");
+  return await Promise.race([promise, Promise.resolve(pending)]) !== pending;
+}
+
+/** Sends SIGKILL to `pid` unless it has ended. */
+function kill(pid: number): void {
+  try {
+    Deno.kill(pid, "SIGKILL");
+  } catch {
+    // it has ended
   }
 }
 
@@ -364,7 +395,7 @@ interopTest(
       await using _destination = pair.destination;
       const io = captureIo();
       const run = main(["proxy", "tcp:127.0.0.1:0", pair.target, "--json"], io);
-      const [, address] = await io.waitForOut(
+      const [, address] = await io.waitForErr(
         /waiting for a migration at (\S+),/,
       );
       // Byte 136 is the flags byte of the first record of the first PART
@@ -381,7 +412,7 @@ interopTest(
       assert.equal(info["error-offset"], 129);
       assert.match(
         io.err,
-        /^livemig: Cannot proxy the migration: Cannot decode RAM record at offset 129: flags 0x003 .* are not a valid combination/,
+        /^livemig: Cannot proxy the migration: Cannot decode RAM record at offset 129: flags 0x003 .* are not a valid combination/m,
       );
       // Nothing from the bad record on went to the destination.
       assert.ok(info.sent!.transferred <= 129, JSON.stringify(info));
@@ -406,7 +437,7 @@ interopTest(
       await using _destination = pair.destination;
       const io = captureIo();
       const run = main(["proxy", "tcp:127.0.0.1:0", pair.target, "--json"], io);
-      const [, address] = await io.waitForOut(
+      const [, address] = await io.waitForErr(
         /waiting for a migration at (\S+),/,
       );
       await startMigration(pair.source, address!);
@@ -420,7 +451,7 @@ interopTest(
       const info = lastJsonLine<MigrationProxyInfo>(io.out);
       assert.equal(info.status, "failed");
       assert.ok(info.sent!.transferred > 0);
-      assert.match(io.err, /^livemig: Cannot proxy the migration: /);
+      assert.match(io.err, /^livemig: Cannot proxy the migration: /m);
       const failed = await waitForStatus(pair.source.qmp, "failed", 30_000);
       assert.ok(failed["error-desc"], "the source gave no reason");
     });
