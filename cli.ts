@@ -167,8 +167,9 @@ Options:
 ${GUEST_OPTIONS}
   With -c pause-before-switchover=on the guest stops and the migration waits
   in pre-switchover until the process gets SIGUSR1 (migrate-continue).
-  --postcopy-after N   Switch to postcopy after N dirty-bitmap passes (needs
-                       -c postcopy-ram=on here and on the destination)
+  --postcopy-after N   Switch to postcopy after N dirty-bitmap passes (0: at
+                       once, before any page is sent; needs -c
+                       postcopy-ram=on here and on the destination)
   --recover URI        When postcopy pauses (connection lost), reconnect to
                        the destination's recovery address URI and resume
 
@@ -754,9 +755,9 @@ async function migrate(args: string[], io: CliIo): Promise<number> {
   usageErrors(MIGRATE_USAGE, () => {
     if (postcopyAfter !== undefined) {
       const passes = Number(postcopyAfter);
-      if (!Number.isSafeInteger(passes) || passes < 1) {
+      if (!Number.isSafeInteger(passes) || passes < 0) {
         throw new RangeError(
-          `Cannot use --postcopy-after "${postcopyAfter}": it must be a positive number of passes`,
+          `Cannot use --postcopy-after "${postcopyAfter}": it must be a number of passes (0 or more)`,
         );
       }
       if (!options.capabilities["postcopy-ram"]) {

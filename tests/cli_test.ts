@@ -305,3 +305,46 @@ Deno.test("cli convert refuses bad arguments and non-mapped-ram input", async ()
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("cli migrate, incoming and demo exit 2 naming the bad argument", async () => {
+  const cases: [string[], RegExp][] = [
+    [["migrate"], /migrate needs a URI/],
+    [["migrate", "vsock:1:2"], /"vsock:1:2".*not supported/],
+    [["migrate", "tcp:nohost"], /"tcp:nohost": a port is required/],
+    [["migrate", "tcp:127.0.0.1:1", "-c", "multifd=on"], /"multifd"/],
+    [
+      ["migrate", "tcp:127.0.0.1:1", "-p", "max-bandwidth=fast"],
+      /"max-bandwidth" "fast"/,
+    ],
+    [
+      ["migrate", "tcp:127.0.0.1:1", "-p", "downtime-limit=-5"],
+      /"downtime-limit" "-5"/,
+    ],
+    [
+      [
+        "migrate",
+        "tcp:127.0.0.1:1",
+        "--postcopy-after=-1",
+        "-c",
+        "postcopy-ram=on",
+      ],
+      /--postcopy-after "-1"/,
+    ],
+    [
+      ["migrate", "tcp:127.0.0.1:1", "--postcopy-after", "2"],
+      /needs -c postcopy-ram=on/,
+    ],
+    [["migrate", "tcp:127.0.0.1:1", "--ram", "12 apples"], /--ram "12 apples"/],
+    [["migrate", "tcp:127.0.0.1:1", "--workload", "spin"], /workload "spin"/],
+    [["migrate", "tcp:127.0.0.1:1", "--frob"], /--frob/],
+    [["incoming", "rdma:1.2.3.4:5"], /"rdma:1.2.3.4:5".*not supported/],
+    [["incoming", "tcp:127.0.0.1:0", "--max-ram", "x"], /--max-ram "x"/],
+    [["demo", "extra"], /demo takes no positional arguments/],
+    [["demo", "--seed", "abc"], /--seed "abc"/],
+  ];
+  for (const [args, message] of cases) {
+    const result = await run(args);
+    assert.equal(result.code, 2, args.join(" "));
+    assert.match(result.err, message, args.join(" "));
+  }
+});
