@@ -19,9 +19,13 @@
  * and the event-loop lag seen by a 1 ms timer during the faults (which
  * bounds what any page can do better).
  *
+ * With `--source process` the source is a separate `cli.ts migrate`
+ * process (`--postcopy-after 0`), so the two ends no longer share one
+ * event loop; that needs `--allow-run --allow-read` as well.
+ *
  * Run: deno run --allow-net=127.0.0.1 --allow-sys=loadavg
  *   tests/bench/postcopy_fault_latency.ts [--ram MIB] [--faults N]
- *   [--runs N] [--preempt on|off|both] [--json]
+ *   [--runs N] [--preempt on|off|both] [--source same|process] [--json]
  */
 
 import { parseArgs } from "node:util";
@@ -53,19 +57,27 @@ interface RunResult {
   postcopyMs: number;
 }
 
-async function run(
+const CLI = new URL("../../cli.ts", import.meta.url).pathname;
+
+/** A migration source: this process, or a `cli.ts migrate` child. */
+interface Source {
+  /** Resolves when the source finished, with its final status. */
+  done: Promise<string>;
+  stop(): void;
+}
+
+function startInProcess(
   ramMiB: number,
-  faults: number,
   preempt: boolean,
   seed: number,
-): Promise<RunResult> {
+  address: string,
+): Source {
   const guest = new SimulatedGuest({
     ramBytes: ramMiB * MIB,
     workload: { kind: "idle" },
     prefill: true,
     seed,
   });
-  const listener = await listenTransport("tcp:127.0.0.1:0");
   const source = new SourceMigration(guest, {
     capabilities: { "postcopy-ram": true, "postcopy-preempt": preempt },
     parameters: {
@@ -75,6 +87,81 @@ async function run(
     // Postcopy at the first decision, before any page was sent.
     postcopyAfterPasses: 0,
   });
+  const done = (async () => {
+    const outgoing = await connectTransport(address);
+    await source.migrate(outgoing, {
+      connect: () => connectTransport(address),
+    }).catch(() => {});
+    return source.status;
+  })();
+  return { done, stop: () => guest.pause() };
+}
+
+function startProcess(
+  ramMiB: number,
+  preempt: boolean,
+  seed: number,
+  address: string,
+): Source {
+  const child = new Deno.Command(Deno.execPath(), {
+    args: [
+      "run",
+      "--allow-net=127.0.0.1",
+      CLI,
+      "migrate",
+      address,
+      "--ram",
+      `${ramMiB}MiB`,
+      "--prefill",
+      "--seed",
+      String(seed),
+      "-c",
+      "postcopy-ram=on",
+      "-c",
+      `postcopy-preempt=${preempt ? "on" : "off"}`,
+      "-p",
+      "max-bandwidth=0",
+      "-p",
+      "max-postcopy-bandwidth=0",
+      "--postcopy-after",
+      "0",
+      "--json",
+    ],
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const done = (async () => {
+    const [status, stdout] = await Promise.all([
+      child.status,
+      new Response(child.stdout).text(),
+    ]);
+    const last = stdout.trimEnd().split("\n").at(-1) ?? "";
+    try {
+      return (JSON.parse(last) as { status: string }).status;
+    } catch {
+      return `exit ${status.code}`;
+    }
+  })();
+  return {
+    done,
+    stop: () => {
+      try {
+        child.kill();
+      } catch {
+        // already ended
+      }
+    },
+  };
+}
+
+async function run(
+  ramMiB: number,
+  faults: number,
+  preempt: boolean,
+  seed: number,
+  separate: boolean,
+): Promise<RunResult> {
+  const listener = await listenTransport("tcp:127.0.0.1:0");
   const destination = new DestinationMigration({
     postcopy: true,
     preempt,
@@ -87,18 +174,17 @@ async function run(
       }
     });
   });
+  const source = (separate ? startProcess : startInProcess)(
+    ramMiB,
+    preempt,
+    seed,
+    listener.address,
+  );
   try {
-    const [outgoing, incoming] = await Promise.all([
-      connectTransport(listener.address),
-      listener.accept(),
-    ]);
-    const sent = source.migrate(outgoing, {
-      connect: () => connectTransport(listener.address),
-    });
+    const incoming = await listener.accept();
     const received = destination.incoming(incoming, {
       accept: () => listener.accept(),
     });
-    sent.catch(() => {});
     received.catch(() => {});
     const activeAt = await active;
     const memory = destination.guest!.memory;
@@ -137,13 +223,14 @@ async function run(
     const faultingMs = performance.now() - started;
     ticking = false;
     const missingAtEnd = countMissing();
-    await Promise.all([sent, received]);
+    const [sourceStatus] = await Promise.all([
+      source.done,
+      received.catch(() => {}),
+    ]);
     const postcopyMs = performance.now() - activeAt;
-    if (
-      source.status !== "completed" || destination.status !== "completed"
-    ) {
+    if (sourceStatus !== "completed" || destination.status !== "completed") {
       throw new Error(
-        `Cannot measure: the migration ended as ${source.status} / ${destination.status}`,
+        `Cannot measure: the migration ended as ${sourceStatus} / ${destination.status}`,
       );
     }
     return {
@@ -156,7 +243,7 @@ async function run(
       postcopyMs,
     };
   } finally {
-    guest.pause();
+    source.stop();
     destination.guest?.pause();
     await listener.close();
   }
@@ -209,6 +296,7 @@ async function main(args: string[]): Promise<void> {
       faults: { type: "string", default: "1000" },
       runs: { type: "string", default: "3" },
       preempt: { type: "string", default: "both" },
+      source: { type: "string", default: "same" },
       json: { type: "boolean", default: false },
     },
   });
@@ -222,7 +310,9 @@ async function main(args: string[]): Promise<void> {
   const before = loadAverage();
   for (let i = 0; i < runs; i++) {
     for (const preempt of modes) {
-      results.push(await run(ramMiB, faults, preempt, 7 + i));
+      results.push(
+        await run(ramMiB, faults, preempt, 7 + i, values.source === "process"),
+      );
     }
   }
   const after = loadAverage();
@@ -244,7 +334,9 @@ async function main(args: string[]): Promise<void> {
     return;
   }
   print(
-    `postcopy fault latency: ${ramMiB} MiB guest (filled), ${runs} run(s) per mode, up to ${faults} faults per run, loopback TCP`,
+    `postcopy fault latency: ${ramMiB} MiB guest (filled), ${runs} run(s) per mode, up to ${faults} faults per run, loopback TCP, source ${
+      values.source === "process" ? "in its own process" : "in this process"
+    }`,
   );
   print(
     `load average (1/5/15 min): ${before} before, ${after} after; ${navigator.hardwareConcurrency} CPUs`,
