@@ -15,12 +15,26 @@ interface Process {
   stderrLines: AsyncIterator<string>;
 }
 
+/**
+ * How long a CLI process may run (they take seconds) before it is killed,
+ * so that a stuck one fails its test instead of hanging the run.
+ */
+const PROCESS_DEADLINE_MS = 120_000;
+
 function spawn(args: string[]): Process {
   const child = new Deno.Command(Deno.execPath(), {
     args: ["run", ...PERMISSIONS, CLI, ...args],
     stdout: "piped",
     stderr: "piped",
   }).spawn();
+  const watchdog = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch {
+      // it has ended
+    }
+  }, PROCESS_DEADLINE_MS);
+  child.status.finally(() => clearTimeout(watchdog));
   const stdout = new Response(child.stdout).text();
   const stderrLines = child.stderr.pipeThrough(new TextDecoderStream())
     .pipeThrough(lines())[Symbol.asyncIterator]();
@@ -285,6 +299,7 @@ Deno.test("the demo task runs with exactly the permissions deno.json gives it", 
     ],
     stdout: "piped",
     stderr: "piped",
+    signal: AbortSignal.timeout(PROCESS_DEADLINE_MS),
   }).spawn();
   const [status, stdout, stderr] = await Promise.all([
     child.status,
