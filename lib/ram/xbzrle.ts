@@ -340,12 +340,7 @@ export function decodeXbzrle(
       k = (k & 0x7f) | (delta[i + 1]! << 7);
       i += 2;
     }
-    if (k < SMALL_COPY) {
-      for (let j = 0; j < k; j++) page[d + j] = delta[i + j]!;
-    } else {
-      page.set(delta.subarray(i, i + k), d);
-    }
-    d += k;
+    d = putLiteral(page, d, delta, i, k);
     i += k;
   }
 }
@@ -395,13 +390,7 @@ function encodeWords(
     if (x === 0) return zeroStart === 0 ? UNCHANGED_CODE : o;
     i = (w << 2) + ((31 - Math.clz32(x & -x)) >>> 3);
     const z = i - zeroStart;
-    if (z < 0x80) {
-      output[o++] = z;
-    } else {
-      if (z > ULEB128_MAX) throw runTooLong(z);
-      output[o++] = (z & 0x7f) | 0x80;
-      output[o++] = z >>> 7;
-    }
+    o = putLength(output, o, z);
     if (o + 2 > limit) return OVERFLOW_CODE; // check B
     // Non-zero run: find the first equal byte after i, in the same word
     // first (x still holds it), then in the following words.
@@ -417,20 +406,9 @@ function encodeWords(
       ? size
       : (w << 2) + ((31 - Math.clz32(equal & -equal)) >>> 3);
     const k = i - runStart;
-    if (k < 0x80) {
-      output[o++] = k;
-    } else {
-      if (k > ULEB128_MAX) throw runTooLong(k);
-      output[o++] = (k & 0x7f) | 0x80;
-      output[o++] = k >>> 7;
-    }
+    o = putLength(output, o, k);
     if (o + k > limit) return OVERFLOW_CODE; // check C
-    if (k < SMALL_COPY) {
-      for (let j = 0; j < k; j++) output[o + j] = current[runStart + j]!;
-    } else {
-      output.set(current.subarray(runStart, i), o);
-    }
-    o += k;
+    o = putLiteral(output, o, current, runStart, k);
   }
   return o;
 }
@@ -451,33 +429,44 @@ function encodeBytes(
     while (i < size && old[i] === current[i]) i++;
     if (i === size) return zeroStart === 0 ? UNCHANGED_CODE : o;
     const z = i - zeroStart;
-    if (z < 0x80) {
-      output[o++] = z;
-    } else {
-      if (z > ULEB128_MAX) throw runTooLong(z);
-      output[o++] = (z & 0x7f) | 0x80;
-      output[o++] = z >>> 7;
-    }
+    o = putLength(output, o, z);
     if (o + 2 > limit) return OVERFLOW_CODE; // check B
     const runStart = i;
     while (i < size && old[i] !== current[i]) i++;
     const k = i - runStart;
-    if (k < 0x80) {
-      output[o++] = k;
-    } else {
-      if (k > ULEB128_MAX) throw runTooLong(k);
-      output[o++] = (k & 0x7f) | 0x80;
-      output[o++] = k >>> 7;
-    }
+    o = putLength(output, o, k);
     if (o + k > limit) return OVERFLOW_CODE; // check C
-    if (k < SMALL_COPY) {
-      for (let j = 0; j < k; j++) output[o + j] = current[runStart + j]!;
-    } else {
-      output.set(current.subarray(runStart, i), o);
-    }
-    o += k;
+    o = putLiteral(output, o, current, runStart, k);
   }
   return o;
+}
+
+/** Writes `n` as a 1- or 2-byte ULEB128 at `o`; returns the next offset. */
+function putLength(output: Uint8Array, o: number, n: number): number {
+  if (n < 0x80) {
+    output[o] = n;
+    return o + 1;
+  }
+  if (n > ULEB128_MAX) throw runTooLong(n);
+  output[o] = (n & 0x7f) | 0x80;
+  output[o + 1] = n >>> 7;
+  return o + 2;
+}
+
+/** Copies `k` bytes of `from` at `start` to `output` at `o`; returns `o + k`. */
+function putLiteral(
+  output: Uint8Array,
+  o: number,
+  from: Uint8Array,
+  start: number,
+  k: number,
+): number {
+  if (k < SMALL_COPY) {
+    for (let j = 0; j < k; j++) output[o + j] = from[start + j]!;
+  } else {
+    output.set(from.subarray(start, start + k), o);
+  }
+  return o + k;
 }
 
 function runTooLong(run: number): RangeError {
