@@ -971,7 +971,7 @@ async function proxy(args: string[], io: CliIo): Promise<number> {
   migrationProxy.listen();
   const listener = await listenTransport(listenUri);
   io.writeErr(
-    `waiting for a migration at ${listener.address}, forwarding to ${targetUri}\n`,
+    `livemig: waiting for a migration at ${listener.address}, forwarding to ${targetUri}\n`,
   );
   const onSignal = () => migrationProxy.abort("interrupted");
   let listening = false;
