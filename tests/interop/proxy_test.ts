@@ -138,27 +138,32 @@ async function proxySubprocess(
   // The proxy says where it listens on stderr; the JSON comes on stdout.
   const lines = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
   let err = "";
-  const stderr = (async () => {
+  const readErr = async (until?: RegExp) => {
     while (true) {
       const { value, done } = await lines.read();
-      if (done) return err;
+      if (done) return undefined;
       err += value;
+      const match = until && err.match(until);
+      if (match) return match;
     }
-  })();
+  };
+  let rest: Promise<unknown> = Promise.resolve();
   try {
-    let address: string | undefined;
-    while (address === undefined) {
-      await Promise.race([stderr, new Promise((r) => setTimeout(r, 20))]);
-      address = err.match(/waiting for a migration at (\S+),/)?.[1];
-      if (address === undefined && (killed || await settled(stderr))) {
-        throw new Error(`The proxy ended early: ${await stdout}${err}`);
-      }
+    const match = await readErr(/waiting for a migration at (\S+),/);
+    if (match === undefined) {
+      throw new Error(
+        `The proxy ended${
+          killed ? ` (killed after ${PROXY_DEADLINE_MS} ms)` : ""
+        } before saying where it listens: ${await stdout}${err}`,
+      );
     }
-    await startMigration(pair.source, address);
+    rest = readErr();
+    await startMigration(pair.source, match[1]!);
     if (options.syncs !== undefined) {
       await allowSwitchoverAfter(pair.source, options.syncs);
     }
     const { code } = await child.status;
+    await rest;
     if (killed) {
       throw new Error(
         `The proxy did not end within ${PROXY_DEADLINE_MS} ms: ${await stdout}${err}`,
@@ -167,21 +172,15 @@ async function proxySubprocess(
     return {
       code,
       info: lastJsonLine<MigrationProxyInfo>(await stdout),
-      err: await stderr,
+      err,
     };
   } finally {
     clearTimeout(watchdog);
     kill(child.pid);
     await child.status;
     await stdout;
-    await stderr;
+    await rest;
   }
-}
-
-/** Whether `promise` has settled already. */
-async function settled(promise: Promise<unknown>): Promise<boolean> {
-  const pending = Symbol("pending");
-  return await Promise.race([promise, Promise.resolve(pending)]) !== pending;
 }
 
 /** Sends SIGKILL to `pid` unless it has ended. */
