@@ -166,3 +166,57 @@ export class NotSupportedError extends Error {
     this.name = "NotSupportedError";
   }
 }
+
+/**
+ * A peer broke the migration protocol in a way that is not about bytes: the
+ * stream decoded, but what it asked for cannot be done here (a command in
+ * the wrong state, pages before the block list, a second and different
+ * block list, postcopy refused, RAM that never arrived). Errors about the
+ * bytes themselves are {@linkcode StreamFormatError}s, which carry an
+ * offset.
+ *
+ * @example Usage
+ * ```ts
+ * import { MigrationProtocolError } from "@livemig/livemig";
+ * import assert from "node:assert/strict";
+ *
+ * const error = new MigrationProtocolError("Cannot load a page before the block list");
+ * assert.equal(error.name, "MigrationProtocolError");
+ * assert.ok(!(error instanceof SyntaxError));
+ * ```
+ */
+export class MigrationProtocolError extends Error {
+  /**
+   * Constructs a new instance.
+   *
+   * @param message What the peer asked for and why it cannot be done, in
+   *   sentence case, no period.
+   * @param options The underlying cause, if any.
+   */
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = "MigrationProtocolError";
+  }
+}
+
+/**
+ * The text to show a user for a thrown value: an error's message (its name
+ * when the message is empty), anything else as a string.
+ *
+ * @example Usage
+ * ```ts
+ * import { describeError } from "@livemig/livemig";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(describeError(new RangeError("Cannot use -1")), "Cannot use -1");
+ * assert.equal(describeError(new TypeError("")), "TypeError");
+ * assert.equal(describeError("gone"), "gone");
+ * ```
+ *
+ * @param error What was thrown.
+ * @returns One line of text.
+ */
+export function describeError(error: unknown): string {
+  if (error instanceof Error) return error.message || error.name;
+  return String(error);
+}

@@ -16,7 +16,7 @@ import type {
   SectionStartRecord,
 } from "../wire/migration_record.ts";
 import { MAPPED_RAM } from "./_mapped_ram_file.ts";
-import { MappedRamEncoderStream } from "./mapped_ram_encoder_stream.ts";
+import { MappedRamEncoderStream } from "../mapped_ram/mapped_ram_encoder_stream.ts";
 
 /** Options for {@linkcode convertStreamToMappedRam}. */
 export interface ConvertStreamToMappedRamOptions {

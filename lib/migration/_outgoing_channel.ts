@@ -18,7 +18,7 @@ import {
   type RateWindow,
 } from "../streams/rate_limit_stream.ts";
 import type { RandomAccessFile, Transport } from "../transport/transport.ts";
-import { MappedRamEncoderStream } from "../inspect/mapped_ram_encoder_stream.ts";
+import { MappedRamEncoderStream } from "../mapped_ram/mapped_ram_encoder_stream.ts";
 import { MigrationEncoderStream } from "../wire/migration_encoder_stream.ts";
 import type { MigrationRecord } from "../wire/migration_record.ts";
 import { ReturnPathDecoderStream } from "../wire/return_path_decoder_stream.ts";

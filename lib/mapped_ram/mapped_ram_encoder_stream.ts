@@ -1,5 +1,5 @@
 import { ByteWriter } from "../bytes/byte_writer.ts";
-import type { MappedRamWriterItem } from "../mapped_ram/mapped_ram_writer.ts";
+import type { MappedRamWriterItem } from "./mapped_ram_writer.ts";
 import {
   MigrationEncoder,
   type MigrationEncoderOptions,
