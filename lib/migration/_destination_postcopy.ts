@@ -36,7 +36,10 @@ import type {
 } from "../wire/migration_record.ts";
 import { decodePostcopyPackage } from "../wire/postcopy_package.ts";
 import type { ReturnPathMessage } from "../wire/return_path_message.ts";
-import type { IncomingConnection } from "./_incoming_connection.ts";
+import {
+  type IncomingConnection,
+  noReturnPath,
+} from "./_incoming_connection.ts";
 import { yieldToIo } from "./_yield_to_io.ts";
 import {
   GUEST_SECTION_IDSTR,
@@ -313,13 +316,7 @@ export class DestinationPostcopy {
 
   #reply(message: ReturnPathMessage): Promise<void> {
     const connection = this.#options.connection();
-    if (connection === undefined) {
-      return Promise.reject(
-        new MigrationProtocolError(
-          `Cannot answer ${message.type}: the source never opened the return path`,
-        ),
-      );
-    }
+    if (connection === undefined) return Promise.reject(noReturnPath(message));
     return connection.reply(message);
   }
 

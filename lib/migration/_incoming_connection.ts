@@ -10,26 +10,31 @@
  */
 
 import { MigrationProtocolError } from "../errors.ts";
+import { ByteReader } from "../streams/byte_reader.ts";
 import type { Transport } from "../transport/transport.ts";
+import { MigrationDecoder } from "../wire/migration_decoder.ts";
 import {
   encodeReturnPathMessage,
   type ReturnPathMessage,
 } from "../wire/return_path_message.ts";
+import type { RecordLoader } from "./_record_loader.ts";
 
 /** Options for {@linkcode IncomingConnection}. */
 export interface IncomingConnectionOptions {
   /**
-   * Whether the return path is open from the start (a postcopy recovery).
+   * Whether the connection continues a paused postcopy migration: the
+   * return path is open from the start, and the stream goes on where the
+   * lost one stopped (no header, the RAM section already announced).
    *
    * @default {false}
    */
-  returnPath?: boolean;
+  recovery?: boolean;
 }
 
 /** Where the records of one load come from, and where replies go. */
 export class IncomingConnection {
-  /** The connection; undefined when the records come from elsewhere. */
-  readonly transport: Transport | undefined;
+  /** The connection. */
+  readonly transport: Transport;
   /** Whether the source opened the return path. */
   returnPath: boolean;
   /**
@@ -37,22 +42,71 @@ export class IncomingConnection {
    * same block may leave out its name (REQ_PAGES instead of REQ_PAGES_ID).
    */
   lastRequestedBlock: number | undefined;
+  readonly #recovery: boolean;
   #writer: WritableStreamDefaultWriter<Uint8Array> | undefined;
   #chain = Promise.resolve();
 
   /**
    * Constructs a new instance.
    *
-   * @param transport The connection from the source, if any.
-   * @param options Whether the return path is already open.
+   * @param transport The connection from the source.
+   * @param options Whether it continues a paused postcopy migration.
    */
-  constructor(
-    transport?: Transport,
-    options: IncomingConnectionOptions = {},
-  ) {
+  constructor(transport: Transport, options: IncomingConnectionOptions = {}) {
     this.transport = transport;
-    this.returnPath = options.returnPath ?? false;
+    this.#recovery = options.recovery ?? false;
+    // In a recovery the return path comes back without OPEN_RETURN_PATH.
+    this.returnPath = this.#recovery;
     this.lastRequestedBlock = undefined;
+  }
+
+  /**
+   * Decodes the connection until EOF, into `loader`.
+   *
+   * @param loader Applies the records.
+   * @param accept Accepts the postcopy-preempt connection.
+   * @returns When EOF was loaded.
+   */
+  async load(
+    loader: RecordLoader,
+    accept: (() => Promise<Transport>) | undefined,
+  ): Promise<void> {
+    const guest = loader.guest;
+    const decoder = new MigrationDecoder(
+      this.#recovery && guest
+        ? {
+          header: false,
+          deviceState: "walk",
+          blocks: guest.memory.blocks.map((b) => ({
+            idstr: b.idstr,
+            usedLength: b.bytes.byteLength,
+          })),
+          sections: [{
+            sectionId: loader.ramSectionId,
+            idstr: "ram",
+            instanceId: 0,
+            versionId: 4,
+          }],
+          pageSize: guest.memory.pageSize,
+        }
+        : { deviceState: "walk" },
+    );
+    // Read into one reused buffer: every record of a batch is applied (its
+    // bytes copied into guest RAM) before the decoder reads again, which is
+    // when the buffer is reused. Fresh chunks would mean first-touch page
+    // faults on every read.
+    const reader = new ByteReader(this.transport.readable, 0, {
+      bufferBytes: 1 << 20,
+    });
+    try {
+      await loader.load(decoder.decode(reader), {
+        accept,
+        position: () => reader.offset,
+      });
+    } catch (error) {
+      await reader.cancel(error).catch(() => {});
+      throw error;
+    }
   }
 
   /**
@@ -64,26 +118,33 @@ export class IncomingConnection {
    *   opened the return path.
    */
   reply(message: ReturnPathMessage): Promise<void> {
-    const transport = this.transport;
-    if (!this.returnPath || transport === undefined) {
-      return Promise.reject(
-        new MigrationProtocolError(
-          `Cannot answer ${message.type}: the source never opened the return path`,
-        ),
-      );
-    }
-    const writer = this.#writer ??= transport.writable.getWriter();
+    if (!this.returnPath) return Promise.reject(noReturnPath(message));
+    const writer = this.#writer ??= this.transport.writable.getWriter();
     const bytes = encodeReturnPathMessage(message);
     this.#chain = this.#chain.then(() => writer.write(bytes));
     return this.#chain;
   }
 
   /**
-   * Closes the connection, if there is one.
+   * Closes the connection.
    *
    * @returns When it is closed.
    */
   close(): Promise<void> {
-    return this.transport?.close() ?? Promise.resolve();
+    return this.transport.close();
   }
+}
+
+/**
+ * The error for a reply that has no return path to go on.
+ *
+ * @param message The reply.
+ * @returns The error.
+ */
+export function noReturnPath(
+  message: ReturnPathMessage,
+): MigrationProtocolError {
+  return new MigrationProtocolError(
+    `Cannot answer ${message.type}: the source never opened the return path`,
+  );
 }

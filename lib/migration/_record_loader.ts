@@ -39,7 +39,10 @@ import {
   receivedBitmapMessage,
   unpackPackage,
 } from "./_destination_postcopy.ts";
-import type { IncomingConnection } from "./_incoming_connection.ts";
+import {
+  type IncomingConnection,
+  noReturnPath,
+} from "./_incoming_connection.ts";
 import { yieldToIo } from "./_yield_to_io.ts";
 import { GUEST_SECTION_IDSTR, RAM_SECTION_ID } from "./guest_device_section.ts";
 import type { RamStats } from "./migration_info.ts";
@@ -331,13 +334,7 @@ export class RecordLoader {
 
   #reply(message: ReturnPathMessage): Promise<void> {
     const connection = this.#options.connection();
-    if (connection === undefined) {
-      return Promise.reject(
-        new MigrationProtocolError(
-          `Cannot answer ${message.type}: the source never opened the return path`,
-        ),
-      );
-    }
+    if (connection === undefined) return Promise.reject(noReturnPath(message));
     return connection.reply(message);
   }
 

@@ -6,7 +6,7 @@
  * it touches before they arrive.
  *
  * ```
- * transport.readable → MigrationDecoder → records → RecordLoader
+ * transport.readable → MigrationDecoder → record batches → RecordLoader
  *   OPEN_RETURN_PATH → open the reverse direction    PING n → PONG n
  *   block list       → create the guest (size capped by maxRamBytes)
  *   ZERO/PAGE/XBZRLE → apply to guest RAM in stream order
@@ -23,8 +23,9 @@
  * ```
  *
  * This file holds the session (status, connections, recovery, the end);
- * applying the records is `_record_loader.ts`, postcopy's page requests
- * and recovery `_destination_postcopy.ts`.
+ * decoding a connection and its return path are `_incoming_connection.ts`,
+ * applying the records `_record_loader.ts`, postcopy's page requests and
+ * recovery `_destination_postcopy.ts`.
  *
  * @module
  */
@@ -38,8 +39,6 @@ import { type Clock, SYSTEM_CLOCK } from "../streams/clock.ts";
 import { convertMappedRamToStream } from "../inspect/convert_mapped_ram_to_stream.ts";
 import { createMemoryTransportPair } from "../transport/memory_transport.ts";
 import type { RandomAccessFile, Transport } from "../transport/transport.ts";
-import { ByteReader } from "../streams/byte_reader.ts";
-import { MigrationDecoder } from "../wire/migration_decoder.ts";
 import { IncomingConnection } from "./_incoming_connection.ts";
 import { RecordLoader } from "./_record_loader.ts";
 import type { MigrationInfo } from "./migration_info.ts";
@@ -308,13 +307,9 @@ export class DestinationMigration extends EventTarget {
     transport: Transport,
     options: IncomingOptions = {},
   ): Promise<IncomingResult> {
-    this.#start();
-    try {
-      await this.#loadConnections({ transport, ...options });
-      return await this.#complete(await this.#loader.finish());
-    } catch (error) {
-      throw await this.#fail(error);
-    }
+    return await this.#receive(() =>
+      this.#loadConnections({ transport, ...options })
+    );
   }
 
   /**
@@ -342,6 +337,24 @@ export class DestinationMigration extends EventTarget {
     const [result] = await Promise.all([this.incoming(reading), converted]);
     await writing.close();
     return result;
+  }
+
+  /**
+   * The steps of every incoming migration: `active`, `load` every record,
+   * the end of the load, then `completed` (or `failed`).
+   *
+   * `load` may feed the loader from anything: `this.#loader.load(batches)`
+   * takes any async iterable of record batches. Without a connection no
+   * return path exists, so nothing answers a PING and no SHUT is sent.
+   */
+  async #receive(load: () => Promise<void>): Promise<IncomingResult> {
+    this.#start();
+    try {
+      await load();
+      return await this.#complete(await this.#loader.finish());
+    } catch (error) {
+      throw await this.#fail(error);
+    }
   }
 
   /** From `none` or `setup` to `active`. */
@@ -403,46 +416,9 @@ export class DestinationMigration extends EventTarget {
     recovery: boolean,
     accept: (() => Promise<Transport>) | undefined,
   ): Promise<void> {
-    // In a recovery the return path comes back without OPEN_RETURN_PATH.
-    this.#connection = new IncomingConnection(transport, {
-      returnPath: recovery,
-    });
-    const guest = this.#loader.guest;
-    const decoder = new MigrationDecoder(
-      recovery && guest
-        ? {
-          header: false,
-          deviceState: "walk",
-          blocks: guest.memory.blocks.map((b) => ({
-            idstr: b.idstr,
-            usedLength: b.bytes.byteLength,
-          })),
-          sections: [{
-            sectionId: this.#loader.ramSectionId,
-            idstr: "ram",
-            instanceId: 0,
-            versionId: 4,
-          }],
-          pageSize: guest.memory.pageSize,
-        }
-        : { deviceState: "walk" },
-    );
-    // Read into one reused buffer: every record of a batch is applied (its
-    // bytes copied into guest RAM) before the decoder reads again, which is
-    // when the buffer is reused. Fresh chunks would mean first-touch page
-    // faults on every read.
-    const reader = new ByteReader(transport.readable, 0, {
-      bufferBytes: 1 << 20,
-    });
-    try {
-      await this.#loader.load(decoder.decode(reader), {
-        accept,
-        position: () => reader.offset,
-      });
-    } catch (error) {
-      await reader.cancel(error).catch(() => {});
-      throw error;
-    }
+    const connection = new IncomingConnection(transport, { recovery });
+    this.#connection = connection;
+    await connection.load(this.#loader, accept);
   }
 
   /**
