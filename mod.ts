@@ -44,6 +44,7 @@ export * from "./lib/migration/guest_device_section.ts";
 export * from "./lib/migration/migration_info.ts";
 export * from "./lib/migration/migration_parameters.ts";
 export * from "./lib/migration/migration_proxy.ts";
+export * from "./lib/migration/migration_proxy_info.ts";
 export * from "./lib/migration/migration_state.ts";
 export * from "./lib/migration/ram_digest.ts";
 export * from "./lib/migration/reencode_stream.ts";

@@ -31,26 +31,31 @@
  */
 
 import {
+  describeError,
   MigrationAbortedError,
   StreamFormatError,
   UnexpectedEndOfStreamError,
 } from "../errors.ts";
-import { ByteWriter } from "../bytes/byte_writer.ts";
 import { type Clock, SYSTEM_CLOCK } from "../streams/clock.ts";
-import { RateLimitStream } from "../streams/rate_limit_stream.ts";
 import type { Transport } from "../transport/transport.ts";
-import type { DeviceTailSummary } from "../wire/migration_decoder.ts";
 import { MigrationDecoderStream } from "../wire/migration_decoder_stream.ts";
-import { MigrationEncoder } from "../wire/migration_encoder.ts";
 import type { MigrationRecord } from "../wire/migration_record.ts";
 import { ReturnPathDecoderStream } from "../wire/return_path_decoder_stream.ts";
-import type { XbzrleCacheStats } from "../ram/xbzrle_page_encoder.ts";
+import {
+  directionStats,
+  endpointReadable,
+  endpointWritable,
+  ErrorSides,
+} from "./_proxy_endpoints.ts";
+import { ProxyEncoderStream } from "./_proxy_encoder_stream.ts";
+import { ProxyPacer } from "./_proxy_pacer.ts";
 import type {
   MigrationCapabilities,
   MigrationParameters,
 } from "./migration_parameters.ts";
+import type { MigrationProxyInfo } from "./migration_proxy_info.ts";
 import { MigrationState, type MigrationStatus } from "./migration_state.ts";
-import { type ReencodedPages, ReencodeStream } from "./reencode_stream.ts";
+import { ReencodeStream } from "./reencode_stream.ts";
 
 /** Options for {@linkcode MigrationProxy}. */
 export interface MigrationProxyOptions {
@@ -72,57 +77,6 @@ export interface MigrationProxyOptions {
   parameters?: Partial<MigrationParameters>;
   /** Time source for the rate limit and the times. Defaults to the real clock. */
   clock?: Clock;
-}
-
-/** What went through one direction of a {@linkcode MigrationProxy}. */
-export interface ProxyStreamStats extends ReencodedPages {
-  /** Bytes. */
-  transferred: number;
-  /** `normal` × the page size. */
-  "normal-bytes": number;
-}
-
-/** What the proxy did, shaped like QEMU's `query-migrate` reply. */
-export interface MigrationProxyInfo {
-  /** `none`, `setup` (waiting), `active`, `completed` or `failed`. */
-  status: MigrationStatus;
-  /** Milliseconds since the source connected (running) or until the end. */
-  "total-time"?: number;
-  /** Average Mbit/s sent to the destination. */
-  mbps?: number;
-  /** The limit applied to what is sent, bytes per second (0: none). */
-  "max-bandwidth": number;
-  /** The limit applied once in postcopy, bytes per second (0: none). */
-  "max-postcopy-bandwidth": number;
-  /**
-   * Page requests (REQ_PAGES_ID, REQ_PAGES) the destination sent on the
-   * return path: its postcopy page faults, as QEMU's
-   * `ram.postcopy-requests` counts them.
-   */
-  "postcopy-requests"?: number;
-  /** What came from the source. */
-  received?: ProxyStreamStats;
-  /** What went to the destination. */
-  sent?: ProxyStreamStats;
-  /** Complete rounds over RAM seen in the source's stream. */
-  rounds?: number;
-  /** The re-encoder's XBZRLE cache counters, when XBZRLE is on. */
-  "xbzrle-cache"?: XbzrleCacheStats;
-  /** The device tail, once it passed (validated through the vmdesc). */
-  "device-tail"?: DeviceTailSummary;
-  /** The return path: bytes and messages relayed to the source. */
-  "return-path"?: {
-    /** Bytes relayed. */
-    transferred: number;
-    /** Messages seen. */
-    messages: number;
-    /** The value of the destination's SHUT, once sent (0 = loaded). */
-    shut?: number;
-  };
-  /** What went wrong, once failed. */
-  "error-desc"?: string;
-  /** Byte offset in the source's stream where decoding failed, if it did. */
-  "error-offset"?: number;
 }
 
 /**
@@ -181,15 +135,17 @@ export class MigrationProxy extends EventTarget {
   readonly #maxPostcopyBandwidth: number;
   readonly #state = new MigrationState("destination");
   readonly #abort = new AbortController();
+  readonly #sides = new ErrorSides();
   #startTime = 0;
   #endTime: number | undefined;
   #bytesIn = 0;
   #bytesOut = 0;
-  #returnPath = { transferred: 0, messages: 0 } as {
-    transferred: number;
-    messages: number;
-    shut?: number;
+  #returnPath: NonNullable<MigrationProxyInfo["return-path"]> = {
+    transferred: 0,
+    messages: 0,
   };
+  /** Whether the source's stream reached its end. */
+  #sourceEnded = false;
   #reencode: ReencodeStream | undefined;
   #decoder: MigrationDecoderStream | undefined;
   #pacer: ProxyPacer | undefined;
@@ -281,12 +237,14 @@ export class MigrationProxy extends EventTarget {
     info.mbps = ms > 0 ? this.#bytesOut * 8 / 1000 / ms : 0;
     const stats = this.#reencode?.stats();
     const pageSize = this.#decoder?.decoder.pageSize ?? 4096;
-    info.received = directionStats(
-      this.#bytesIn,
-      stats?.received,
+    info.received = directionStats(stats?.received, {
+      bytes: this.#bytesIn,
       pageSize,
-    );
-    info.sent = directionStats(this.#bytesOut, stats?.sent, pageSize);
+    });
+    info.sent = directionStats(stats?.sent, {
+      bytes: this.#bytesOut,
+      pageSize,
+    });
     info.rounds = stats?.rounds ?? 0;
     if (stats?.["xbzrle-cache"]) info["xbzrle-cache"] = stats["xbzrle-cache"];
     const tail = this.#decoder?.decoder.deviceTail;
@@ -297,7 +255,7 @@ export class MigrationProxy extends EventTarget {
     }
     const failure = this.#failure;
     if (this.status === "failed" && failure) {
-      info["error-desc"] = describe(failure.error);
+      info["error-desc"] = describeError(failure.error);
       if (failure.error instanceof StreamFormatError) {
         info["error-offset"] = failure.error.offset;
       }
@@ -321,6 +279,19 @@ export class MigrationProxy extends EventTarget {
     source: Transport,
     destination: Transport,
   ): Promise<MigrationProxyInfo> {
+    this.#start(source, destination);
+    await Promise.all([
+      this.#forward(source, destination),
+      this.#relayReturnPath(destination, source),
+    ]);
+    await this.#closeAll();
+    this.#endTime = this.#clock.now();
+    this.#checkShut();
+    return this.#finish();
+  }
+
+  /** From `none` or `setup` to `active`. */
+  #start(source: Transport, destination: Transport): void {
     this.listen();
     if (this.status !== "setup") {
       throw new TypeError(
@@ -330,7 +301,13 @@ export class MigrationProxy extends EventTarget {
     this.#transports = [source, destination];
     this.#startTime = this.#clock.now();
     this.#state.moveTo("active");
-    let sourceEnded = false;
+  }
+
+  /**
+   * The stream, source to destination: decoded, its RAM re-encoded,
+   * encoded again, paced.
+   */
+  #forward(source: Transport, destination: Transport): Promise<void> {
     const decoder = new MigrationDecoderStream({ deviceState: "opaque" });
     const reencode = new ReencodeStream({
       xbzrle: this.#xbzrle,
@@ -338,91 +315,79 @@ export class MigrationProxy extends EventTarget {
         ? {}
         : { xbzrleCacheSize: this.#cacheSize }),
     });
-    this.#decoder = decoder;
-    this.#reencode = reencode;
-    // deno-lint-ignore prefer-const
-    let pacer: ProxyPacer;
-    const limiter = new RateLimitStream({
-      bytesPerSecond: this.#maxBandwidth,
-      clock: this.#clock,
-      signal: this.#abort.signal,
-      size: (chunk) => pacer.size(chunk),
-    });
-    pacer = new ProxyPacer(limiter, {
+    const pacer = new ProxyPacer({
       bytesPerSecond: this.#maxBandwidth,
       postcopyBytesPerSecond: this.#maxPostcopyBandwidth,
       pageSize: () => decoder.decoder.pageSize,
       blockLength: (block) => decoder.decoder.blocks.get(block)?.usedLength,
+      clock: this.#clock,
+      signal: this.#abort.signal,
     });
+    this.#decoder = decoder;
+    this.#reencode = reencode;
     this.#pacer = pacer;
-    // Smaller chunks keep a low limit smooth: a window's budget is a tenth
-    // of the limit per second.
-    const lowest = Math.min(
-      ...[this.#maxBandwidth, this.#maxPostcopyBandwidth].filter((n) => n > 0),
-    );
-    const chunkBytes = lowest === Infinity ? 1024 * 1024 : Math.max(
-      4096,
-      Math.min(1024 * 1024, Math.floor(lowest / 40)),
-    );
-    const side = new WeakMap<object, Side>();
-    const classify = (error: unknown): FailureReason => {
-      if (error instanceof UnexpectedEndOfStreamError) return "source-failed";
-      if (error instanceof StreamFormatError) return "stream-error";
-      const which = typeof error === "object" && error !== null
-        ? side.get(error)
-        : undefined;
-      return which === undefined ? "transport" : `${which}-failed`;
-    };
-    const forward = endpointReadable(source.readable, {
+    return endpointReadable(source.readable, {
       onBytes: (n) => this.#bytesIn += n,
-      onError: (error) => tag(side, error, "source"),
+      onError: (error) => this.#sides.tag(error, "source"),
     })
       .pipeThrough(decoder)
-      .pipeThrough(
-        new TransformStream<MigrationRecord[], MigrationRecord[]>({
-          transform: (batch, controller) => {
-            // A postcopy stream ends at EOF (no vmdesc follows), while the
-            // source keeps its side open until the destination's SHUT
-            // reached it; the destination may close first.
-            if (pacer.postcopy && batch.some((r) => r.type === "eof")) {
-              sourceEnded = true;
-            }
-            controller.enqueue(batch);
-          },
-          flush: () => {
-            sourceEnded = true;
-          },
-        }),
-      )
+      .pipeThrough(this.#endOfStreamTap(pacer))
       .pipeThrough(reencode)
-      .pipeThrough(proxyEncoderStream(pacer, chunkBytes))
-      .pipeThrough(limiter)
+      .pipeThrough(new ProxyEncoderStream(pacer, pacer.chunkBytes))
+      .pipeThrough(pacer.limiter)
       .pipeTo(
         endpointWritable(destination.writable, {
           onBytes: (n) => this.#bytesOut += n,
-          onError: (error) => tag(side, error, "destination"),
+          onError: (error) => this.#sides.tag(error, "destination"),
           // A destination that has the whole stream may close first; its
           // SHUT (with a return path) says whether it loaded it.
           closeMayFail: true,
         }),
         { signal: this.#abort.signal },
       )
-      .catch((error) => this.#fail(error, classify(error)));
+      .catch((error) => this.#fail(error, this.#classify(error)));
+  }
+
+  /** Notes when the source's stream ended. */
+  #endOfStreamTap(
+    pacer: ProxyPacer,
+  ): TransformStream<MigrationRecord[], MigrationRecord[]> {
+    return new TransformStream({
+      transform: (batch, controller) => {
+        // A postcopy stream ends at EOF (no vmdesc follows), while the
+        // source keeps its side open until the destination's SHUT reached
+        // it; the destination may close first.
+        if (pacer.postcopy && batch.some((r) => r.type === "eof")) {
+          this.#sourceEnded = true;
+        }
+        controller.enqueue(batch);
+      },
+      flush: () => {
+        this.#sourceEnded = true;
+      },
+    });
+  }
+
+  /**
+   * The return path, destination to source, as it comes; watched for SHUT
+   * and page requests on the way.
+   */
+  #relayReturnPath(destination: Transport, source: Transport): Promise<void> {
     const [toSource, watched] = endpointReadable(destination.readable, {
       onBytes: (n) => this.#returnPath.transferred += n,
-      onError: (error) => tag(side, error, "destination"),
+      onError: (error) => this.#sides.tag(error, "destination"),
     }).tee();
     void this.#watchReturnPath(watched);
-    const backward = toSource
+    return toSource
       .pipeTo(
         endpointWritable(source.writable, {
           onBytes: () => {},
-          onError: (error) => tag(side, error, "source"),
+          onError: (error) => this.#sides.tag(error, "source"),
         }),
         { signal: this.#abort.signal },
       )
       .then(() => {
-        if (!sourceEnded) {
+        if (!this.#sourceEnded) {
           this.#fail(
             new Error(
               `the destination closed the connection after ${this.#bytesOut} bytes, before the end of the stream`,
@@ -431,25 +396,25 @@ export class MigrationProxy extends EventTarget {
           );
         }
       }, (error) => {
-        const reason = classify(error);
+        const reason = this.#classify(error);
         // A source that leaves once its stream ended has had its answer.
-        if (sourceEnded && reason === "source-failed") return;
-        this.#fail(error, sourceEnded ? reason : "destination-failed");
+        if (this.#sourceEnded && reason === "source-failed") return;
+        this.#fail(error, this.#sourceEnded ? reason : "destination-failed");
       });
-    await Promise.all([forward, backward]);
-    await this.#closeAll();
-    this.#endTime = this.#clock.now();
+  }
+
+  /** Whether the destination said it loaded the whole stream. */
+  #checkShut(): void {
+    if (this.#failure !== undefined) return;
     const shut = this.#returnPath.shut;
-    if (this.#failure === undefined && (shut ?? 0) !== 0) {
+    if ((shut ?? 0) !== 0) {
       this.#failure = {
         error: new Error(
           `the destination answered SHUT ${shut}: it could not load the stream`,
         ),
         reason: "destination-failed",
       };
-    } else if (
-      this.#failure === undefined && pacer.postcopy && shut === undefined
-    ) {
+    } else if (this.#pacer?.postcopy && shut === undefined) {
       // The guest runs on the destination: only SHUT 0 says it has all.
       this.#failure = {
         error: new Error(
@@ -458,16 +423,28 @@ export class MigrationProxy extends EventTarget {
         reason: "destination-failed",
       };
     }
+  }
+
+  /** `completed`, or `failed` and the error to reject with. */
+  #finish(): MigrationProxyInfo {
     const failure = this.#failure;
     if (failure !== undefined) {
       this.#state.moveTo("failed");
       throw new MigrationAbortedError(
-        `Cannot proxy the migration: ${describe(failure.error)}`,
+        `Cannot proxy the migration: ${describeError(failure.error)}`,
         { reason: ABORT_REASON[failure.reason], cause: failure.error },
       );
     }
     this.#state.moveTo("completed");
     return this.query();
+  }
+
+  /** Which side a failure is to be blamed on. */
+  #classify(error: unknown): FailureReason {
+    if (error instanceof UnexpectedEndOfStreamError) return "source-failed";
+    if (error instanceof StreamFormatError) return "stream-error";
+    const side = this.#sides.sideOf(error);
+    return side === undefined ? "transport" : `${side}-failed`;
   }
 
   async #watchReturnPath(bytes: ReadableStream<Uint8Array>): Promise<void> {
@@ -505,217 +482,6 @@ export class MigrationProxy extends EventTarget {
   }
 }
 
-/** Options for {@linkcode ProxyPacer}. */
-interface ProxyPacerOptions {
-  /** The limit before the switch to postcopy (0: none). */
-  bytesPerSecond: number;
-  /** The limit once in postcopy (0: none). */
-  postcopyBytesPerSecond: number;
-  /** The target page size of the stream. */
-  pageSize: () => number;
-  /** The length in bytes of a RAM block, once announced. */
-  blockLength: (block: string) => number | undefined;
-}
-
-/**
- * Paces what the proxy sends as QEMU paces its own stream: `max-bandwidth`
- * until the PACKAGED command (the switch to postcopy),
- * `max-postcopy-bandwidth` from there on, and nothing the destination
- * waits for waits behind the limit. Such data is somewhere behind bytes
- * already on their way (in the proxy, or still in the source's socket)
- * which must go first, so the limit is lifted until it went through:
- *
- * - a command, from when it is encoded (the destination acts on commands
- *   at once: PING, the discards, the package);
- * - a requested page, from when the request arrives (a page already
- *   encoded only lifts the limit if it is still before the limiter).
- *
- * Encoded chunks are numbered and cut right after urgent data, so the
- * limiter sees when the lift may end (the size it asks for tells it).
- * Bytes that pass while no limit applies count for nothing, so a limit
- * that comes back (or begins at the switch) starts without a debt; QEMU
- * likewise checks its limit per 100 ms window and forgets older bytes.
- */
-class ProxyPacer {
-  readonly #limiter: RateLimitStream;
-  readonly #precopyLimit: number;
-  readonly #postcopyLimit: number;
-  readonly #pageSize: () => number;
-  readonly #blockLength: (block: string) => number | undefined;
-  readonly #chunks = new WeakMap<Uint8Array, number>();
-  #nextChunk = 0;
-  #passedChunk = -1;
-  /** The last chunk that passes without waiting. */
-  #liftUntil = -1;
-  /** Pages requested and not yet encoded, by block. */
-  readonly #pending = new Map<string, Set<number>>();
-  #pendingPages = 0;
-  /**
-   * The chunk of each page encoded since the switch (postcopy sends each
-   * page once), by block and page; -1 for none.
-   */
-  readonly #sent = new Map<string, Int32Array>();
-  #postcopy = false;
-  #requests = 0;
-
-  constructor(limiter: RateLimitStream, options: ProxyPacerOptions) {
-    this.#limiter = limiter;
-    this.#precopyLimit = options.bytesPerSecond;
-    this.#postcopyLimit = options.postcopyBytesPerSecond;
-    this.#pageSize = options.pageSize;
-    this.#blockLength = options.blockLength;
-  }
-
-  /** Whether the stream switched to postcopy (PACKAGED was encoded). */
-  get postcopy(): boolean {
-    return this.#postcopy;
-  }
-
-  /** Page requests seen on the return path. */
-  get requests(): number {
-    return this.#requests;
-  }
-
-  /**
-   * Numbers a chunk the encoder hands on.
-   *
-   * @returns The chunk.
-   */
-  chunk(bytes: Uint8Array): Uint8Array {
-    this.#chunks.set(bytes, this.#nextChunk++);
-    return bytes;
-  }
-
-  /**
-   * Notes that `record` went into the chunk being built.
-   *
-   * @returns Whether the chunk must be cut here (urgent data ends).
-   */
-  encoded(record: MigrationRecord): boolean {
-    const chunk = this.#nextChunk;
-    if (record.type === "command") {
-      if (record.command === "PACKAGED") this.#postcopy = true;
-      this.#lift(chunk);
-      return true;
-    }
-    if (
-      !this.#postcopy ||
-      (record.type !== "ram-page" && record.type !== "ram-zero")
-    ) return false;
-    const sent = this.#sentPages(record.block);
-    if (sent) sent[record.offset / this.#pageSize()] = chunk;
-    if (this.#pending.get(record.block)?.delete(record.offset)) {
-      this.#pendingPages--;
-      this.#lift(chunk);
-      return true;
-    }
-    return false;
-  }
-
-  /** A page request the destination sent (relayed to the source as is). */
-  requested(block: string, start: number, length: number): void {
-    this.#requests++;
-    if (!this.#postcopy) return; // the source refuses it and fails
-    const pageSize = this.#pageSize();
-    // QEMU asks for one host page; a bogus length is the source's to refuse.
-    const end = start + Math.min(length, 1024 * pageSize);
-    for (
-      let offset = start - start % pageSize;
-      offset < end;
-      offset += pageSize
-    ) {
-      const chunk = this.#sentPages(block)?.[offset / pageSize] ?? -1;
-      if (chunk >= 0) {
-        if (chunk > this.#passedChunk) this.#lift(chunk);
-        continue;
-      }
-      let pending = this.#pending.get(block);
-      if (pending === undefined) this.#pending.set(block, pending = new Set());
-      if (!pending.has(offset)) {
-        pending.add(offset);
-        this.#pendingPages++;
-      }
-    }
-    if (this.#pendingPages > 0) this.#limiter.bytesPerSecond = 0;
-  }
-
-  /**
-   * The bytes a chunk counts for in the limiter, called as it passes: ends
-   * a lift once its last urgent chunk passed.
-   */
-  size(bytes: Uint8Array): number {
-    this.#passedChunk = this.#chunks.get(bytes) ?? this.#passedChunk;
-    if (this.#limiter.bytesPerSecond === 0) {
-      const limit = this.#postcopy ? this.#postcopyLimit : this.#precopyLimit;
-      if (
-        limit > 0 && this.#passedChunk >= this.#liftUntil &&
-        this.#pendingPages === 0
-      ) {
-        this.#limiter.bytesPerSecond = limit; // counts from the next chunk
-      }
-      return 0;
-    }
-    return bytes.byteLength;
-  }
-
-  #sentPages(block: string): Int32Array | undefined {
-    let pages = this.#sent.get(block);
-    if (pages === undefined) {
-      const length = this.#blockLength(block);
-      if (length === undefined) return undefined;
-      pages = new Int32Array(Math.ceil(length / this.#pageSize())).fill(-1);
-      this.#sent.set(block, pages);
-    }
-    return pages;
-  }
-
-  #lift(chunk: number): void {
-    this.#liftUntil = Math.max(this.#liftUntil, chunk);
-    this.#limiter.bytesPerSecond = 0;
-  }
-}
-
-/**
- * Encodes record batches into stream bytes (as `MigrationEncoderStream`
- * does), numbering its chunks for `pacer` and cutting one right after
- * urgent data; forgets the current block at the switch to postcopy, as
- * QEMU's source does before its discards.
- */
-function proxyEncoderStream(
-  pacer: ProxyPacer,
-  chunkBytes: number,
-): TransformStream<readonly MigrationRecord[], Uint8Array> {
-  const encoder = new MigrationEncoder();
-  const writer = new ByteWriter(Math.min(chunkBytes + 8192, 4 * 1024 * 1024));
-  return new TransformStream({
-    transform(batch, controller) {
-      for (const record of batch) {
-        if (record.type === "device-tail") {
-          if (writer.length > 0) {
-            controller.enqueue(pacer.chunk(writer.takeBytes()));
-          }
-          controller.enqueue(pacer.chunk(record.data));
-          continue;
-        }
-        if (
-          record.type === "command" &&
-          (record.command === "POSTCOPY_RAM_DISCARD" ||
-            record.command === "PACKAGED")
-        ) {
-          encoder.forgetCurrentBlock();
-        }
-        encoder.encodeRecord(record, writer);
-        if (pacer.encoded(record) || writer.length >= chunkBytes) {
-          controller.enqueue(pacer.chunk(writer.takeBytes()));
-        }
-      }
-      if (writer.length > 0) {
-        controller.enqueue(pacer.chunk(writer.takeBytes()));
-      }
-    },
-  });
-}
-
 type FailureReason =
   | "stream-error"
   | "source-failed"
@@ -730,92 +496,3 @@ const ABORT_REASON = {
   "transport": "transport-failed",
   "cancelled": "cancelled",
 } as const;
-
-type Side = "source" | "destination";
-
-function tag(sides: WeakMap<object, Side>, error: unknown, side: Side): void {
-  if (typeof error === "object" && error !== null && !sides.has(error)) {
-    sides.set(error, side);
-  }
-}
-
-/** Callbacks of the streams at a transport's edge. */
-interface EndpointCallbacks {
-  /** Bytes that went through. */
-  onBytes(bytes: number): void;
-  /** The transport failed (reported before the error travels on). */
-  onError(error: unknown): void;
-  /** Whether a failure to close (after every write went through) is ignored. */
-  closeMayFail?: boolean;
-}
-
-/** A transport's readable, counted, with its errors reported. */
-function endpointReadable(
-  readable: ReadableStream<Uint8Array>,
-  callbacks: EndpointCallbacks,
-): ReadableStream<Uint8Array> {
-  const reader = readable.getReader();
-  return new ReadableStream<Uint8Array>({
-    async pull(controller) {
-      let result: ReadableStreamReadResult<Uint8Array>;
-      try {
-        result = await reader.read();
-      } catch (error) {
-        callbacks.onError(error);
-        throw error;
-      }
-      if (result.done) {
-        controller.close();
-      } else {
-        callbacks.onBytes(result.value.byteLength);
-        controller.enqueue(result.value);
-      }
-    },
-    cancel: (reason) => reader.cancel(reason),
-  }, { highWaterMark: 0 });
-}
-
-/** A transport's writable, counted, with its errors reported. */
-function endpointWritable(
-  writable: WritableStream<Uint8Array>,
-  callbacks: EndpointCallbacks,
-): WritableStream<Uint8Array> {
-  const writer = writable.getWriter();
-  const guard = async (operation: Promise<void>) => {
-    try {
-      await operation;
-    } catch (error) {
-      callbacks.onError(error);
-      throw error;
-    }
-  };
-  return new WritableStream<Uint8Array>({
-    async write(chunk) {
-      await guard(writer.write(chunk));
-      callbacks.onBytes(chunk.byteLength);
-    },
-    close: () =>
-      callbacks.closeMayFail
-        ? writer.close().catch(() => {})
-        : guard(writer.close()),
-    abort: (reason) => writer.abort(reason).catch(() => {}),
-  });
-}
-
-function directionStats(
-  bytes: number,
-  pages: ReencodedPages | undefined,
-  pageSize: number,
-): ProxyStreamStats {
-  const counts = pages ??
-    { duplicate: 0, normal: 0, xbzrle: 0, compressed: 0, unchanged: 0 };
-  return {
-    transferred: bytes,
-    ...counts,
-    "normal-bytes": counts.normal * pageSize,
-  };
-}
-
-function describe(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
-}
