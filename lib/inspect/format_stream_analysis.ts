@@ -1,4 +1,4 @@
-import type { StreamAnalysis } from "./stream_analysis.ts";
+import type { StreamAnalysis } from "./analyze_migration_stream.ts";
 
 /**
  * Formats a {@linkcode StreamAnalysis} as the human summary `analyze`
