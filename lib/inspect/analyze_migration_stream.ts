@@ -1,9 +1,9 @@
-import { RamImage } from "../ram/ram_image.ts";
-import { encodeXbzrle } from "../ram/xbzrle.ts";
-import type { RamRecord } from "../ram/ram_record.ts";
+import type { RamImage } from "../ram/ram_image.ts";
+import { ByteCounterStream } from "../streams/byte_counter_stream.ts";
 import type { MigrationDecoderOptions } from "../wire/migration_decoder.ts";
 import { MigrationDecoderStream } from "../wire/migration_decoder_stream.ts";
-import { type VmstateValue, walkVmstate } from "../wire/vmdesc.ts";
+import type { VmstateValue } from "../wire/vmdesc.ts";
+import { StreamAnalyzer } from "./_stream_analyzer.ts";
 
 /** Per-block counts of an analysed stream. */
 export interface RamBlockAnalysis {
@@ -183,202 +183,17 @@ export async function analyzeMigrationStream(
     checkEnd: true,
     ...options.decoder,
   });
-  const decoder = decoderStream.decoder;
-  const analysis: StreamAnalysis = {
-    bytes: 0,
-    version: null,
-    machine: null,
-    "page-size": decoder.pageSize,
-    capabilities: [],
-    commands: {},
-    pings: [],
-    sections: { start: 0, part: 0, end: 0, full: 0, footer: 0 },
-    ram: {
-      total: 0,
-      blocks: [],
-      zero: 0,
-      normal: 0,
-      xbzrle: 0,
-      compressed: 0,
-      eos: 0,
-      continue: 0,
-      "multifd-flush": 0,
-      "xbzrle-bytes": 0,
-    },
-    devices: [],
-    "device-tail": null,
-    eof: false,
-    vmdesc: null,
-  };
-  const blocks = new Map<string, RamBlockAnalysis>();
-  let image: RamImage | undefined;
-  const deviceBodies: {
-    key: string;
-    idstr: string;
-    instanceId: number;
-    data: Uint8Array;
-  }[] = [];
-  const check = { records: 0, identical: 0 };
-  const scratch = new Uint8Array(decoder.pageSize);
-  let lastProgress = 0;
-  const counted = readable.pipeThrough(
-    new TransformStream<Uint8Array, Uint8Array>({
-      transform(chunk, controller) {
-        analysis.bytes += chunk.byteLength;
-        if (options.onProgress && analysis.bytes - lastProgress >= 1 << 20) {
-          lastProgress = analysis.bytes;
-          options.onProgress(analysis.bytes);
-        }
-        controller.enqueue(chunk);
-      },
-    }),
-  );
-  const apply = (record: RamRecord) => {
-    image ??= new RamImage({ pageSize: decoder.pageSize });
-    if (record.type === "ram-xbzrle" && options.checkXbzrle) {
-      const view = image.pageView(record.block, record.offset);
-      scratch.set(view);
-      image.apply(record);
-      check.records++;
-      const again = encodeXbzrle(scratch, view);
-      if (again.kind === "encoded" && equal(again.delta, record.delta)) {
-        check.identical++;
-      }
-      return;
-    }
-    image.apply(record);
-  };
-  for await (const batch of counted.pipeThrough(decoderStream)) {
-    for (const record of batch) {
-      switch (record.type) {
-        case "header":
-          analysis.version = record.version;
-          break;
-        case "configuration":
-          analysis.machine = record.machine;
-          break;
-        case "command":
-          analysis.commands[record.command] =
-            (analysis.commands[record.command] ?? 0) + 1;
-          if (record.command === "PING") analysis.pings.push(record.value);
-          break;
-        case "section-start":
-          analysis.sections.start++;
-          break;
-        case "section-part":
-          analysis.sections.part++;
-          break;
-        case "section-end":
-          analysis.sections.end++;
-          break;
-        case "section-full":
-          analysis.sections.full++;
-          analysis.devices.push({
-            name: record.idstr,
-            "instance-id": record.instanceId,
-            "section-id": record.sectionId,
-            version: record.versionId,
-            size: 0,
-          });
-          break;
-        case "section-footer":
-          analysis.sections.footer++;
-          break;
-        case "device-state":
-          analysis.devices.at(-1)!.size = record.data.byteLength;
-          if (options.dumpState) {
-            deviceBodies.push({
-              key: `${record.idstr} (${record.sectionId})`,
-              idstr: record.idstr,
-              instanceId: record.instanceId,
-              data: record.data,
-            });
-          }
-          break;
-        case "eof":
-          analysis.eof = true;
-          break;
-        case "vmdesc":
-          analysis.vmdesc = {
-            bytes: record.data.byteLength,
-            devices: record.document.devices.length,
-          };
-          break;
-        case "ram-mem-size":
-          for (const block of record.blocks) {
-            const entry = {
-              name: block.idstr,
-              size: block.usedLength,
-              zero: 0,
-              normal: 0,
-              xbzrle: 0,
-              compressed: 0,
-            };
-            blocks.set(block.idstr, entry);
-            analysis.ram.blocks.push(entry);
-            analysis.ram.total += block.usedLength;
-          }
-          if (options.keepRam || options.checkXbzrle) apply(record);
-          break;
-        case "ram-zero":
-        case "ram-page":
-        case "ram-xbzrle":
-        case "ram-compressed": {
-          const kind = record.type === "ram-zero"
-            ? "zero"
-            : record.type === "ram-page"
-            ? "normal"
-            : record.type === "ram-xbzrle"
-            ? "xbzrle"
-            : "compressed";
-          analysis.ram[kind]++;
-          blocks.get(record.block)![kind]++;
-          if (record.continued) analysis.ram.continue++;
-          if (record.type === "ram-xbzrle") {
-            analysis.ram["xbzrle-bytes"] += (record.continued ? 0 : 1 +
-              new TextEncoder().encode(record.block).byteLength) +
-              3 +
-              record.delta.byteLength;
-          }
-          if (options.keepRam || options.checkXbzrle) apply(record);
-          break;
-        }
-        case "ram-eos":
-          analysis.ram.eos++;
-          break;
-        case "ram-multifd-flush":
-          analysis.ram["multifd-flush"]++;
-          break;
-        default:
-          break;
-      }
-    }
+  const analyzer = new StreamAnalyzer(decoderStream.decoder, options);
+  const counter = new ByteCounterStream({
+    everyBytes: PROGRESS_BYTES,
+    ...(options.onProgress ? { onCount: options.onProgress } : {}),
+  });
+  const records = readable.pipeThrough(counter).pipeThrough(decoderStream);
+  for await (const batch of records) {
+    for (const record of batch) analyzer.add(record);
   }
-  analysis["page-size"] = decoder.pageSize;
-  analysis.capabilities = [...decoder.capabilities];
-  const tail = decoder.deviceTail;
-  if (tail && analysis.devices.length === 0) analysis["device-tail"] = tail;
-  if (options.checkXbzrle) analysis["check-xbzrle"] = check;
-  const result: StreamAnalysisResult = { analysis };
-  if (options.keepRam) result.ram = image ?? new RamImage();
-  if (options.dumpState) {
-    const state: Record<string, VmstateValue> = {};
-    const devices = decoder.vmdesc?.devices ?? [];
-    for (const body of deviceBodies) {
-      const description = devices.find((d) =>
-        d.name === body.idstr && d.instance_id === body.instanceId
-      );
-      if (description === undefined) continue;
-      state[body.key] = walkVmstate(body.data, 0, description, { decode: true })
-        .value!;
-    }
-    result.state = state;
-  }
-  return result;
+  return analyzer.finish(counter.bytes);
 }
 
-function equal(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.byteLength !== b.byteLength) return false;
-  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
+/** How many bytes pass between two `onProgress` calls, at least. */
+const PROGRESS_BYTES = 1 << 20;
