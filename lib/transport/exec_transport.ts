@@ -191,15 +191,7 @@ class ExecTransport implements Transport {
     if (waitMs === undefined) {
       status = await this.#status;
     } else {
-      const stopWaiting = new AbortController();
-      status = await Promise.race([
-        this.#status,
-        SYSTEM_CLOCK.sleep(waitMs, stopWaiting.signal).then(
-          () => undefined,
-          () => undefined,
-        ),
-      ]);
-      stopWaiting.abort();
+      status = await within(this.#status, waitMs);
     }
     if (status === undefined || status.success || this.#closed) return;
     return new ExecCommandError({
@@ -226,12 +218,7 @@ class StderrTail {
 
   /** The tail as text, once the pipe ended or after `waitMs`. */
   async text(waitMs: number): Promise<string> {
-    const stopWaiting = new AbortController();
-    await Promise.race([
-      this.#ended,
-      SYSTEM_CLOCK.sleep(waitMs, stopWaiting.signal).catch(() => {}),
-    ]);
-    stopWaiting.abort();
+    await within(this.#ended, waitMs);
     return new TextDecoder().decode(this.#tail);
   }
 
@@ -256,5 +243,27 @@ class StderrTail {
     } catch {
       // Cancelled, or the pipe failed: keep what came.
     }
+  }
+}
+
+/**
+ * Settles like `promise` when it settles within `waitMs`; resolves to
+ * `undefined` otherwise.
+ */
+async function within<T>(
+  promise: Promise<T>,
+  waitMs: number,
+): Promise<T | undefined> {
+  const stopWaiting = new AbortController();
+  try {
+    return await Promise.race([
+      promise,
+      SYSTEM_CLOCK.sleep(waitMs, stopWaiting.signal).then(
+        () => undefined,
+        () => undefined,
+      ),
+    ]);
+  } finally {
+    stopWaiting.abort();
   }
 }
