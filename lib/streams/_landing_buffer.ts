@@ -44,26 +44,29 @@ export class LandingBuffer {
    * @returns Whether the stream ended.
    */
   async fill(queue: ChunkQueue, size: number): Promise<boolean> {
-    let landing = this.#buffer;
-    const rest = queue.buffered;
-    const unread = queue.unreadHead();
-    if (landing.byteLength < size) {
-      const larger = new ArrayBuffer(Math.max(size, landing.byteLength * 2));
-      if (unread !== undefined) new Uint8Array(larger).set(unread);
-      landing = larger;
-    } else if (unread !== undefined && rest > 0) {
-      const start = unread.byteOffset;
-      new Uint8Array(landing).copyWithin(0, start, start + rest);
+    while (queue.buffered < size) {
+      let landing = this.#buffer;
+      const rest = queue.buffered;
+      const unread = queue.unreadHead();
+      if (landing.byteLength < size) {
+        const larger = new ArrayBuffer(Math.max(size, landing.byteLength * 2));
+        if (unread !== undefined) new Uint8Array(larger).set(unread);
+        landing = larger;
+      } else if (unread !== undefined && rest > 0) {
+        const start = unread.byteOffset;
+        new Uint8Array(landing).copyWithin(0, start, start + rest);
+      }
+      queue.clear();
+      const { done, value } = await this.#reader.read(
+        new Uint8Array(landing, rest, landing.byteLength - rest),
+        { min: Math.min(size - rest, landing.byteLength - rest) },
+      );
+      if (value !== undefined) landing = value.buffer as ArrayBuffer;
+      this.#buffer = landing;
+      const filled = rest + (value?.byteLength ?? 0);
+      if (filled > 0) queue.push(new Uint8Array(landing, 0, filled));
+      if (done) return true;
     }
-    queue.clear();
-    const { done, value } = await this.#reader.read(
-      new Uint8Array(landing, rest, landing.byteLength - rest),
-      { min: Math.min(size - rest, landing.byteLength - rest) },
-    );
-    if (value !== undefined) landing = value.buffer as ArrayBuffer;
-    this.#buffer = landing;
-    const filled = rest + (value?.byteLength ?? 0);
-    if (filled > 0) queue.push(new Uint8Array(landing, 0, filled));
-    return done;
+    return false;
   }
 }

@@ -140,10 +140,20 @@ export class ByteReader {
    */
   async ensure(size: number): Promise<boolean> {
     const queue = this.#queue;
+    if (this.#landing !== undefined) {
+      if (queue.buffered < size && !this.#ended) {
+        this.#ended = await this.#landing.fill(queue, size);
+      }
+      return queue.buffered >= size;
+    }
+    const reader = this.#reader as ReadableStreamDefaultReader<Uint8Array>;
     while (queue.buffered < size && !this.#ended) {
-      this.#ended = this.#landing === undefined
-        ? await this.#pull(queue)
-        : await this.#landing.fill(queue, size);
+      const { done, value } = await reader.read();
+      if (done) {
+        this.#ended = true;
+      } else if (value.byteLength > 0) {
+        queue.push(value);
+      }
     }
     return queue.buffered >= size;
   }
@@ -437,13 +447,5 @@ export class ByteReader {
     offset: number = this.#queue.offset,
   ): StreamFormatError {
     return new StreamFormatError(message, { offset });
-  }
-
-  /** ensure() in default mode: takes the stream's next chunk. */
-  async #pull(queue: ChunkQueue): Promise<boolean> {
-    const reader = this.#reader as ReadableStreamDefaultReader<Uint8Array>;
-    const { done, value } = await reader.read();
-    if (!done && value.byteLength > 0) queue.push(value);
-    return done;
   }
 }
