@@ -1,6 +1,8 @@
 import { StreamFormatError } from "../errors.ts";
 import { isZeroPage } from "../bytes/is_zero_page.ts";
+import type { MappedRamReader } from "../mapped_ram/mapped_ram_reader.ts";
 import type { RamBlockInfo } from "../ram/ram_record.ts";
+import { ByteCounterStream } from "../streams/byte_counter_stream.ts";
 import type { RandomAccessFile } from "../transport/transport.ts";
 import type { MigrationDecoderOptions } from "../wire/migration_decoder.ts";
 import { MigrationEncoderStream } from "../wire/migration_encoder_stream.ts";
@@ -11,8 +13,11 @@ import type {
 import {
   decodeMappedRamFile,
   MAPPED_RAM,
+  type MappedRamFileHead,
   openMappedRamFile,
+  type PlacedRecord,
 } from "./_mapped_ram_file.ts";
+import { rebuildStream, type StreamFrame } from "./_rebuilt_stream.ts";
 
 /** Options for {@linkcode convertMappedRamToStream}. */
 export interface ConvertMappedRamToStreamOptions {
@@ -132,6 +137,46 @@ export async function convertMappedRamToStream(
     ...(options.decoder === undefined ? {} : { decoder: options.decoder }),
   };
   const { head, reader } = await openMappedRamFile(file, fileOptions);
+  const { tail, droppedCommands } = await readTail(
+    decodeMappedRamFile(file, reader, fileOptions),
+    head,
+  );
+  const blocks = reader.blocks.map(({ mappedRam: _, ...block }) => block);
+  const frame: StreamFrame = {
+    header: head.header,
+    configuration: withoutMappedRam(head.configuration),
+    ramSection: head.ramSection,
+    blocks,
+    tail,
+  };
+  const counts = { pages: 0, zero: 0 };
+  const counter = new ByteCounterStream();
+  await ReadableStream.from(rebuildStream(frame, everyPage(reader, counts)))
+    .pipeThrough(new MigrationEncoderStream({ pageSize: reader.pageSize }))
+    .pipeThrough(counter)
+    .pipeTo(writable, {
+      preventClose: options.preventClose ?? false,
+      ...(options.signal === undefined ? {} : { signal: options.signal }),
+    });
+  return {
+    blocks,
+    bytes: counter.bytes,
+    pages: counts.pages,
+    zeroPages: counts.zero,
+    droppedCommands,
+  };
+}
+
+/**
+ * Goes through the records of a mapped-ram file's stream and keeps those
+ * after the RAM, and the names of the commands left out.
+ *
+ * @throws {StreamFormatError} If a page-carrying record is found.
+ */
+async function readTail(
+  records: AsyncIterable<PlacedRecord>,
+  head: MappedRamFileHead,
+): Promise<{ tail: MigrationRecord[]; droppedCommands: string[] }> {
   const section = head.ramSection.sectionId;
   const tail: MigrationRecord[] = [];
   const droppedCommands: string[] = head.commands.map((record) =>
@@ -139,9 +184,7 @@ export async function convertMappedRamToStream(
   );
   let afterRam = false;
   let start = head.memSizeOffset;
-  for await (
-    const { record, end } of decodeMappedRamFile(file, reader, fileOptions)
-  ) {
+  for await (const { record, end } of records) {
     switch (record.type) {
       case "ram-zero":
       case "ram-page":
@@ -168,69 +211,37 @@ export async function convertMappedRamToStream(
         break;
       default:
         // The header, CONFIGURATION, RAM sections, block list and EOS
-        // records are written anew below.
+        // records are written anew.
         break;
     }
     start = end;
   }
-  const pageSize = reader.pageSize;
-  const blocks = reader.blocks.map(({ mappedRam: _, ...block }) => block);
-  const counts = { pages: 0, zero: 0, bytes: 0 };
-  async function* records(): AsyncGenerator<MigrationRecord[]> {
-    yield [
-      head.header,
-      withoutMappedRam(head.configuration),
-      head.ramSection,
-      { type: "ram-mem-size", blocks },
-      { type: "ram-eos" },
-      { type: "section-footer", sectionId: section },
-      { type: "section-part", sectionId: section },
-    ];
-    for await (const batch of reader.records({ zeroRecords: true })) {
-      yield batch.map((record) => {
-        if (record.type === "ram-page" && !isZeroPage(record.data)) {
-          counts.pages++;
-          return record;
-        }
-        counts.zero++;
-        return {
-          type: "ram-zero",
-          block: record.block,
-          offset: record.offset,
-          fill: 0,
-        };
-      });
-    }
-    yield [
-      { type: "ram-eos" },
-      { type: "section-footer", sectionId: section },
-      { type: "section-end", sectionId: section },
-      { type: "ram-eos" },
-      { type: "section-footer", sectionId: section },
-      ...tail,
-    ];
-  }
-  await ReadableStream.from(records())
-    .pipeThrough(new MigrationEncoderStream({ pageSize }))
-    .pipeThrough(
-      new TransformStream<Uint8Array, Uint8Array>({
-        transform(chunk, controller) {
-          counts.bytes += chunk.byteLength;
-          controller.enqueue(chunk);
-        },
-      }),
-    )
-    .pipeTo(writable, {
-      preventClose: options.preventClose ?? false,
-      ...(options.signal === undefined ? {} : { signal: options.signal }),
+  return { tail, droppedCommands };
+}
+
+/**
+ * Yields a record for every page of every block: PAGE for a stored page
+ * that is not all zeros, ZERO otherwise; counts both.
+ */
+async function* everyPage(
+  reader: MappedRamReader,
+  counts: { pages: number; zero: number },
+): AsyncGenerator<MigrationRecord[]> {
+  for await (const batch of reader.records({ zeroRecords: true })) {
+    yield batch.map((record) => {
+      if (record.type === "ram-page" && !isZeroPage(record.data)) {
+        counts.pages++;
+        return record;
+      }
+      counts.zero++;
+      return {
+        type: "ram-zero",
+        block: record.block,
+        offset: record.offset,
+        fill: 0,
+      };
     });
-  return {
-    blocks,
-    bytes: counts.bytes,
-    pages: counts.pages,
-    zeroPages: counts.zero,
-    droppedCommands,
-  };
+  }
 }
 
 function withoutMappedRam(

@@ -1,5 +1,6 @@
 import { NotSupportedError } from "../errors.ts";
 import { isZeroPage } from "../bytes/is_zero_page.ts";
+import { MappedRamEncoderStream } from "../mapped_ram/mapped_ram_encoder_stream.ts";
 import {
   MappedRamWriter,
   type MappedRamWriterOptions,
@@ -7,7 +8,10 @@ import {
 import { RamImage } from "../ram/ram_image.ts";
 import type { RamBlockInfo } from "../ram/ram_record.ts";
 import type { RandomAccessFile } from "../transport/transport.ts";
-import type { MigrationDecoderOptions } from "../wire/migration_decoder.ts";
+import type {
+  MigrationDecoder,
+  MigrationDecoderOptions,
+} from "../wire/migration_decoder.ts";
 import { MigrationDecoderStream } from "../wire/migration_decoder_stream.ts";
 import type {
   ConfigurationRecord,
@@ -16,7 +20,7 @@ import type {
   SectionStartRecord,
 } from "../wire/migration_record.ts";
 import { MAPPED_RAM } from "./_mapped_ram_file.ts";
-import { MappedRamEncoderStream } from "../mapped_ram/mapped_ram_encoder_stream.ts";
+import { rebuildStream, type StreamFrame } from "./_rebuilt_stream.ts";
 
 /** Options for {@linkcode convertStreamToMappedRam}. */
 export interface ConvertStreamToMappedRamOptions {
@@ -121,81 +125,138 @@ export async function convertStreamToMappedRam(
     ...options.decoder,
   });
   const decoder = decoderStream.decoder;
-  let header: HeaderRecord | undefined;
-  let configuration: ConfigurationRecord | undefined;
-  let ramSection: SectionStartRecord | undefined;
-  let blocks: RamBlockInfo[] = [];
-  let image: RamImage | undefined;
-  const tail: MigrationRecord[] = [];
-  const droppedCommands: string[] = [];
-  const refuse = (why: string): never => {
-    throw new NotSupportedError(
-      `Cannot convert stream to mapped-ram: ${why}`,
-    );
-  };
+  const input: StreamInput = { blocks: [], tail: [], droppedCommands: [] };
   for await (const batch of readable.pipeThrough(decoderStream)) {
-    for (const record of batch) {
-      switch (record.type) {
-        case "header":
-          header = record;
-          break;
-        case "configuration":
-          if (record.capabilities?.includes(MAPPED_RAM)) {
-            refuse("it is already a mapped-ram stream");
-          }
-          configuration = record;
-          break;
-        case "command":
-          if (
-            record.command === "OPEN_RETURN_PATH" || record.command === "PING"
-          ) {
-            droppedCommands.push(record.command);
-          } else {
-            refuse(
-              `command ${record.command} belongs to ${
-                record.command === "ENABLE_COLO" ? "COLO" : "postcopy"
-              }, which mapped-ram excludes`,
-            );
-          }
-          break;
-        case "section-start":
-          ramSection = record;
-          break;
-        case "ram-mem-size":
-          for (const block of record.blocks) {
-            if (block.pageSize !== undefined) {
-              refuse(
-                `block "${block.idstr}" has its own page size, which only postcopy-ram sends`,
-              );
-            }
-          }
-          blocks = record.blocks;
-          image = new RamImage({ pageSize: decoder.pageSize });
-          image.addBlocks(blocks);
-          break;
-        case "ram-zero":
-        case "ram-page":
-        case "ram-xbzrle":
-        case "ram-compressed":
-          image!.apply(record);
-          break;
-        case "section-footer":
-          if (record.sectionId !== ramSection?.sectionId) tail.push(record);
-          break;
-        case "section-full":
-        case "device-state":
-        case "device-tail":
-        case "eof":
-        case "vmdesc":
-          tail.push(record);
-          break;
-        default:
-          // EOS, PART and END headers and MULTIFD_FLUSH only frame the RAM
-          // pages, which the file lays out anew.
-          break;
+    for (const record of batch) collectRecord(input, record, decoder);
+  }
+  const { frame, image } = completeFrame(input);
+  const pageSize = decoder.pageSize;
+  const counts = { stored: 0, zero: 0 };
+  const writer = new MappedRamWriter(file, { ...options.writer, pageSize });
+  await ReadableStream.from(
+    rebuildStream(frame, storedPages(image, frame.blocks, pageSize, counts)),
+  )
+    .pipeThrough(new MappedRamEncoderStream())
+    .pipeTo(writer);
+  return {
+    blocks: writer.blocks,
+    size: writer.position,
+    storedPages: counts.stored,
+    zeroPages: counts.zero,
+    droppedCommands: input.droppedCommands,
+  };
+}
+
+/** What the input stream holds that the file keeps. */
+interface StreamInput {
+  header?: HeaderRecord;
+  configuration?: ConfigurationRecord;
+  ramSection?: SectionStartRecord;
+  blocks: RamBlockInfo[];
+  /** The RAM the destination would end with. */
+  image?: RamImage;
+  /** Device sections, EOF, vmdesc. */
+  tail: MigrationRecord[];
+  droppedCommands: string[];
+}
+
+/**
+ * Keeps what `record` adds to `input`, applying RAM records to the image.
+ *
+ * @throws {NotSupportedError} If the record cannot go into a mapped-ram file.
+ */
+function collectRecord(
+  input: StreamInput,
+  record: MigrationRecord,
+  decoder: MigrationDecoder,
+): void {
+  switch (record.type) {
+    case "header":
+      input.header = record;
+      break;
+    case "configuration":
+      if (record.capabilities?.includes(MAPPED_RAM)) {
+        refuse("it is already a mapped-ram stream");
       }
+      input.configuration = record;
+      break;
+    case "command":
+      input.droppedCommands.push(droppableCommand(record.command));
+      break;
+    case "section-start":
+      input.ramSection = record;
+      break;
+    case "ram-mem-size":
+      input.blocks = checkBlocks(record.blocks);
+      input.image = new RamImage({ pageSize: decoder.pageSize });
+      input.image.addBlocks(input.blocks);
+      break;
+    case "ram-zero":
+    case "ram-page":
+    case "ram-xbzrle":
+    case "ram-compressed":
+      input.image!.apply(record);
+      break;
+    case "section-footer":
+      if (record.sectionId !== input.ramSection?.sectionId) {
+        input.tail.push(record);
+      }
+      break;
+    case "section-full":
+    case "device-state":
+    case "device-tail":
+    case "eof":
+    case "vmdesc":
+      input.tail.push(record);
+      break;
+    default:
+      // EOS, PART and END headers and MULTIFD_FLUSH only frame the RAM
+      // pages, which the file lays out anew.
+      break;
+  }
+}
+
+/**
+ * Returns `command` when a file may leave it out: OPEN_RETURN_PATH and PING
+ * concern the channel.
+ *
+ * @throws {NotSupportedError} For postcopy and COLO commands.
+ */
+function droppableCommand(command: string): string {
+  if (command === "OPEN_RETURN_PATH" || command === "PING") return command;
+  return refuse(
+    `command ${command} belongs to ${
+      command === "ENABLE_COLO" ? "COLO" : "postcopy"
+    }, which mapped-ram excludes`,
+  );
+}
+
+/**
+ * Returns `blocks` when none has its own page size.
+ *
+ * @throws {NotSupportedError} Otherwise.
+ */
+function checkBlocks(blocks: RamBlockInfo[]): RamBlockInfo[] {
+  for (const block of blocks) {
+    if (block.pageSize !== undefined) {
+      refuse(
+        `block "${block.idstr}" has its own page size, which only postcopy-ram sends`,
+      );
     }
   }
+  return blocks;
+}
+
+/**
+ * The frame of the file and its RAM, once the whole input was read.
+ *
+ * @throws {NotSupportedError} If the input lacks CONFIGURATION or a RAM
+ *   START section with a block list.
+ */
+function completeFrame(
+  input: StreamInput,
+): { frame: StreamFrame; image: RamImage } {
+  const { header, configuration, ramSection, image } = input;
   if (header === undefined || configuration === undefined) {
     return refuse(
       "it has no CONFIGURATION section to announce the mapped-ram capability in",
@@ -204,60 +265,44 @@ export async function convertStreamToMappedRam(
   if (ramSection === undefined || image === undefined) {
     return refuse("it has no RAM START section with a block list");
   }
-  const pageSize = decoder.pageSize;
-  const ram = image;
-  const section = ramSection.sectionId;
-  const counts = { stored: 0, zero: 0 };
-  async function* records(): AsyncGenerator<MigrationRecord[]> {
-    yield [
-      header!,
-      configuration!,
-      ramSection!,
-      { type: "ram-mem-size", blocks },
-      { type: "ram-eos" },
-      { type: "section-footer", sectionId: section },
-      { type: "section-part", sectionId: section },
-    ];
-    for (const block of blocks) {
-      let offset = 0;
-      for (const chunk of ram.chunks(block.idstr)) {
-        const batch: MigrationRecord[] = [];
-        for (let at = 0; at < chunk.byteLength; at += pageSize) {
-          const data = chunk.subarray(at, at + pageSize);
-          if (isZeroPage(data)) {
-            counts.zero++;
-          } else {
-            counts.stored++;
-            batch.push({
-              type: "ram-page",
-              block: block.idstr,
-              offset: offset + at,
-              data,
-            });
-          }
+  const { blocks, tail } = input;
+  return { frame: { header, configuration, ramSection, blocks, tail }, image };
+}
+
+/**
+ * Yields a PAGE record for every page of `image` that is not all zeros,
+ * one batch per chunk of a block, counting stored and zero pages.
+ */
+function* storedPages(
+  image: RamImage,
+  blocks: RamBlockInfo[],
+  pageSize: number,
+  counts: { stored: number; zero: number },
+): Generator<MigrationRecord[]> {
+  for (const block of blocks) {
+    let offset = 0;
+    for (const chunk of image.chunks(block.idstr)) {
+      const batch: MigrationRecord[] = [];
+      for (let at = 0; at < chunk.byteLength; at += pageSize) {
+        const data = chunk.subarray(at, at + pageSize);
+        if (isZeroPage(data)) {
+          counts.zero++;
+        } else {
+          counts.stored++;
+          batch.push({
+            type: "ram-page",
+            block: block.idstr,
+            offset: offset + at,
+            data,
+          });
         }
-        offset += chunk.byteLength;
-        if (batch.length > 0) yield batch;
       }
+      offset += chunk.byteLength;
+      if (batch.length > 0) yield batch;
     }
-    yield [
-      { type: "ram-eos" },
-      { type: "section-footer", sectionId: section },
-      { type: "section-end", sectionId: section },
-      { type: "ram-eos" },
-      { type: "section-footer", sectionId: section },
-      ...tail,
-    ];
   }
-  const writer = new MappedRamWriter(file, { ...options.writer, pageSize });
-  await ReadableStream.from(records())
-    .pipeThrough(new MappedRamEncoderStream())
-    .pipeTo(writer);
-  return {
-    blocks: writer.blocks,
-    size: writer.position,
-    storedPages: counts.stored,
-    zeroPages: counts.zero,
-    droppedCommands,
-  };
+}
+
+function refuse(why: string): never {
+  throw new NotSupportedError(`Cannot convert stream to mapped-ram: ${why}`);
 }

@@ -1,4 +1,7 @@
-import type { StreamAnalysis } from "./stream_analysis.ts";
+import type {
+  DeviceAnalysis,
+  StreamAnalysis,
+} from "./analyze_migration_stream.ts";
 
 /**
  * Formats a {@linkcode StreamAnalysis} as the human summary `analyze`
@@ -19,74 +22,82 @@ import type { StreamAnalysis } from "./stream_analysis.ts";
  * @returns The summary, lines ending in `\n`.
  */
 export function formatStreamAnalysis(analysis: StreamAnalysis): string {
-  const lines: string[] = [];
-  const ram = analysis.ram;
-  lines.push(
-    `QEMU ${
-      analysis.format === "mapped-ram" ? "mapped-ram file" : "migration stream"
-    }, version ${analysis.version ?? "?"}, ${analysis.bytes} bytes`,
-  );
-  lines.push(
-    `machine       ${analysis.machine ?? "(no CONFIGURATION)"}, page size ${
-      analysis["page-size"]
-    }`,
-  );
-  lines.push(
-    `capabilities  ${
-      analysis.capabilities.length ? analysis.capabilities.join(", ") : "(none)"
-    }`,
-  );
+  return [
+    ...headerLines(analysis),
+    ...ramLines(analysis.ram),
+    ...deviceLines(analysis.devices),
+    ...trailerLines(analysis),
+  ].join("\n") + "\n";
+}
+
+/** Format, version, size, machine, capabilities, commands, sections. */
+function headerLines(analysis: StreamAnalysis): string[] {
   const commands = Object.entries(analysis.commands).map(([name, count]) =>
     name === "PING"
       ? `PING ×${count} (${analysis.pings.join(", ")})`
       : `${name} ×${count}`
   );
-  lines.push(
-    `commands      ${commands.length ? commands.join(", ") : "(none)"}`,
-  );
   const s = analysis.sections;
-  lines.push(
+  return [
+    `QEMU ${
+      analysis.format === "mapped-ram" ? "mapped-ram file" : "migration stream"
+    }, version ${analysis.version ?? "?"}, ${analysis.bytes} bytes`,
+    `machine       ${analysis.machine ?? "(no CONFIGURATION)"}, page size ${
+      analysis["page-size"]
+    }`,
+    `capabilities  ${
+      analysis.capabilities.length ? analysis.capabilities.join(", ") : "(none)"
+    }`,
+    `commands      ${commands.length ? commands.join(", ") : "(none)"}`,
     `sections      ${s.start} START, ${s.part} PART, ${s.end} END, ${s.full} FULL, ${s.footer} footers`,
-  );
-  lines.push(
+  ];
+}
+
+/** The RAM totals, then a table of the blocks when there are any. */
+function ramLines(ram: StreamAnalysis["ram"]): string[] {
+  const lines = [
     `RAM           ${ram.total} bytes in ${ram.blocks.length} blocks: ${ram.zero} zero, ${ram.normal} normal, ${ram.xbzrle} xbzrle${
       ram.compressed ? `, ${ram.compressed} compressed` : ""
     } pages; ${ram.eos} EOS, ${ram.continue} with CONTINUE`,
+  ];
+  if (ram.blocks.length === 0) return lines;
+  const width = Math.max(5, ...ram.blocks.map((b) => b.name.length));
+  lines.push(
+    `  ${"block".padEnd(width)}  ${"size".padStart(11)}  ${
+      "zero".padStart(8)
+    }  ${"normal".padStart(8)}  ${"xbzrle".padStart(8)}`,
   );
-  if (ram.blocks.length > 0) {
-    const width = Math.max(5, ...ram.blocks.map((b) => b.name.length));
+  for (const block of ram.blocks) {
     lines.push(
-      `  ${"block".padEnd(width)}  ${"size".padStart(11)}  ${
-        "zero".padStart(8)
-      }  ${"normal".padStart(8)}  ${"xbzrle".padStart(8)}`,
+      `  ${block.name.padEnd(width)}  ${String(block.size).padStart(11)}  ${
+        String(block.zero).padStart(8)
+      }  ${String(block.normal).padStart(8)}  ${
+        String(block.xbzrle).padStart(8)
+      }${block.compressed ? `  (${block.compressed} compressed)` : ""}`,
     );
-    for (const block of ram.blocks) {
-      lines.push(
-        `  ${block.name.padEnd(width)}  ${String(block.size).padStart(11)}  ${
-          String(block.zero).padStart(8)
-        }  ${String(block.normal).padStart(8)}  ${
-          String(block.xbzrle).padStart(8)
-        }${block.compressed ? `  (${block.compressed} compressed)` : ""}`,
-      );
-    }
   }
-  if (analysis.devices.length > 0) {
-    const total = analysis.devices.reduce((sum, d) => sum + d.size, 0);
-    lines.push(
-      `devices       ${analysis.devices.length} sections, ${total} bytes of state`,
-    );
-    const width = Math.max(
-      4,
-      ...analysis.devices.map((d) => `${d.name} (${d["instance-id"]})`.length),
-    );
-    for (const device of analysis.devices) {
-      lines.push(
-        `  ${`${device.name} (${device["instance-id"]})`.padEnd(width)}  v${
-          String(device.version).padEnd(3)
-        } ${String(device.size).padStart(7)} bytes`,
-      );
-    }
-  }
+  return lines;
+}
+
+/** The device sections with their sizes, when there are any. */
+function deviceLines(devices: DeviceAnalysis[]): string[] {
+  if (devices.length === 0) return [];
+  const total = devices.reduce((sum, d) => sum + d.size, 0);
+  const names = devices.map((d) => `${d.name} (${d["instance-id"]})`);
+  const width = Math.max(4, ...names.map((name) => name.length));
+  return [
+    `devices       ${devices.length} sections, ${total} bytes of state`,
+    ...devices.map((device, i) =>
+      `  ${names[i]!.padEnd(width)}  v${String(device.version).padEnd(3)} ${
+        String(device.size).padStart(7)
+      } bytes`
+    ),
+  ];
+}
+
+/** Device tail, EOF, vmdesc and the XBZRLE check. */
+function trailerLines(analysis: StreamAnalysis): string[] {
+  const lines: string[] = [];
   const tail = analysis["device-tail"];
   if (tail) {
     lines.push(
@@ -109,5 +120,5 @@ export function formatStreamAnalysis(analysis: StreamAnalysis): string {
       `check-xbzrle  ${check.identical} of ${check.records} XBZRLE records re-encode byte-identically`,
     );
   }
-  return lines.join("\n") + "\n";
+  return lines;
 }

@@ -1,4 +1,3 @@
-import { StreamFormatError } from "../errors.ts";
 import type { RamRecord } from "./ram_record.ts";
 import { decodeXbzrle } from "./xbzrle.ts";
 
@@ -49,8 +48,9 @@ export interface PageMemory {
  *
  * @param record The record.
  * @param memory Where pages live.
- * @throws {StreamFormatError} If an XBZRLE delta is invalid or a
- *   compressed page was not inflated.
+ * @throws {StreamFormatError} If an XBZRLE delta is invalid.
+ * @throws {TypeError} If a compressed page was not inflated (`page` is
+ *   unset): the caller should have inflated it first.
  */
 export function applyRamRecord(record: RamRecord, memory: PageMemory): void {
   switch (record.type) {
@@ -65,9 +65,8 @@ export function applyRamRecord(record: RamRecord, memory: PageMemory): void {
       return;
     case "ram-compressed":
       if (record.page === undefined) {
-        throw new StreamFormatError(
+        throw new TypeError(
           `Cannot apply compressed page of block "${record.block}" at ${record.offset}: it was not inflated`,
-          { offset: 0 },
         );
       }
       memory.pageView(record.block, record.offset).set(record.page);

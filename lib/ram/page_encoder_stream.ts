@@ -1,7 +1,10 @@
 import { isZeroPage } from "../bytes/is_zero_page.ts";
 import type { PageBatch } from "./dirty_page_scanner.ts";
 import type { RamRecord } from "./ram_record.ts";
-import type { XbzrlePageEncoder } from "./xbzrle_page_encoder.ts";
+import type {
+  XbzrlePageEncoder,
+  XbzrlePageResult,
+} from "./xbzrle_page_encoder.ts";
 
 /** Page counts kept by {@linkcode PageEncoderStream}, named as QEMU's `ram` stats. */
 export interface PageEncoderCounters {
@@ -98,14 +101,7 @@ export class PageEncoderStream extends TransformStream<PageBatch, RamRecord[]> {
         const useXbzrle = xbzrle !== undefined && batch.round > 0;
         const nameBytes = 1 + ENCODER.encode(idstr).byteLength;
         // One word view per batch, not one per page, when the block allows.
-        const words = zeroPageDetection && (bytes.byteOffset & 3) === 0 &&
-            (pageSize & 31) === 0
-          ? new Int32Array(
-            bytes.buffer,
-            bytes.byteOffset,
-            bytes.byteLength >>> 2,
-          )
-          : undefined;
+        const words = zeroPageDetection ? wordView(bytes, pageSize) : undefined;
         const out: RamRecord[] = [];
         for (let i = 0; i < pages.length; i++) {
           const offset = pages[i]! * pageSize;
@@ -131,27 +127,11 @@ export class PageEncoderStream extends TransformStream<PageBatch, RamRecord[]> {
               counters.unchanged++;
               continue;
             }
-            if (result.kind === "xbzrle") {
-              out.push({
-                type: "ram-xbzrle",
-                block: idstr,
-                offset,
-                delta: result.delta,
-              });
-              counters.xbzrle++;
-              last.name = idstr;
-              continue;
-            }
-            out.push({
-              type: "ram-page",
-              block: idstr,
-              offset,
-              data: result.data,
-            });
+            out.push(xbzrleRecord(result, idstr, offset, counters));
           } else {
             out.push({ type: "ram-page", block: idstr, offset, data: page });
+            counters.normal++;
           }
-          counters.normal++;
           last.name = idstr;
         }
         if (out.length > 0) controller.enqueue(out);
@@ -161,6 +141,36 @@ export class PageEncoderStream extends TransformStream<PageBatch, RamRecord[]> {
       },
     });
   }
+}
+
+/**
+ * The record for a page XBZRLE did not skip: its delta, or the whole page
+ * when the delta would not pay; counted as QEMU counts them.
+ */
+function xbzrleRecord(
+  result: Exclude<XbzrlePageResult, { kind: "skip" }>,
+  block: string,
+  offset: number,
+  counters: PageEncoderCounters,
+): RamRecord {
+  if (result.kind === "xbzrle") {
+    counters.xbzrle++;
+    return { type: "ram-xbzrle", block, offset, delta: result.delta };
+  }
+  counters.normal++;
+  return { type: "ram-page", block, offset, data: result.data };
+}
+
+/**
+ * `bytes` as 32-bit words, when whole pages of it can be checked eight
+ * words at a time (aligned, page size a multiple of 32).
+ */
+function wordView(
+  bytes: Uint8Array,
+  pageSize: number,
+): Int32Array | undefined {
+  if ((bytes.byteOffset & 3) !== 0 || (pageSize & 31) !== 0) return undefined;
+  return new Int32Array(bytes.buffer, bytes.byteOffset, bytes.byteLength >>> 2);
 }
 
 /** Whether `words[start..end)` are all zero; `end - start` is a multiple of 8. */

@@ -1,4 +1,6 @@
 import { StreamFormatError, UnexpectedEndOfStreamError } from "../errors.ts";
+import { ChunkQueue } from "./_chunk_queue.ts";
+import { LandingBuffer } from "./_landing_buffer.ts";
 
 /** Options for {@linkcode ByteReader}. */
 export interface ByteReaderOptions {
@@ -57,12 +59,8 @@ export class ByteReader {
     | ReadableStreamDefaultReader<Uint8Array>
     | ReadableStreamBYOBReader;
   /** The reused buffer of BYOB mode; undefined in default mode. */
-  #landing: ArrayBuffer | undefined;
-  #chunks: Uint8Array[] = [];
-  #head = 0; // index of the first chunk still holding bytes
-  #pos = 0; // read position inside #chunks[#head]
-  #buffered = 0;
-  #offset: number;
+  readonly #landing: LandingBuffer | undefined;
+  readonly #queue: ChunkQueue;
   #ended = false;
 
   /**
@@ -114,23 +112,19 @@ export class ByteReader {
         if (!(error instanceof TypeError)) throw error; // not a byte stream
       }
     }
-    if (byob !== undefined) {
-      this.#reader = byob;
-      this.#landing = new ArrayBuffer(bufferBytes);
-    } else {
-      this.#reader = readable.getReader();
-    }
-    this.#offset = startOffset;
+    this.#reader = byob ?? readable.getReader();
+    this.#landing = byob && new LandingBuffer(byob, bufferBytes);
+    this.#queue = new ChunkQueue(startOffset);
   }
 
   /** How many bytes have been consumed so far (plus the start offset). */
   get offset(): number {
-    return this.#offset;
+    return this.#queue.offset;
   }
 
   /** How many bytes are buffered and can be taken without waiting. */
   get buffered(): number {
-    return this.#buffered;
+    return this.#queue.buffered;
   }
 
   /** Whether the underlying stream has ended (buffered bytes may remain). */
@@ -145,18 +139,23 @@ export class ByteReader {
    * @returns Whether `size` bytes are now buffered.
    */
   async ensure(size: number): Promise<boolean> {
-    if (this.#landing !== undefined) return await this.#ensureByob(size);
+    const queue = this.#queue;
+    if (this.#landing !== undefined) {
+      if (queue.buffered < size && !this.#ended) {
+        this.#ended = await this.#landing.fill(queue, size);
+      }
+      return queue.buffered >= size;
+    }
     const reader = this.#reader as ReadableStreamDefaultReader<Uint8Array>;
-    while (this.#buffered < size && !this.#ended) {
+    while (queue.buffered < size && !this.#ended) {
       const { done, value } = await reader.read();
       if (done) {
         this.#ended = true;
       } else if (value.byteLength > 0) {
-        this.#chunks.push(value);
-        this.#buffered += value.byteLength;
+        queue.push(value);
       }
     }
-    return this.#buffered >= size;
+    return queue.buffered >= size;
   }
 
   /**
@@ -168,7 +167,7 @@ export class ByteReader {
    * @throws {UnexpectedEndOfStreamError} If the stream ends first.
    */
   async require(size: number, what?: string): Promise<void> {
-    if (this.#buffered >= size || await this.ensure(size)) return;
+    if (this.#queue.buffered >= size || await this.ensure(size)) return;
     throw this.endError(size, what);
   }
 
@@ -182,8 +181,8 @@ export class ByteReader {
    */
   endError(size: number, what?: string): UnexpectedEndOfStreamError {
     return new UnexpectedEndOfStreamError(size, {
-      offset: this.#offset,
-      receivedBytes: this.#buffered,
+      offset: this.#queue.offset,
+      receivedBytes: this.#queue.buffered,
       ...(what === undefined ? {} : { what }),
     });
   }
@@ -195,30 +194,7 @@ export class ByteReader {
    * @returns The bytes; a view into a chunk when they lie in one chunk.
    */
   take(size: number): Uint8Array {
-    if (size > this.#buffered) {
-      throw new RangeError(
-        `Cannot take ${size} bytes: only ${this.#buffered} are buffered`,
-      );
-    }
-    if (size === 0) return new Uint8Array(0);
-    const chunk = this.#chunks[this.#head]!;
-    const available = chunk.byteLength - this.#pos;
-    let bytes: Uint8Array;
-    if (available >= size) {
-      bytes = chunk.subarray(this.#pos, this.#pos + size);
-      this.#advance(size);
-    } else {
-      bytes = new Uint8Array(size);
-      for (let filled = 0; filled < size;) {
-        const current = this.#chunks[this.#head]!;
-        const count = Math.min(current.byteLength - this.#pos, size - filled);
-        bytes.set(current.subarray(this.#pos, this.#pos + count), filled);
-        this.#advance(count);
-        filled += count;
-      }
-      return bytes;
-    }
-    return bytes;
+    return this.#queue.take(size);
   }
 
   /**
@@ -227,12 +203,7 @@ export class ByteReader {
    * @returns The byte.
    */
   takeUint8(): number {
-    if (this.#buffered < 1) {
-      throw new RangeError("Cannot take a byte: none is buffered");
-    }
-    const value = this.#chunks[this.#head]![this.#pos]!;
-    this.#advance(1);
-    return value;
+    return this.#queue.takeUint8();
   }
 
   /**
@@ -241,15 +212,7 @@ export class ByteReader {
    * @returns The integer.
    */
   takeUint16(): number {
-    const chunk = this.#chunks[this.#head];
-    const pos = this.#pos;
-    if (chunk !== undefined && pos + 2 <= chunk.byteLength) {
-      const value = (chunk[pos]! << 8) | chunk[pos + 1]!;
-      this.#advance(2);
-      return value;
-    }
-    const b = this.#small(2);
-    return (b[0]! << 8) | b[1]!;
+    return this.#queue.takeUint16();
   }
 
   /**
@@ -258,16 +221,7 @@ export class ByteReader {
    * @returns The integer.
    */
   takeUint32(): number {
-    const chunk = this.#chunks[this.#head];
-    const pos = this.#pos;
-    if (chunk !== undefined && pos + 4 <= chunk.byteLength) {
-      const value = ((chunk[pos]! << 24) | (chunk[pos + 1]! << 16) |
-        (chunk[pos + 2]! << 8) | chunk[pos + 3]!) >>> 0;
-      this.#advance(4);
-      return value;
-    }
-    const b = this.#small(4);
-    return ((b[0]! << 24) | (b[1]! << 16) | (b[2]! << 8) | b[3]!) >>> 0;
+    return this.#queue.takeUint32();
   }
 
   /**
@@ -276,8 +230,8 @@ export class ByteReader {
    * @returns The integer, as a bigint so that no bit is lost.
    */
   takeBigUint64(): bigint {
-    const high = this.takeUint32();
-    const low = this.takeUint32();
+    const high = this.#queue.takeUint32();
+    const low = this.#queue.takeUint32();
     return (BigInt(high) << 32n) | BigInt(low);
   }
 
@@ -287,8 +241,8 @@ export class ByteReader {
    * @returns `[high, low]`, each an unsigned 32-bit number.
    */
   takeUint64Parts(): [number, number] {
-    const high = this.takeUint32();
-    return [high, this.takeUint32()];
+    const high = this.#queue.takeUint32();
+    return [high, this.#queue.takeUint32()];
   }
 
   /**
@@ -300,32 +254,7 @@ export class ByteReader {
    * @returns A view of the bytes.
    */
   peek(size: number): Uint8Array {
-    if (size > this.#buffered) {
-      throw new RangeError(
-        `Cannot peek at ${size} bytes: only ${this.#buffered} are buffered`,
-      );
-    }
-    const first = this.#chunks[this.#head];
-    if (first === undefined) return new Uint8Array(0);
-    if (first.byteLength - this.#pos >= size) {
-      return first.subarray(this.#pos, this.#pos + size);
-    }
-    let total = first.byteLength - this.#pos;
-    let last = this.#head;
-    while (total < size) {
-      last++;
-      total += this.#chunks[last]!.byteLength;
-    }
-    const merged = new Uint8Array(total);
-    merged.set(first.subarray(this.#pos));
-    let at = first.byteLength - this.#pos;
-    for (let i = this.#head + 1; i <= last; i++) {
-      merged.set(this.#chunks[i]!, at);
-      at += this.#chunks[i]!.byteLength;
-    }
-    this.#chunks.splice(this.#head, last - this.#head + 1, merged);
-    this.#pos = 0;
-    return merged.subarray(0, size);
+    return this.#queue.peek(size);
   }
 
   /**
@@ -336,18 +265,7 @@ export class ByteReader {
    * @returns The byte.
    */
   peekUint8(ahead: number = 0): number {
-    if (ahead >= this.#buffered) {
-      throw new RangeError(
-        `Cannot peek at byte ${ahead}: only ${this.#buffered} are buffered`,
-      );
-    }
-    let index = this.#head;
-    let pos = this.#pos + ahead;
-    while (pos >= this.#chunks[index]!.byteLength) {
-      pos -= this.#chunks[index]!.byteLength;
-      index++;
-    }
-    return this.#chunks[index]![pos]!;
+    return this.#queue.peekUint8(ahead);
   }
 
   /**
@@ -373,22 +291,7 @@ export class ByteReader {
    * @returns The integer.
    */
   peekUint32(ahead: number = 0): number {
-    if (ahead + 4 > this.#buffered) {
-      throw new RangeError(
-        `Cannot peek at bytes ${ahead}..${
-          ahead + 4
-        }: only ${this.#buffered} are buffered`,
-      );
-    }
-    const chunk = this.#chunks[this.#head]!;
-    const at = this.#pos + ahead;
-    if (at + 4 <= chunk.byteLength) {
-      return ((chunk[at]! << 24) | (chunk[at + 1]! << 16) |
-        (chunk[at + 2]! << 8) | chunk[at + 3]!) >>> 0;
-    }
-    return ((this.peekUint8(ahead) << 24) |
-      (this.peekUint8(ahead + 1) << 16) | (this.peekUint8(ahead + 2) << 8) |
-      this.peekUint8(ahead + 3)) >>> 0;
+    return this.#queue.peekUint32(ahead);
   }
 
   /**
@@ -405,7 +308,7 @@ export class ByteReader {
     what?: string,
   ): Promise<Uint8Array | undefined> {
     if (!await this.ensure(size)) {
-      if (this.#buffered === 0) return undefined;
+      if (this.#queue.buffered === 0) return undefined;
       throw this.endError(size, what);
     }
     return this.take(size);
@@ -476,24 +379,19 @@ export class ByteReader {
    * @throws {UnexpectedEndOfStreamError} If the stream ends first.
    */
   async skip(size: number, what?: string): Promise<void> {
+    const queue = this.#queue;
+    const start = queue.offset;
     let left = size;
-    const start = this.#offset;
     while (left > 0) {
-      if (this.#buffered === 0 && !await this.ensure(1)) {
+      if (queue.buffered === 0 && !await this.ensure(1)) {
         throw new UnexpectedEndOfStreamError(size, {
           offset: start,
           receivedBytes: size - left,
           ...(what === undefined ? {} : { what }),
         });
       }
-      const count = Math.min(left, this.#buffered);
-      let done = 0;
-      while (done < count) {
-        const chunk = this.#chunks[this.#head]!;
-        const step = Math.min(chunk.byteLength - this.#pos, count - done);
-        this.#advance(step);
-        done += step;
-      }
+      const count = Math.min(left, queue.buffered);
+      queue.discard(count);
       left -= count;
     }
   }
@@ -508,12 +406,8 @@ export class ByteReader {
   async readChunk(
     maxBytes: number = Infinity,
   ): Promise<Uint8Array | undefined> {
-    if (this.#buffered === 0 && !await this.ensure(1)) return undefined;
-    const chunk = this.#chunks[this.#head]!;
-    const size = Math.min(chunk.byteLength - this.#pos, maxBytes);
-    const bytes = chunk.subarray(this.#pos, this.#pos + size);
-    this.#advance(size);
-    return bytes;
+    if (this.#queue.buffered === 0 && !await this.ensure(1)) return undefined;
+    return this.#queue.takeRun(maxBytes);
   }
 
   /**
@@ -522,7 +416,7 @@ export class ByteReader {
    * @returns Whether the stream is at its end.
    */
   async atEnd(): Promise<boolean> {
-    return this.#buffered === 0 && !await this.ensure(1);
+    return this.#queue.buffered === 0 && !await this.ensure(1);
   }
 
   /**
@@ -531,10 +425,7 @@ export class ByteReader {
    * @param reason Why reading stopped.
    */
   async cancel(reason?: unknown): Promise<void> {
-    this.#chunks = [];
-    this.#head = 0;
-    this.#pos = 0;
-    this.#buffered = 0;
+    this.#queue.clear();
     this.#ended = true;
     await this.#reader.cancel(reason);
   }
@@ -553,82 +444,8 @@ export class ByteReader {
    */
   formatError(
     message: string,
-    offset: number = this.#offset,
+    offset: number = this.#queue.offset,
   ): StreamFormatError {
     return new StreamFormatError(message, { offset });
   }
-
-  /**
-   * ensure() in BYOB mode: moves the unread bytes (at most one chunk, a
-   * view of the landing buffer) to the buffer's start and reads into the
-   * rest, until `size` bytes are there.
-   */
-  async #ensureByob(size: number): Promise<boolean> {
-    const reader = this.#reader as ReadableStreamBYOBReader;
-    while (this.#buffered < size && !this.#ended) {
-      let landing = this.#landing!;
-      const rest = this.#buffered;
-      const chunk = this.#chunks[this.#head];
-      if (landing.byteLength < size) {
-        const larger = new ArrayBuffer(Math.max(size, landing.byteLength * 2));
-        if (chunk !== undefined) {
-          new Uint8Array(larger).set(chunk.subarray(this.#pos));
-        }
-        landing = larger;
-      } else if (chunk !== undefined && rest > 0) {
-        const start = chunk.byteOffset + this.#pos;
-        new Uint8Array(landing).copyWithin(0, start, start + rest);
-      }
-      this.#chunks = [];
-      this.#head = 0;
-      this.#pos = 0;
-      const { done, value } = await reader.read(
-        new Uint8Array(landing, rest, landing.byteLength - rest),
-        { min: Math.min(size - rest, landing.byteLength - rest) },
-      );
-      if (value !== undefined) landing = value.buffer as ArrayBuffer;
-      this.#landing = landing;
-      const filled = rest + (value?.byteLength ?? 0);
-      if (filled > 0) this.#chunks.push(new Uint8Array(landing, 0, filled));
-      this.#buffered = filled;
-      if (done) this.#ended = true;
-    }
-    return this.#buffered >= size;
-  }
-
-  #small(size: number): Uint8Array {
-    if (size > this.#buffered) {
-      throw new RangeError(
-        `Cannot take ${size} bytes: only ${this.#buffered} are buffered`,
-      );
-    }
-    const chunk = this.#chunks[this.#head]!;
-    if (chunk.byteLength - this.#pos >= size) {
-      const view = chunk.subarray(this.#pos, this.#pos + size);
-      this.#advance(size);
-      return view;
-    }
-    return this.take(size);
-  }
-
-  #advance(count: number): void {
-    this.#pos += count;
-    this.#buffered -= count;
-    this.#offset += count;
-    const chunk = this.#chunks[this.#head]!;
-    if (this.#pos === chunk.byteLength) {
-      this.#chunks[this.#head] = EMPTY;
-      this.#head++;
-      this.#pos = 0;
-      if (this.#head === this.#chunks.length) {
-        this.#chunks.length = 0;
-        this.#head = 0;
-      } else if (this.#head >= 64) {
-        this.#chunks = this.#chunks.slice(this.#head);
-        this.#head = 0;
-      }
-    }
-  }
 }
-
-const EMPTY = new Uint8Array(0);

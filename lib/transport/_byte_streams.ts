@@ -11,6 +11,7 @@
  * @module
  */
 
+import { describeError } from "../errors.ts";
 import { TransportError } from "./transport_error.ts";
 
 /** Where a readable byte stream gets its bytes. */
@@ -59,7 +60,7 @@ export function createSourceStream(
         if (!source.isClosed()) {
           finish();
           throw new TransportError(
-            `Cannot read from "${source.description}": ${messageOf(error)}`,
+            `Cannot read from "${source.description}": ${describeError(error)}`,
             { uri: source.description, cause: error },
           );
         }
@@ -90,7 +91,13 @@ export interface ByteSink {
   /** Called when the stream is aborted or a write failed. */
   abort(reason: unknown): void;
   /**
-   * Turns a failure into the error the stream reports. Defaults to a
+   * Whether the owner closed the sink, so that a failed write reports that
+   * rather than the system error.
+   */
+  isClosed?(): boolean;
+  /**
+   * Turns a failure into the error the stream reports; resolving to
+   * `undefined` (or leaving this out) gives the default, a
    * {@linkcode TransportError} naming `description`.
    */
   wrapError?(error: unknown): Promise<unknown>;
@@ -98,10 +105,18 @@ export interface ByteSink {
 
 /** Sizes for {@linkcode createSinkStream}. */
 export interface SinkStreamOptions {
-  /** Chunks smaller than this are copied into a staging buffer. */
-  coalesceBytes: number;
-  /** Size of each of the two staging buffers. */
-  stagingBytes: number;
+  /**
+   * Chunks smaller than this are copied into a staging buffer.
+   *
+   * @default {16384}
+   */
+  coalesceBytes?: number;
+  /**
+   * Size of each of the two staging buffers.
+   *
+   * @default {262144}
+   */
+  stagingBytes?: number;
 }
 
 /**
@@ -119,101 +134,125 @@ export interface SinkStreamOptions {
  */
 export function createSinkStream(
   sink: ByteSink,
-  options: SinkStreamOptions,
+  options: SinkStreamOptions = {},
 ): WritableStream<Uint8Array> {
-  const { coalesceBytes, stagingBytes } = options;
-  let controller: WritableStreamDefaultController;
-  let buffers: [Uint8Array, Uint8Array] | undefined;
-  let current: 0 | 1 = 0;
-  let staged = 0;
-  let flushing: Promise<void> | undefined;
-  let failure: { error: unknown } | undefined;
+  return new WritableStream<Uint8Array>(new StagingSink(sink, options));
+}
 
-  async function writeAll(bytes: Uint8Array): Promise<void> {
-    for (let done = 0; done < bytes.byteLength;) {
-      done += await sink.write(bytes.subarray(done));
+/** The underlying sink of {@linkcode createSinkStream}. */
+class StagingSink implements UnderlyingSink<Uint8Array> {
+  readonly #sink: ByteSink;
+  readonly #coalesceBytes: number;
+  readonly #stagingBytes: number;
+  #controller: WritableStreamDefaultController | undefined;
+  #buffers: [Uint8Array, Uint8Array] | undefined;
+  #current: 0 | 1 = 0;
+  #staged = 0;
+  #flushing: Promise<void> | undefined;
+  #failure: { error: unknown } | undefined;
+
+  constructor(sink: ByteSink, options: SinkStreamOptions) {
+    this.#sink = sink;
+    this.#coalesceBytes = options.coalesceBytes ?? 16 * 1024;
+    this.#stagingBytes = options.stagingBytes ?? 256 * 1024;
+  }
+
+  start(controller: WritableStreamDefaultController): void {
+    this.#controller = controller;
+  }
+
+  async write(chunk: Uint8Array): Promise<void> {
+    if (this.#failure !== undefined) throw this.#failure.error;
+    const size = chunk.byteLength;
+    if (size === 0) return;
+    if (size < this.#coalesceBytes) {
+      if (this.#staged + size > this.#stagingBytes) await this.#drain();
+      this.#stage(chunk);
+      return;
+    }
+    await this.#drain();
+    try {
+      await this.#writeAll(chunk);
+    } catch (error) {
+      throw await this.#fail(error);
     }
   }
 
-  async function fail(error: unknown): Promise<unknown> {
-    if (failure === undefined) {
-      failure = {
-        error: sink.wrapError === undefined
-          ? new TransportError(
-            `Cannot write to "${sink.description}": ${messageOf(error)}`,
-            { uri: sink.description, cause: error },
-          )
-          : await sink.wrapError(error),
-      };
-      sink.abort(failure.error);
+  async close(): Promise<void> {
+    await this.#drain();
+    try {
+      await this.#sink.close();
+    } catch (error) {
+      throw await this.#fail(error);
     }
-    return failure.error;
+  }
+
+  abort(reason: unknown): void {
+    this.#sink.abort(reason);
+  }
+
+  /** Copies a small chunk into the current staging buffer. */
+  #stage(chunk: Uint8Array): void {
+    const stagingBytes = this.#stagingBytes;
+    this.#buffers ??= [
+      new Uint8Array(stagingBytes),
+      new Uint8Array(stagingBytes),
+    ];
+    this.#buffers[this.#current].set(chunk, this.#staged);
+    this.#staged += chunk.byteLength;
+    this.#flushing ??= this.#flushStaged();
+  }
+
+  async #writeAll(bytes: Uint8Array): Promise<void> {
+    for (let done = 0; done < bytes.byteLength;) {
+      done += await this.#sink.write(bytes.subarray(done));
+    }
+  }
+
+  /** The error the stream reports for `error`; aborts the sink once. */
+  async #fail(error: unknown): Promise<unknown> {
+    if (this.#failure === undefined) {
+      const sink = this.#sink;
+      this.#failure = {
+        error: sink.wrapError === undefined
+          ? writeError(sink, error)
+          : await sink.wrapError(error) ?? writeError(sink, error),
+      };
+      sink.abort(this.#failure.error);
+    }
+    return this.#failure.error;
   }
 
   // Writes the staging buffers out until none holds bytes. It always awaits
-  // at least one write before it ends, so `flushing` is cleared only after
+  // at least one write before it ends, so `#flushing` is cleared only after
   // it was set.
-  async function flushStaged(): Promise<void> {
+  async #flushStaged(): Promise<void> {
     try {
-      while (staged > 0) {
-        const out = buffers![current].subarray(0, staged);
-        current = current === 0 ? 1 : 0;
-        staged = 0;
-        await writeAll(out);
+      while (this.#staged > 0) {
+        const out = this.#buffers![this.#current].subarray(0, this.#staged);
+        this.#current = this.#current === 0 ? 1 : 0;
+        this.#staged = 0;
+        await this.#writeAll(out);
       }
     } catch (error) {
-      controller.error(await fail(error));
+      this.#controller!.error(await this.#fail(error));
     } finally {
-      flushing = undefined;
+      this.#flushing = undefined;
     }
   }
 
-  async function drain(): Promise<void> {
-    while (flushing !== undefined) await flushing;
-    if (failure !== undefined) throw failure.error;
+  async #drain(): Promise<void> {
+    while (this.#flushing !== undefined) await this.#flushing;
+    if (this.#failure !== undefined) throw this.#failure.error;
   }
-
-  return new WritableStream<Uint8Array>({
-    start(c) {
-      controller = c;
-    },
-    async write(chunk) {
-      if (failure !== undefined) throw failure.error;
-      const size = chunk.byteLength;
-      if (size === 0) return;
-      if (size < coalesceBytes) {
-        if (staged + size > stagingBytes) await drain();
-        buffers ??= [
-          new Uint8Array(stagingBytes),
-          new Uint8Array(stagingBytes),
-        ];
-        buffers[current].set(chunk, staged);
-        staged += size;
-        flushing ??= flushStaged();
-        return;
-      }
-      await drain();
-      try {
-        await writeAll(chunk);
-      } catch (error) {
-        throw await fail(error);
-      }
-    },
-    async close() {
-      await drain();
-      try {
-        await sink.close();
-      } catch (error) {
-        throw await fail(error);
-      }
-    },
-    abort(reason) {
-      sink.abort(reason);
-    },
-  });
 }
 
-/** The message of an error, or the value as text. */
-export function messageOf(error: unknown): string {
-  return error instanceof Error ? error.message : String(error);
+/** The default error for a failed write to `sink`. */
+function writeError(sink: ByteSink, error: unknown): TransportError {
+  return new TransportError(
+    sink.isClosed?.()
+      ? `Cannot write to "${sink.description}": the transport is closed`
+      : `Cannot write to "${sink.description}": ${describeError(error)}`,
+    { uri: sink.description, cause: error },
+  );
 }

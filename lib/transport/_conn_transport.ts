@@ -7,14 +7,9 @@
 
 import type { Transport } from "./transport.ts";
 import { createSinkStream, createSourceStream } from "./_byte_streams.ts";
-import { TransportError } from "./transport_error.ts";
 
 /** Bytes asked of the kernel per read; 64 KiB measured best on loopback. */
 const READ_CHUNK_BYTES = 64 * 1024;
-/** Chunks below this size are coalesced into one write under load. */
-const COALESCE_BYTES = 16 * 1024;
-/** Size of each of the two staging buffers for coalesced chunks. */
-const STAGING_BYTES = 256 * 1024;
 
 /**
  * A socket connection as a {@linkcode Transport}. Closing `writable` shuts
@@ -57,18 +52,8 @@ export class ConnTransport implements Transport {
         this.#writingFinished = true;
         this.#release();
       },
-      wrapError: (error) =>
-        Promise.resolve(
-          new TransportError(
-            this.#closed
-              ? `Cannot write to "${description}": the transport is closed`
-              : `Cannot write to "${description}": ${
-                error instanceof Error ? error.message : String(error)
-              }`,
-            { uri: description, cause: error },
-          ),
-        ),
-    }, { coalesceBytes: COALESCE_BYTES, stagingBytes: STAGING_BYTES });
+      isClosed: () => this.#closed,
+    });
   }
 
   close(): Promise<void> {

@@ -5,9 +5,9 @@
  * @module
  */
 
+import { describeError } from "../errors.ts";
 import type { Transport, TransportListener } from "./transport.ts";
 import { abortable } from "./_abortable.ts";
-import { messageOf } from "./_byte_streams.ts";
 import { TransportError } from "./transport_error.ts";
 
 /**
@@ -52,7 +52,9 @@ export class SocketListener implements TransportListener {
       if (signal?.aborted) throw signal.reason;
       if (this.#closed) throw this.#closedError(error);
       throw new TransportError(
-        `Cannot accept a connection on "${this.address}": ${messageOf(error)}`,
+        `Cannot accept a connection on "${this.address}": ${
+          describeError(error)
+        }`,
         { uri: this.address, cause: error },
       );
     }

@@ -1,5 +1,6 @@
 import type { Transport } from "./transport.ts";
-import { createSinkStream, messageOf } from "./_byte_streams.ts";
+import { createSinkStream } from "./_byte_streams.ts";
+import { describeError } from "../errors.ts";
 import { ExecCommandError } from "./exec_command_error.ts";
 import { TransportError } from "./transport_error.ts";
 import { SYSTEM_CLOCK } from "../streams/clock.ts";
@@ -62,10 +63,6 @@ export function spawnExecTransport(
   return new ExecTransport(command, stderrTailBytes);
 }
 
-/** Chunks below this size are coalesced into one pipe write under load. */
-const COALESCE_BYTES = 16 * 1024;
-/** Size of each of the two staging buffers for coalesced chunks. */
-const STAGING_BYTES = 256 * 1024;
 /** How long a failed write waits for the command's exit status. */
 const EXIT_WAIT_MS = 1000;
 /**
@@ -100,7 +97,7 @@ class ExecTransport implements Transport {
       }).spawn();
     } catch (error) {
       throw new TransportError(
-        `Cannot run "${uri}": ${messageOf(error)}`,
+        `Cannot run "${uri}": ${describeError(error)}`,
         { uri, cause: error },
       );
     }
@@ -120,7 +117,7 @@ class ExecTransport implements Transport {
           this.#stdoutDone = true;
           if (this.#closed) return controller.close();
           throw new TransportError(
-            `Cannot read from "${uri}": ${messageOf(error)}`,
+            `Cannot read from "${uri}": ${describeError(error)}`,
             { uri, cause: error },
           );
         }
@@ -154,17 +151,12 @@ class ExecTransport implements Transport {
           this.#stdin.abort().catch(() => {});
         }
       },
-      wrapError: async (error) => {
-        if (error instanceof ExecCommandError) return error;
-        const failure = await this.#failure(EXIT_WAIT_MS);
-        return failure ?? new TransportError(
-          this.#closed
-            ? `Cannot write to "${uri}": the transport is closed`
-            : `Cannot write to "${uri}": ${messageOf(error)}`,
-          { uri, cause: error },
-        );
-      },
-    }, { coalesceBytes: COALESCE_BYTES, stagingBytes: STAGING_BYTES });
+      isClosed: () => this.#closed,
+      wrapError: async (error) =>
+        error instanceof ExecCommandError
+          ? error
+          : await this.#failure(EXIT_WAIT_MS),
+    });
   }
 
   async close(): Promise<void> {
@@ -199,15 +191,7 @@ class ExecTransport implements Transport {
     if (waitMs === undefined) {
       status = await this.#status;
     } else {
-      const stopWaiting = new AbortController();
-      status = await Promise.race([
-        this.#status,
-        SYSTEM_CLOCK.sleep(waitMs, stopWaiting.signal).then(
-          () => undefined,
-          () => undefined,
-        ),
-      ]);
-      stopWaiting.abort();
+      status = await within(this.#status, waitMs);
     }
     if (status === undefined || status.success || this.#closed) return;
     return new ExecCommandError({
@@ -234,12 +218,7 @@ class StderrTail {
 
   /** The tail as text, once the pipe ended or after `waitMs`. */
   async text(waitMs: number): Promise<string> {
-    const stopWaiting = new AbortController();
-    await Promise.race([
-      this.#ended,
-      SYSTEM_CLOCK.sleep(waitMs, stopWaiting.signal).catch(() => {}),
-    ]);
-    stopWaiting.abort();
+    await within(this.#ended, waitMs);
     return new TextDecoder().decode(this.#tail);
   }
 
@@ -264,5 +243,27 @@ class StderrTail {
     } catch {
       // Cancelled, or the pipe failed: keep what came.
     }
+  }
+}
+
+/**
+ * Settles like `promise` when it settles within `waitMs`; resolves to
+ * `undefined` otherwise.
+ */
+async function within<T>(
+  promise: Promise<T>,
+  waitMs: number,
+): Promise<T | undefined> {
+  const stopWaiting = new AbortController();
+  try {
+    return await Promise.race([
+      promise,
+      SYSTEM_CLOCK.sleep(waitMs, stopWaiting.signal).then(
+        () => undefined,
+        () => undefined,
+      ),
+    ]);
+  } finally {
+    stopWaiting.abort();
   }
 }

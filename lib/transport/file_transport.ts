@@ -1,10 +1,6 @@
 import type { RandomAccessFile, Transport } from "./transport.ts";
-import { UnexpectedEndOfStreamError } from "../errors.ts";
-import {
-  createSinkStream,
-  createSourceStream,
-  messageOf,
-} from "./_byte_streams.ts";
+import { describeError, UnexpectedEndOfStreamError } from "../errors.ts";
+import { createSinkStream, createSourceStream } from "./_byte_streams.ts";
 import { unavailableReadable, unavailableWritable } from "./_one_way.ts";
 import { TransportError } from "./transport_error.ts";
 
@@ -84,7 +80,7 @@ export async function openFileTransport(
     throw new TransportError(
       `Cannot open "${uri}" for ${
         direction === "outgoing" ? "writing" : "reading"
-      }: ${messageOf(error)}`,
+      }: ${describeError(error)}`,
       { uri, cause: error },
     );
   }
@@ -94,7 +90,7 @@ export async function openFileTransport(
   } catch (error) {
     file.close();
     throw new TransportError(
-      `Cannot position "${uri}" at offset ${offset}: ${messageOf(error)}`,
+      `Cannot position "${uri}" at offset ${offset}: ${describeError(error)}`,
       { uri, cause: error },
     );
   }
@@ -103,10 +99,6 @@ export async function openFileTransport(
 
 /** Bytes read from a file per chunk. */
 const READ_CHUNK_BYTES = 256 * 1024;
-/** Chunks below this size are coalesced into one file write. */
-const COALESCE_BYTES = 16 * 1024;
-/** Size of each of the two staging buffers for coalesced chunks. */
-const STAGING_BYTES = 256 * 1024;
 
 class FileTransport implements Transport {
   readonly description: string;
@@ -131,7 +123,7 @@ class FileTransport implements Transport {
         write: (bytes) => file.write(bytes),
         close: () => Promise.resolve(this.#release()),
         abort: () => this.#release(),
-      }, { coalesceBytes: COALESCE_BYTES, stagingBytes: STAGING_BYTES });
+      });
     } else {
       this.readable = createSourceStream({
         description: uri,
@@ -229,7 +221,7 @@ export async function openRandomAccessFile(
     throw new TransportError(
       `Cannot open "${path}" for positioned ${
         readOnly ? "reads" : "reads and writes"
-      }: ${messageOf(error)}`,
+      }: ${describeError(error)}`,
       { uri: `file:${path}`, cause: error },
     );
   }

@@ -1,9 +1,9 @@
+import { describeError } from "../errors.ts";
 import type { Transport, TransportListener } from "./transport.ts";
 import { formatTransportUri, type TcpTransportUri } from "./transport_uri.ts";
 import { ConnTransport } from "./_conn_transport.ts";
 import { SocketListener } from "./_socket_listener.ts";
 import { abortable } from "./_abortable.ts";
-import { messageOf } from "./_byte_streams.ts";
 import { TransportError } from "./transport_error.ts";
 
 /** Options for {@linkcode connectTcp}. */
@@ -75,7 +75,7 @@ export async function connectTcp(
   } catch (error) {
     if (signal?.aborted) throw signal.reason;
     throw new TransportError(
-      `Cannot connect to "${text}": ${messageOf(error)}`,
+      `Cannot connect to "${text}": ${describeError(error)}`,
       { uri: text, cause: error },
     );
   }
@@ -131,7 +131,7 @@ function bindTcp(
     } catch (error) {
       if (error instanceof Deno.errors.AddrInUse && port < last) continue;
       throw new TransportError(
-        `Cannot listen on "${text}": ${messageOf(error)}`,
+        `Cannot listen on "${text}": ${describeError(error)}`,
         { uri: text, cause: error },
       );
     }

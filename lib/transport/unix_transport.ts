@@ -1,8 +1,8 @@
+import { describeError } from "../errors.ts";
 import type { Transport, TransportListener } from "./transport.ts";
 import { ConnTransport } from "./_conn_transport.ts";
 import { SocketListener } from "./_socket_listener.ts";
 import { abortable } from "./_abortable.ts";
-import { messageOf } from "./_byte_streams.ts";
 import { TransportError } from "./transport_error.ts";
 
 /** Options for {@linkcode connectUnix}. */
@@ -54,7 +54,7 @@ export async function connectUnix(
   } catch (error) {
     if (signal?.aborted) throw signal.reason;
     throw new TransportError(
-      `Cannot connect to "${uri}": ${messageOf(error)}`,
+      `Cannot connect to "${uri}": ${describeError(error)}`,
       { uri, cause: error },
     );
   }
@@ -95,7 +95,7 @@ export async function listenUnix(
     listener = Deno.listen({ transport: "unix", path });
   } catch (error) {
     throw new TransportError(
-      `Cannot listen on "${uri}": ${messageOf(error)}`,
+      `Cannot listen on "${uri}": ${describeError(error)}`,
       { uri, cause: error },
     );
   }

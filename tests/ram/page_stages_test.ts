@@ -168,3 +168,20 @@ Deno.test("PageEncoderStream uses XBZRLE only after the first round, as QEMU doe
   assert.equal(counters.unchanged, 1);
   assert.deepEqual(destination, bytes);
 });
+
+Deno.test("applyRamRecord() refuses a compressed page that was not inflated with a TypeError", () => {
+  const ram = new Uint8Array(4096);
+  const memory = { pageSize: 4096, pageView: () => ram };
+  assert.throws(
+    () =>
+      applyRamRecord({
+        type: "ram-compressed",
+        block: "pc.ram",
+        offset: 8192,
+        data: new Uint8Array([0x78, 0x9c]),
+      }, memory),
+    new TypeError(
+      'Cannot apply compressed page of block "pc.ram" at 8192: it was not inflated',
+    ),
+  );
+});

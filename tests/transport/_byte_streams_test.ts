@@ -149,6 +149,61 @@ Deno.test("createSinkStream() errors the stream with a TransportError when a wri
   ]);
 });
 
+Deno.test("createSinkStream() says the transport is closed when a write fails after its owner closed it", async () => {
+  const target = recordingSink();
+  target.sink.write = () => Promise.reject(new Error("Bad resource ID"));
+  target.sink.isClosed = () => true;
+  const writer = createSinkStream(target.sink).getWriter();
+  await assert.rejects(
+    writer.write(new Uint8Array(64 * 1024)),
+    (error: TransportError) => {
+      assert.ok(error instanceof TransportError);
+      assert.equal(
+        error.message,
+        'Cannot write to "test:sink": the transport is closed',
+      );
+      return true;
+    },
+  );
+});
+
+Deno.test("createSinkStream() reports the error wrapError gives, or the default when it gives none", async () => {
+  const own = new Error("the command failed");
+  for (
+    const [wrapped, message] of [[own, own.message], [
+      undefined,
+      'Cannot write to "test:sink": Broken pipe',
+    ]] as const
+  ) {
+    const target = recordingSink();
+    target.sink.write = () => Promise.reject(new Error("Broken pipe"));
+    target.sink.wrapError = () => Promise.resolve(wrapped);
+    const writer = createSinkStream(target.sink).getWriter();
+    await assert.rejects(writer.write(new Uint8Array(64 * 1024)), (error) => {
+      assert.equal((error as Error).message, message);
+      if (wrapped) assert.equal(error, wrapped);
+      return true;
+    });
+    assert.deepEqual(target.events, [`abort: ${message}`]);
+  }
+});
+
+Deno.test("createSinkStream() coalesces chunks below 16 KiB by default and writes larger ones as they are", async () => {
+  const target = recordingSink();
+  const writer = createSinkStream(target.sink).getWriter();
+  target.hold();
+  await writer.write(new Uint8Array(16 * 1024 - 1)); // staged; its write is held
+  await writer.write(new Uint8Array(100).fill(1));
+  await writer.write(new Uint8Array(200).fill(2));
+  target.release();
+  await writer.write(new Uint8Array(16 * 1024).fill(3));
+  await writer.close();
+  assert.deepEqual(
+    target.writes.map((bytes) => bytes.byteLength),
+    [16 * 1024 - 1, 300, 16 * 1024],
+  );
+});
+
 Deno.test("createSourceStream() treats a read of 0 bytes as no end", async () => {
   const reads = [0, 2, 0, 0, 1, null];
   let finished = 0;

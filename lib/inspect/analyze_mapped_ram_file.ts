@@ -7,7 +7,7 @@ import {
   analyzeMigrationStream,
   type StreamAnalysis,
   type StreamAnalysisResult,
-} from "./stream_analysis.ts";
+} from "./analyze_migration_stream.ts";
 
 /** Where one block of a mapped-ram file lies. */
 export interface MappedRamBlockAnalysis {
