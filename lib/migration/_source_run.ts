@@ -5,9 +5,9 @@
  * scan, the XBZRLE encoder, the metrics and page counters, the postcopy
  * page requests, the abort controller and the waits for `continue` and
  * `resume`. `SourceMigration` makes a fresh one for every migration, so
- * nothing carries over from one to the next; the phases
- * (`_precopy_loop.ts`, `_postcopy_source.ts`) work on it. Private to the
- * source.
+ * nothing carries over from one to the next; `_migration_thread.ts` and
+ * the phases (`_precopy_loop.ts`, `_postcopy_source.ts`) work on it.
+ * Private to the source.
  *
  * @module
  */
