@@ -42,6 +42,7 @@ export * from "./lib/migration/destination_migration.ts";
 export * from "./lib/migration/format_progress.ts";
 export * from "./lib/migration/guest_device_section.ts";
 export * from "./lib/migration/migration_info.ts";
+export * from "./lib/migration/migration_metrics.ts";
 export * from "./lib/migration/migration_parameters.ts";
 export * from "./lib/migration/migration_proxy.ts";
 export * from "./lib/migration/migration_proxy_info.ts";

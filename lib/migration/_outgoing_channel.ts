@@ -12,6 +12,7 @@ import {
   MappedRamWriter,
   type MappedRamWriterItem,
 } from "../mapped_ram/mapped_ram_writer.ts";
+import { ByteCounterStream } from "../streams/byte_counter_stream.ts";
 import type { Clock } from "../streams/clock.ts";
 import {
   RateLimitStream,
@@ -71,8 +72,8 @@ export class OutgoingChannel {
   #closed = false;
 
   /**
-   * A channel over a byte connection: records → encoder → rate limiter →
-   * transport.
+   * A channel over a byte connection: records → encoder → byte counter →
+   * rate limiter → transport.
    */
   static toTransport(
     transport: Transport,
@@ -86,16 +87,9 @@ export class OutgoingChannel {
       ...(options.onWindow ? { onWindow: options.onWindow } : {}),
     });
     const encoder = new MigrationEncoderStream({ pageSize: options.pageSize });
-    const encoded = { bytes: 0 };
+    const encoded = new ByteCounterStream();
     const piped = encoder.readable
-      .pipeThrough(
-        new TransformStream<Uint8Array, Uint8Array>({
-          transform: (chunk, controller) => {
-            encoded.bytes += chunk.byteLength;
-            controller.enqueue(chunk);
-          },
-        }),
-      )
+      .pipeThrough(encoded)
       .pipeThrough(limiter)
       .pipeTo(
         transport.copiesWrites

@@ -11,6 +11,8 @@
  *               complete? → break     iterate → PART ram: pages ≤ 50 ms, EOS
  * device  stop the guest; END ram: final sync, every dirty page, EOS
  *         FULL livemig-guest, EOF, vmdesc; wait for SHUT on the return path
+ *   or    stop the guest; postcopy: discards, PACKAGED device state, then
+ *         the background copy serving the destination's page requests
  * ```
  *
  * The pipeline is built once per migration and driven by backpressure:
@@ -24,36 +26,25 @@
  * what came before, so bandwidth is measured on what the transport accepted
  * and memory stays bounded whatever the speed of the link.
  *
+ * This class is the public face: options, status, events and QMP-like
+ * commands. Each migration runs on a fresh per-run object
+ * (`_source_run.ts`, with its `MigrationMetrics`), driven through
+ * its phases by `_migration_thread.ts`: precopy in `_precopy_loop.ts`,
+ * postcopy in `_postcopy_source.ts` (its preempt connection in
+ * `_preempt_channel.ts`).
+ *
  * @module
  */
 
-import { isZeroPage } from "../bytes/is_zero_page.ts";
 import { MigrationAbortedError } from "../errors.ts";
-import { DirtyBitmap } from "../guest/dirty_bitmap.ts";
 import type { MigratableGuest } from "../guest/migratable_guest.ts";
-import { PageRequestQueue } from "../postcopy/page_request_queue.ts";
-import { yieldToIo } from "./_yield_to_io.ts";
-import {
-  PostcopyPageSourceStream,
-  takeRequested,
-} from "../postcopy/postcopy_page_source_stream.ts";
-import { DirtyPageScanner } from "../ram/dirty_page_scanner.ts";
-import {
-  type PageEncoderCounters,
-  PageEncoderStream,
-} from "../ram/page_encoder_stream.ts";
-import { PageSourceStream } from "../ram/page_source_stream.ts";
-import { XbzrleCache } from "../ram/xbzrle_cache.ts";
-import { XbzrlePageEncoder } from "../ram/xbzrle_page_encoder.ts";
 import { type Clock, SYSTEM_CLOCK } from "../streams/clock.ts";
-import type { RateWindow } from "../streams/rate_limit_stream.ts";
 import type { RandomAccessFile, Transport } from "../transport/transport.ts";
-import { MAX_DISCARDS_PER_COMMAND } from "../wire/mig_cmd.ts";
-import type { MigrationRecord } from "../wire/migration_record.ts";
-import { encodePostcopyPackage } from "../wire/postcopy_package.ts";
-import { OutgoingChannel } from "./_outgoing_channel.ts";
-import { guestStateRecords, RAM_SECTION_ID } from "./guest_device_section.ts";
-import type { MigrationInfo, RamStats } from "./migration_info.ts";
+import type { OutgoingChannel } from "./_outgoing_channel.ts";
+import { runMigrationThread } from "./_migration_thread.ts";
+import type { Connect } from "./_postcopy_source.ts";
+import { type SourceConfig, SourceRun } from "./_source_run.ts";
+import type { MigrationInfo } from "./migration_info.ts";
 import {
   checkCapabilities,
   checkParameter,
@@ -68,12 +59,6 @@ import {
   MigrationState,
   type MigrationStatus,
 } from "./migration_state.ts";
-import {
-  decideIteration,
-  expectedDowntime,
-  type IterationDecision,
-  switchoverThreshold,
-} from "./switchover_decision.ts";
 
 /** Options for {@linkcode SourceMigration}. */
 export interface SourceMigrationOptions {
@@ -125,9 +110,6 @@ export interface MigrationPassDetail {
 
 const PROGRESS_EVERY_MS = 100;
 
-/** Longest stretch of postcopy background work between two socket polls. */
-const IO_TURN_MS = 0.5;
-
 /**
  * Migrates a guest to a destination over a {@linkcode Transport}.
  *
@@ -159,53 +141,13 @@ const IO_TURN_MS = 0.5;
  * ```
  */
 export class SourceMigration extends EventTarget {
-  readonly #guest: MigratableGuest;
-  readonly #clock: Clock;
-  readonly #machine: string;
-  readonly #batchPages: number;
-  readonly #stepMs: number;
+  readonly #config: SourceConfig;
   readonly #capabilities: MigrationCapabilities;
   readonly #parameters: MigrationParameters;
   #state: MigrationState;
-  #abort: AbortController | undefined;
-  #cancelRequested = false;
-  #continue: PromiseWithResolvers<void> | undefined;
-  #postcopyRequested = false;
-  readonly #postcopyAfterPasses: number | undefined;
-  #channel: OutgoingChannel | undefined;
-  #channelOf: OutgoingChannel | undefined;
-  #bytesBefore = 0;
-  #inPostcopy = false;
-  #postcopyStartBytes: number | undefined;
-  #preempt: PreemptChannel | undefined;
-  #requests = new PageRequestQueue();
-  #resumeWaiter:
-    | PromiseWithResolvers<{ transport: Transport; preempt?: Transport }>
-    | undefined;
-  #scanner: DirtyPageScanner | undefined;
-  #xbzrle: XbzrlePageEncoder | undefined;
-  #counters: PageEncoderCounters = {
-    duplicate: 0,
-    normal: 0,
-    xbzrle: 0,
-    unchanged: 0,
-  };
-  #startTime = 0;
-  #setupTime: number | undefined;
-  #endTime: number | undefined;
-  #downtimeStart: number | undefined;
-  #downtime: number | undefined;
-  #bytesAtStop = 0;
-  #bytesPerMs = 0;
-  #mbps = 0;
-  #pagesPerSecond = 0;
-  #pagesAtWindow = 0;
-  #dirtyPagesRate = 0;
-  #ratePeriodStart = 0;
-  #ratePeriodDirtied = 0;
-  #ratePeriodPages = 0;
+  /** The current or last run; each migration starts a fresh one. */
+  #run: SourceRun | undefined;
   #lastProgress = 0;
-  #errorDesc: string | undefined;
 
   /**
    * Constructs a new instance.
@@ -217,15 +159,19 @@ export class SourceMigration extends EventTarget {
    */
   constructor(guest: MigratableGuest, options: SourceMigrationOptions = {}) {
     super();
-    this.#guest = guest;
-    this.#clock = options.clock ?? SYSTEM_CLOCK;
-    this.#machine = options.machine ?? "livemig";
-    this.#batchPages = options.batchPages ?? 256;
-    this.#stepMs = options.stepMs ?? 50;
-    this.#postcopyAfterPasses = options.postcopyAfterPasses;
     this.#capabilities = { ...DEFAULT_CAPABILITIES, ...options.capabilities };
     checkCapabilities(this.#capabilities);
     this.#parameters = { ...DEFAULT_PARAMETERS };
+    this.#config = {
+      guest,
+      clock: options.clock ?? SYSTEM_CLOCK,
+      machine: options.machine ?? "livemig",
+      batchPages: options.batchPages ?? 256,
+      stepMs: options.stepMs ?? 50,
+      postcopyAfterPasses: options.postcopyAfterPasses,
+      capabilities: this.#capabilities,
+      parameters: this.#parameters,
+    };
     this.setParameters(options.parameters ?? {});
     this.#state = this.#newState();
   }
@@ -247,7 +193,7 @@ export class SourceMigration extends EventTarget {
 
   /** The guest being migrated. */
   get guest(): MigratableGuest {
-    return this.#guest;
+    return this.#config.guest;
   }
 
   /**
@@ -260,7 +206,7 @@ export class SourceMigration extends EventTarget {
    * @throws {RangeError} If a value is out of QEMU's range.
    */
   setParameters(parameters: Partial<MigrationParameters>): void {
-    const pageSize = this.#guest.memory.pageSize;
+    const pageSize = this.#config.guest.memory.pageSize;
     for (const [name, value] of Object.entries(parameters)) {
       if (!Object.hasOwn(DEFAULT_PARAMETERS, name)) {
         throw new TypeError(
@@ -274,23 +220,7 @@ export class SourceMigration extends EventTarget {
       );
     }
     Object.assign(this.#parameters, parameters);
-    const limiter = this.#channel?.limiter;
-    if (
-      limiter && !this.#inPostcopy && parameters["max-bandwidth"] !== undefined
-    ) {
-      if (this.status === "active" || this.status === "setup") {
-        limiter.bytesPerSecond = parameters["max-bandwidth"];
-      }
-    }
-    if (
-      limiter && this.#inPostcopy &&
-      parameters["max-postcopy-bandwidth"] !== undefined
-    ) {
-      limiter.bytesPerSecond = parameters["max-postcopy-bandwidth"];
-    }
-    if (this.#xbzrle && parameters["xbzrle-cache-size"] !== undefined) {
-      this.#newXbzrle();
-    }
+    this.#run?.parametersChanged(parameters);
   }
 
   /**
@@ -304,7 +234,7 @@ export class SourceMigration extends EventTarget {
         "Cannot start postcopy: enable postcopy with the postcopy-ram capability before the start of migration",
       );
     }
-    this.#postcopyRequested = true;
+    this.#run?.requestPostcopy();
   }
 
   /**
@@ -320,7 +250,7 @@ export class SourceMigration extends EventTarget {
         `Cannot continue migration: it is in "${this.status}", not "${status}"`,
       );
     }
-    this.#continue?.resolve();
+    this.#run?.continue();
   }
 
   /**
@@ -338,9 +268,8 @@ export class SourceMigration extends EventTarget {
         `Cannot cancel migration in "${status}": the destination already runs the guest, so neither end would keep a whole guest`,
       );
     }
-    this.#cancelRequested = true;
     this.#state.moveTo("cancelling");
-    this.#abort?.abort(
+    this.#run?.abort(
       new MigrationAbortedError("Cannot complete migration: it was cancelled", {
         reason: "cancelled",
       }),
@@ -354,23 +283,8 @@ export class SourceMigration extends EventTarget {
    */
   query(): MigrationInfo {
     const status = this.status;
-    const info: MigrationInfo = { status };
-    if (status === "none") return info;
-    const now = this.#endTime ?? this.#clock.now();
-    if (this.#setupTime !== undefined) info["setup-time"] = this.#setupTime;
-    info["total-time"] = Math.round(now - this.#startTime);
-    if (isRunningStatus(status) && status !== "cancelling") {
-      info["expected-downtime"] = this.#expectedDowntime();
-    }
-    if (status === "completed" && this.#downtime !== undefined) {
-      info.downtime = this.#downtime;
-    }
-    info.ram = this.#ramStats();
-    if (this.#xbzrle) info["xbzrle-cache"] = this.#xbzrle.stats();
-    if (status === "failed" && this.#errorDesc !== undefined) {
-      info["error-desc"] = this.#errorDesc;
-    }
-    return info;
+    if (status === "none" || this.#run === undefined) return { status };
+    return this.#run.info(status);
   }
 
   /**
@@ -386,11 +300,7 @@ export class SourceMigration extends EventTarget {
         `Cannot pause migration in "${this.status}": it is only supported during postcopy-active state`,
       );
     }
-    this.#channel?.fail(
-      new MigrationAbortedError("Cannot go on: the migration was paused", {
-        reason: "transport-failed",
-      }),
-    );
+    this.#run?.pause();
   }
 
   /**
@@ -404,12 +314,13 @@ export class SourceMigration extends EventTarget {
    * @throws {TypeError} Outside postcopy-paused.
    */
   resume(transport: Transport, preempt?: Transport): void {
-    if (this.status !== "postcopy-paused" || this.#resumeWaiter === undefined) {
+    const run = this.#run;
+    if (this.status !== "postcopy-paused" || !run?.awaitingResume) {
       throw new TypeError(
         `Cannot resume migration in "${this.status}": it must be in "postcopy-paused"`,
       );
     }
-    this.#resumeWaiter.resolve({ transport, ...(preempt ? { preempt } : {}) });
+    run.resume({ transport, ...(preempt ? { preempt } : {}) });
   }
 
   /**
@@ -434,8 +345,8 @@ export class SourceMigration extends EventTarget {
         ),
       );
     }
-    return this.#run(
-      (returnPath) => this.#openChannel(transport, returnPath),
+    return this.#start(
+      (run) => run.openChannel(transport, run.usesReturnPath),
       options.connect,
     );
   }
@@ -465,529 +376,43 @@ export class SourceMigration extends EventTarget {
         ),
       );
     }
-    return this.#run(() =>
-      OutgoingChannel.toMappedRamFile(file, options.offset ?? 0, {
-        clock: this.#clock,
-        pageSize: this.#guest.memory.pageSize,
-        bytesPerSecond: this.#parameters["max-bandwidth"],
-        onWindow: (window) => this.#onWindow(window),
-      })
+    return this.#start((run) =>
+      run.openMappedRamFile(file, options.offset ?? 0)
     );
   }
 
-  async #run(
-    open: (returnPath: boolean) => OutgoingChannel,
-    connect?: () => Promise<Transport>,
+  /** Starts a fresh run on the channel `open` makes, and drives it. */
+  async #start(
+    open: (run: SourceRun) => OutgoingChannel,
+    connect?: Connect,
   ): Promise<MigrationInfo> {
     if (isRunningStatus(this.status)) {
       throw new TypeError(
         `Cannot start a migration: one is already in "${this.status}"`,
       );
     }
-    this.#reset();
+    if (this.status !== "none") {
+      // A new migration after a finished one: QEMU goes back to setup.
+      this.#state.moveTo("setup");
+      this.#state = this.#newState();
+    }
+    const run = new SourceRun(this.#config, {
+      state: this.#state,
+      onPass: (count) => this.#pass(count),
+      onProgress: (force) => this.#progress(force),
+    });
+    this.#run = run;
     this.#state.moveTo("setup");
-    const abort = new AbortController();
-    this.#abort = abort;
-    const signal = abort.signal;
-    const clock = this.#clock;
-    const memory = this.#guest.memory;
-    const pageSize = memory.pageSize;
-    this.#startTime = clock.now();
-    this.#ratePeriodStart = this.#startTime;
-    const postcopy = this.#capabilities["postcopy-ram"];
-    const returnPath = this.#capabilities["return-path"] || postcopy;
-    const channel = open(returnPath);
-    this.#channel = channel;
-    this.#channelOf = channel;
+    const channel = open(run);
+    const signal = run.signal;
     signal.addEventListener("abort", () => channel.fail(signal.reason), {
       once: true,
     });
-    let pausedByUs = false;
     try {
-      const setup: MigrationRecord[] = [
-        { type: "header", version: 3 },
-        { type: "configuration", machine: this.#machine },
-      ];
-      if (returnPath) {
-        setup.push(
-          { type: "command", command: "OPEN_RETURN_PATH" },
-          { type: "command", command: "PING", value: 1 },
-        );
-      }
-      if (postcopy) {
-        setup.push({
-          type: "command",
-          command: "POSTCOPY_ADVISE",
-          pageSizeSummary: pageSize,
-          targetPageSize: pageSize,
-        });
-      }
-      await channel.write(setup);
-      const scanner = new DirtyPageScanner(memory);
-      this.#scanner = scanner;
-      this.#pass(scanner.syncCount);
-      if (this.#capabilities.xbzrle) this.#newXbzrle();
-      await channel.write([
-        {
-          type: "section-start",
-          sectionId: RAM_SECTION_ID,
-          idstr: "ram",
-          instanceId: 0,
-          versionId: 4,
-        },
-        {
-          type: "ram-mem-size",
-          blocks: memory.blocks.map((b) => ({
-            idstr: b.idstr,
-            usedLength: b.bytes.byteLength,
-          })),
-        },
-        { type: "ram-eos" },
-        { type: "section-footer", sectionId: RAM_SECTION_ID },
-      ]);
-      this.#setupTime = Math.round(clock.now() - this.#startTime);
-      this.#state.moveTo("active");
-      const lastBlock = { name: undefined as string | undefined };
-      let decision: IterationDecision;
-      while (true) {
-        signal.throwIfAborted();
-        channel.limiter.measure();
-        if (
-          this.#postcopyAfterPasses !== undefined && postcopy &&
-          scanner.syncCount >= this.#postcopyAfterPasses
-        ) {
-          this.#postcopyRequested = true;
-        }
-        decision = this.#decide(scanner);
-        if (decision.step === "complete" || decision.step === "postcopy") break;
-        await channel.write([{
-          type: "section-part",
-          sectionId: RAM_SECTION_ID,
-        }]);
-        const started = clock.now();
-        const pages = new PageSourceStream(scanner, {
-          batchPages: this.#partBatchPages(),
-          shouldStop: () =>
-            signal.aborted || clock.now() - started >= this.#stepMs,
-        }).pipeThrough(this.#pageEncoder(lastBlock, false));
-        for await (const batch of pages) await channel.write(batch);
-        await channel.write([{
-          type: "section-footer",
-          sectionId: RAM_SECTION_ID,
-        }]);
-        this.#progress(false);
-        await yieldToTasks();
-      }
-
-      // Stop the guest; the downtime starts here.
-      const wasRunning = this.#guest.running;
-      await this.#guest.pause();
-      pausedByUs = wasRunning;
-      this.#downtimeStart = clock.now();
-      this.#bytesAtStop = channel.limiter.bytesPassed;
-      if (this.#capabilities["pause-before-switchover"]) {
-        this.#continue = Promise.withResolvers();
-        this.#state.moveTo("pre-switchover");
-        await Promise.race([this.#continue.promise, aborted(signal)]);
-      }
-      if (decision.step === "postcopy") {
-        await this.#startPostcopy(channel, scanner, lastBlock, connect);
-        pausedByUs = false; // the destination runs the guest from now on
-        await this.#postcopy(channel, scanner, lastBlock, connect);
-      } else {
-        await this.#completePrecopy(channel, scanner, lastBlock);
-      }
-      const end = clock.now();
-      this.#endTime = end;
-      const active = end - this.#startTime - (this.#setupTime ?? 0);
-      this.#mbps = active > 0 ? this.#transferred() * 8 / active / 1000 : 0;
-      scanner.stop();
-      this.#state.moveTo("completed");
-      this.#progress(true);
-      return this.query();
-    } catch (error) {
-      const reason = signal.aborted ? signal.reason : error;
-      abort.abort(reason);
-      this.#channel?.fail(reason);
-      channel.fail(reason);
-      this.#scanner?.stop();
-      if (pausedByUs) this.#guest.resume();
-      this.#endTime = clock.now();
-      if (this.#cancelRequested) {
-        this.#state.moveTo("cancelled");
-        this.#progress(true);
-        throw reason instanceof MigrationAbortedError
-          ? reason
-          : new MigrationAbortedError(
-            "Cannot complete migration: it was cancelled",
-            { reason: "cancelled", cause: reason },
-          );
-      }
-      const failure = reason instanceof MigrationAbortedError
-        ? reason
-        : new MigrationAbortedError(
-          `Cannot complete migration: ${describe(reason)}`,
-          { reason: "transport-failed", cause: reason },
-        );
-      this.#errorDesc = failure.message;
-      this.#state.moveTo("failed");
-      this.#progress(true);
-      throw failure;
+      return await runMigrationThread(run, connect);
     } finally {
-      this.#abort = undefined;
-      this.#continue = undefined;
-      this.#channel = undefined;
+      run.release();
     }
-  }
-
-  #openChannel(transport: Transport, returnPath: boolean): OutgoingChannel {
-    const memory = this.#guest.memory;
-    const channel = OutgoingChannel.toTransport(transport, {
-      clock: this.#clock,
-      pageSize: memory.pageSize,
-      bytesPerSecond: this.#inPostcopy
-        ? this.#parameters["max-postcopy-bandwidth"]
-        : this.#parameters["max-bandwidth"],
-      onWindow: (window) => this.#onWindow(window),
-      ...(returnPath
-        ? {
-          returnPath: {
-            onRequest: (block: string, start: number, length: number) =>
-              this.#onPageRequest(block, start, length),
-            bitmapBytes: (block: string) => {
-              const found = memory.blocks.find((b) => b.idstr === block);
-              return found === undefined
-                ? undefined
-                : Math.ceil(found.pageCount / 64) * 8;
-            },
-          },
-        }
-        : {}),
-    });
-    if (this.#channelOf) {
-      this.#bytesBefore += this.#channelOf.limiter.bytesPassed;
-    }
-    this.#channel = channel;
-    this.#channelOf = channel;
-    return channel;
-  }
-
-  /** Precopy completion: END with the final pass, device state, EOF. */
-  async #completePrecopy(
-    channel: OutgoingChannel,
-    scanner: DirtyPageScanner,
-    lastBlock: { name: string | undefined },
-  ): Promise<void> {
-    const pageSize = this.#guest.memory.pageSize;
-    this.#state.moveTo("device");
-    channel.limiter.bytesPerSecond = 0;
-    await channel.write([{ type: "section-end", sectionId: RAM_SECTION_ID }]);
-    this.#sync(scanner);
-    const rest = new PageSourceStream(scanner, { batchPages: this.#batchPages })
-      .pipeThrough(this.#pageEncoder(lastBlock, true));
-    for await (const batch of rest) await channel.write(batch);
-    await channel.write([
-      { type: "section-footer", sectionId: RAM_SECTION_ID },
-      ...guestStateRecords(
-        this.#guest.saveState(),
-        this.#guest.stateFields,
-        pageSize,
-      ),
-    ]);
-    // Closing our direction (a half-close on sockets) gives an exec:
-    // command EOF and waits for it, and flushes a file, so every byte is
-    // where it belongs before the migration says completed.
-    await channel.finish();
-    if (
-      this.#capabilities["return-path"] || this.#capabilities["postcopy-ram"]
-    ) {
-      const shut = await Promise.race([channel.shut, channel.failed]);
-      if (shut !== 0) {
-        throw new MigrationAbortedError(
-          `Cannot complete migration: the destination reported an error loading the stream (SHUT ${shut})`,
-          { reason: "destination-failed" },
-        );
-      }
-    }
-    this.#downtime = Math.round(this.#clock.now() - this.#downtimeStart!);
-    await channel.close();
-  }
-
-  /**
-   * Postcopy start (QEMU's `postcopy_start()`): final sync, discard every
-   * page still to send, then the package with the device state; the
-   * destination runs the guest once RUN arrives.
-   */
-  async #startPostcopy(
-    channel: OutgoingChannel,
-    scanner: DirtyPageScanner,
-    lastBlock: { name: string | undefined },
-    connect: (() => Promise<Transport>) | undefined,
-  ): Promise<void> {
-    const memory = this.#guest.memory;
-    const pageSize = memory.pageSize;
-    this.#state.moveTo("postcopy-active");
-    this.#inPostcopy = true;
-    channel.limiter.bytesPerSecond = this.#parameters["max-postcopy-bandwidth"];
-    this.#sync(scanner);
-    const discards: MigrationRecord[] = [];
-    scanner.bitmaps.forEach((bitmap, index) => {
-      const block = memory.blocks[index]!.idstr;
-      const runs = bitmap.runs();
-      for (let i = 0; i < runs.length; i += MAX_DISCARDS_PER_COMMAND) {
-        discards.push({
-          type: "command",
-          command: "POSTCOPY_RAM_DISCARD",
-          block,
-          ranges: runs.slice(i, i + MAX_DISCARDS_PER_COMMAND).map((
-            [first, count],
-          ) => ({
-            start: first * pageSize,
-            length: count * pageSize,
-          })),
-        });
-      }
-    });
-    channel.forgetCurrentBlock();
-    lastBlock.name = undefined;
-    await channel.write([...discards, {
-      type: "command",
-      command: "PING",
-      value: 2,
-    }]);
-    const device = guestStateRecords(
-      this.#guest.saveState(),
-      this.#guest.stateFields,
-      pageSize,
-    )
-      .slice(0, 3); // FULL section: header, state, footer (no EOF or vmdesc in postcopy)
-    await channel.write([
-      encodePostcopyPackage([
-        { type: "command", command: "POSTCOPY_LISTEN" },
-        ...device,
-        { type: "command", command: "PING", value: 3 },
-        { type: "command", command: "POSTCOPY_RUN" },
-      ], { pageSize }),
-      { type: "command", command: "PING", value: 4 },
-    ]);
-    this.#downtime = Math.round(this.#clock.now() - this.#downtimeStart!);
-    this.#postcopyStartBytes = this.#transferred();
-    if (this.#capabilities["postcopy-preempt"] && connect) {
-      this.#preempt = new PreemptChannel(
-        this.#openPreempt(await connect()),
-        scanner,
-        this.#requests,
-      );
-    }
-  }
-
-  /**
-   * The postcopy background copy, serving requested pages first, across
-   * connection failures (postcopy-paused) and recoveries.
-   */
-  async #postcopy(
-    first: OutgoingChannel,
-    scanner: DirtyPageScanner,
-    lastBlock: { name: string | undefined },
-    connect: (() => Promise<Transport>) | undefined,
-  ): Promise<void> {
-    let channel = first;
-    while (true) {
-      try {
-        await this.#background(channel, scanner, lastBlock);
-        await channel.close();
-        return;
-      } catch (error) {
-        channel.fail(error);
-        this.#preempt?.close();
-        this.#preempt = undefined;
-        if (this.#cancelRequested) throw error;
-        this.#errorDesc = describe(error);
-        this.#state.moveTo("postcopy-paused");
-        this.#progress(true);
-      }
-      // Wait for a new connection, then recover; a failed recovery goes
-      // back to paused and waits again.
-      while (true) {
-        this.#resumeWaiter = Promise.withResolvers();
-        const next = await this.#resumeWaiter.promise;
-        this.#resumeWaiter = undefined;
-        this.#state.moveTo("postcopy-recover");
-        channel = this.#openChannel(next.transport, true);
-        try {
-          await this.#recover(channel, scanner);
-          if (this.#capabilities["postcopy-preempt"]) {
-            const preempt = next.preempt ??
-              (connect ? await connect() : undefined);
-            if (preempt) {
-              this.#preempt = new PreemptChannel(
-                this.#openPreempt(preempt),
-                scanner,
-                this.#requests,
-              );
-            }
-          }
-          lastBlock.name = undefined;
-          this.#errorDesc = undefined;
-          this.#state.moveTo("postcopy-active");
-          this.#progress(true);
-          break;
-        } catch (error) {
-          channel.fail(error);
-          this.#errorDesc = describe(error);
-          this.#state.moveTo("postcopy-paused");
-          this.#progress(true);
-        }
-      }
-    }
-  }
-
-  /** The recovery handshake: RECV_BITMAP per block, then RESUME. */
-  async #recover(
-    channel: OutgoingChannel,
-    scanner: DirtyPageScanner,
-  ): Promise<void> {
-    const memory = this.#guest.memory;
-    await channel.write(
-      memory.blocks.map((
-        b,
-      ) => ({
-        type: "command",
-        command: "RECV_BITMAP",
-        block: b.idstr,
-      } as const)),
-    );
-    for (const block of memory.blocks) {
-      const bytes = await Promise.race([
-        channel.bitmap(block.idstr),
-        channel.failed,
-      ]);
-      const received = DirtyBitmap.fromLittleEndian(bytes, block.pageCount);
-      const toSend = new DirtyBitmap(block.pageCount);
-      toSend.setAll();
-      toSend.andNot(received);
-      scanner.replace(block.index, toSend);
-    }
-    await channel.write([{ type: "command", command: "POSTCOPY_RESUME" }]);
-    const ack = await Promise.race([channel.resumeAck, channel.failed]);
-    if (ack !== 1) {
-      throw new MigrationAbortedError(
-        `Cannot resume postcopy: RESUME_ACK carried ${ack}, expected 1`,
-        { reason: "destination-failed" },
-      );
-    }
-    scanner.seek(0, 0);
-  }
-
-  /** Sends what is left, requests first, then END and EOF; waits for SHUT. */
-  async #background(
-    channel: OutgoingChannel,
-    scanner: DirtyPageScanner,
-    lastBlock: { name: string | undefined },
-  ): Promise<void> {
-    const clock = this.#clock;
-    let ioTurn = clock.now();
-    while (scanner.remainingPages > 0) {
-      await channel.write([{
-        type: "section-part",
-        sectionId: RAM_SECTION_ID,
-      }]);
-      const started = clock.now();
-      let urgent = false;
-      const pages = new PostcopyPageSourceStream(scanner, this.#requests, {
-        batchPages: this.#partBatchPages(),
-        shouldStop: () => clock.now() - started >= this.#stepMs,
-        requestsElsewhere: this.#preempt !== undefined,
-        onUrgent: () => {
-          urgent = true;
-        },
-      }).pipeThrough(this.#pageEncoder(lastBlock, false, false));
-      for await (const batch of pages) {
-        await channel.write(batch);
-        if (clock.now() - ioTurn >= IO_TURN_MS) {
-          // Writes to a ready socket never wait: let the return path (page
-          // requests) be read, or they wait until this step ends.
-          await yieldToIo();
-          ioTurn = clock.now();
-        }
-        if (urgent) {
-          // Requested pages must not wait for the rate limit.
-          channel.limiter.passUntil(channel.encodedBytes);
-          urgent = false;
-        }
-      }
-      await channel.write([{
-        type: "section-footer",
-        sectionId: RAM_SECTION_ID,
-      }]);
-      this.#progress(false);
-      await yieldToTasks();
-    }
-    await this.#preempt?.finish();
-    await channel.write([
-      { type: "section-end", sectionId: RAM_SECTION_ID },
-      { type: "ram-eos" },
-      { type: "section-footer", sectionId: RAM_SECTION_ID },
-      { type: "eof" },
-    ]);
-    await channel.finish();
-    const shut = await Promise.race([channel.shut, channel.failed]);
-    if (shut !== 0) {
-      throw new MigrationAbortedError(
-        `Cannot complete migration: the destination reported an error (SHUT ${shut})`,
-        { reason: "destination-failed" },
-      );
-    }
-    await this.#preempt?.close();
-  }
-
-  #openPreempt(transport: Transport): OutgoingChannel {
-    return OutgoingChannel.toTransport(transport, {
-      clock: this.#clock,
-      pageSize: this.#guest.memory.pageSize,
-      bytesPerSecond: 0,
-    });
-  }
-
-  #onPageRequest(block: string, start: number, length: number): void {
-    const memory = this.#guest.memory;
-    const found = memory.blocks.find((b) => b.idstr === block);
-    const pageSize = memory.pageSize;
-    if (
-      found === undefined || start % pageSize !== 0 ||
-      length % pageSize !== 0 ||
-      length === 0 || start + length > found.bytes.byteLength
-    ) {
-      throw new MigrationAbortedError(
-        `Cannot serve a page request for ${block}@${start}+${length}: it is not a whole page range inside a block`,
-        { reason: "destination-failed" },
-      );
-    }
-    this.#requests.push(found.index, start / pageSize, length / pageSize);
-    if (this.#preempt === undefined && this.#channel) {
-      // Let what is already encoded go now: the requested page comes next
-      // and must not wait behind a rate-limit window.
-      this.#channel.limiter.passUntil(this.#channel.encodedBytes);
-    }
-  }
-
-  #transferred(): number {
-    return this.#bytesBefore + (this.#channelOf?.limiter.bytesPassed ?? 0) +
-      (this.#preempt?.bytes ?? 0);
-  }
-
-  /**
-   * Pages per batch in an iteration step: at most half a rate-limit
-   * window's budget, so a low max-bandwidth is held to smoothly (QEMU
-   * checks the limit between pages).
-   */
-  #partBatchPages(): number {
-    const limit = this.#inPostcopy
-      ? this.#parameters["max-postcopy-bandwidth"]
-      : this.#parameters["max-bandwidth"];
-    if (limit === 0) return this.#batchPages;
-    const pages = Math.floor(limit / 10 / 2 / this.#guest.memory.pageSize);
-    return Math.max(1, Math.min(this.#batchPages, pages));
   }
 
   #newState(): MigrationState {
@@ -1008,110 +433,6 @@ export class SourceMigration extends EventTarget {
     return state;
   }
 
-  #reset(): void {
-    if (this.status !== "none") {
-      // A new migration after a finished one: QEMU goes back to setup.
-      this.#state.moveTo("setup");
-      this.#state = this.#newState();
-    }
-    this.#cancelRequested = false;
-    this.#postcopyRequested = false;
-    this.#counters = { duplicate: 0, normal: 0, xbzrle: 0, unchanged: 0 };
-    this.#setupTime = undefined;
-    this.#endTime = undefined;
-    this.#downtimeStart = undefined;
-    this.#downtime = undefined;
-    this.#bytesAtStop = 0;
-    this.#bytesPerMs = 0;
-    this.#mbps = 0;
-    this.#pagesPerSecond = 0;
-    this.#pagesAtWindow = 0;
-    this.#dirtyPagesRate = 0;
-    this.#ratePeriodDirtied = 0;
-    this.#ratePeriodPages = 0;
-    this.#errorDesc = undefined;
-    this.#xbzrle = undefined;
-    this.#scanner = undefined;
-    this.#channel = undefined;
-    this.#channelOf = undefined;
-    this.#bytesBefore = 0;
-    this.#inPostcopy = false;
-    this.#postcopyStartBytes = undefined;
-    this.#preempt = undefined;
-    this.#requests = new PageRequestQueue();
-    this.#resumeWaiter = undefined;
-  }
-
-  #newXbzrle(): void {
-    this.#xbzrle = new XbzrlePageEncoder({
-      cache: new XbzrleCache(
-        this.#parameters["xbzrle-cache-size"],
-        this.#guest.memory.pageSize,
-      ),
-    });
-    if (this.#scanner) this.#xbzrle.setGeneration(this.#scanner.syncCount);
-  }
-
-  #pageEncoder(
-    lastBlock: { name: string | undefined },
-    finalPass: boolean,
-    xbzrle = true,
-  ): PageEncoderStream {
-    return new PageEncoderStream({
-      ...(this.#xbzrle && xbzrle ? { xbzrle: this.#xbzrle } : {}),
-      finalPass,
-      counters: this.#counters,
-      lastBlock,
-    });
-  }
-
-  /** QEMU's decision, with the sync it asks for when the estimate is low. */
-  #decide(scanner: DirtyPageScanner): IterationDecision {
-    const pageSize = this.#guest.memory.pageSize;
-    const state = {
-      pendingBytes: scanner.remainingPages * pageSize,
-      exact: false,
-      thresholdBytes: this.#threshold(),
-      postcopyRequested: this.#postcopyRequested,
-      inPostcopy: false,
-      mustPrecopyBytes: 0,
-    };
-    const decision = decideIteration(state);
-    if (decision.step !== "sync") return decision;
-    this.#sync(scanner);
-    return decideIteration({
-      ...state,
-      pendingBytes: scanner.remainingPages * pageSize,
-      exact: true,
-    });
-  }
-
-  #threshold(): number {
-    return switchoverThreshold({
-      measuredBytesPerMs: this.#bytesPerMs,
-      downtimeLimitMs: this.#parameters["downtime-limit"],
-      availSwitchoverBandwidth: this.#parameters["avail-switchover-bandwidth"],
-    });
-  }
-
-  #sync(scanner: DirtyPageScanner): void {
-    this.#ratePeriodDirtied += scanner.sync();
-    this.#xbzrle?.setGeneration(scanner.syncCount);
-    const now = this.#clock.now();
-    const period = now - this.#ratePeriodStart;
-    if (period >= 1000) {
-      this.#dirtyPagesRate = Math.round(
-        this.#ratePeriodDirtied * 1000 / period,
-      );
-      const sent = this.#pagesSent();
-      this.#xbzrle?.closeRatePeriod(sent - this.#ratePeriodPages);
-      this.#ratePeriodPages = sent;
-      this.#ratePeriodDirtied = 0;
-      this.#ratePeriodStart = now;
-    }
-    this.#pass(scanner.syncCount);
-  }
-
   #pass(count: number): void {
     if (!this.#capabilities.events) return;
     this.dispatchEvent(
@@ -1119,163 +440,12 @@ export class SourceMigration extends EventTarget {
     );
   }
 
-  #pagesSent(): number {
-    const c = this.#counters;
-    return c.duplicate + c.normal + c.xbzrle;
-  }
-
-  #onWindow(window: RateWindow): void {
-    if (this.status === "device" || this.status === "completed") return;
-    this.#bytesPerMs = window.bytesPerMs;
-    this.#mbps = window.bytes * 8 / window.ms / 1000;
-    const pages = this.#pagesSent();
-    this.#pagesPerSecond = Math.round(
-      (pages - this.#pagesAtWindow) * 1000 / window.ms,
-    );
-    this.#pagesAtWindow = pages;
-    this.#progress(false);
-  }
-
-  #expectedDowntime(): number {
-    const remaining = (this.#scanner?.remainingPages ?? 0) *
-      this.#guest.memory.pageSize;
-    return expectedDowntime({
-      remainingBytes: remaining,
-      bytesPerMs: this.#bytesPerMs,
-      downtimeLimitMs: this.#parameters["downtime-limit"],
-    });
-  }
-
-  #ramStats(): RamStats {
-    const pageSize = this.#guest.memory.pageSize;
-    const transferred = this.#transferred();
-    const stopped = this.#downtimeStart !== undefined;
-    const postcopyStart = this.#postcopyStartBytes;
-    const remaining = this.status === "completed"
-      ? 0
-      : (this.#scanner?.remainingPages ?? 0) * pageSize;
-    return {
-      transferred,
-      remaining,
-      total: this.#guest.memory.totalBytes,
-      duplicate: this.#counters.duplicate,
-      skipped: 0,
-      normal: this.#counters.normal,
-      "normal-bytes": this.#counters.normal * pageSize,
-      "dirty-pages-rate": this.#dirtyPagesRate,
-      mbps: this.#mbps,
-      "dirty-sync-count": this.#scanner?.syncCount ?? 0,
-      "postcopy-requests": this.#requests.requests,
-      "page-size": pageSize,
-      "multifd-bytes": 0,
-      "pages-per-second": this.#pagesPerSecond,
-      "precopy-bytes": stopped ? this.#bytesAtStop : transferred,
-      "downtime-bytes": stopped
-        ? (postcopyStart ?? transferred) - this.#bytesAtStop
-        : 0,
-      "postcopy-bytes": postcopyStart === undefined
-        ? 0
-        : transferred - postcopyStart,
-      "dirty-sync-missed-zero-copy": 0,
-    };
-  }
-
   #progress(force: boolean): void {
-    const now = this.#clock.now();
+    const now = this.#config.clock.now();
     if (!force && now - this.#lastProgress < PROGRESS_EVERY_MS) return;
     this.#lastProgress = now;
     this.dispatchEvent(
       new CustomEvent<MigrationInfo>("progress", { detail: this.query() }),
     );
   }
-}
-
-/**
- * The postcopy-preempt channel: requested pages go out on their own
- * connection as soon as they are asked for, so they never queue behind the
- * background copy. RAM records only, no header, no sections, EOS at the
- * end.
- */
-class PreemptChannel {
-  readonly #channel: OutgoingChannel;
-  readonly #stop = Promise.withResolvers<void>();
-  readonly #served: Promise<void>;
-  #stopping = false;
-
-  constructor(
-    channel: OutgoingChannel,
-    scanner: DirtyPageScanner,
-    requests: PageRequestQueue,
-  ) {
-    this.#channel = channel;
-    this.#served = this.#serve(scanner, requests);
-    this.#served.catch((error) => channel.fail(error));
-  }
-
-  get bytes(): number {
-    return this.#channel.limiter.bytesPassed;
-  }
-
-  async #serve(
-    scanner: DirtyPageScanner,
-    requests: PageRequestQueue,
-  ): Promise<void> {
-    while (!this.#stopping) {
-      await Promise.race([requests.wait(), this.#stop.promise]);
-      for (
-        let batch = takeRequested(scanner, requests, { resend: true });
-        batch;
-        batch = takeRequested(scanner, requests, { resend: true })
-      ) {
-        const { block, pages } = batch;
-        const pageSize = block.bytes.byteLength / block.pageCount;
-        const records: MigrationRecord[] = [];
-        for (const page of pages) {
-          const offset = page * pageSize;
-          const data = block.bytes.subarray(offset, offset + pageSize);
-          records.push(
-            isZeroPage(data)
-              ? { type: "ram-zero", block: block.idstr, offset, fill: 0 }
-              : { type: "ram-page", block: block.idstr, offset, data },
-          );
-        }
-        await this.#channel.write(records);
-      }
-    }
-  }
-
-  async finish(): Promise<void> {
-    this.#stopping = true;
-    this.#stop.resolve();
-    await this.#served;
-    await this.#channel.write([{ type: "ram-eos" }]);
-    await this.#channel.finish();
-  }
-
-  close(): void {
-    this.#stopping = true;
-    this.#stop.resolve();
-    void this.#channel.close();
-  }
-}
-
-function aborted(signal: AbortSignal): Promise<never> {
-  return new Promise((_, reject) => {
-    if (signal.aborted) reject(signal.reason);
-    signal.addEventListener("abort", () => reject(signal.reason), {
-      once: true,
-    });
-  });
-}
-
-/** Lets timers run (the guest's workload task) between iteration steps. */
-function yieldToTasks(): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, 0));
-}
-
-function describe(error: unknown): string {
-  if (error instanceof Error) {
-    return error.message.replace(/^Cannot [^:]*: /, "") || error.name;
-  }
-  return String(error);
 }

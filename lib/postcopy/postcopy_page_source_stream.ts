@@ -1,3 +1,10 @@
+/**
+ * The pages of the source's postcopy background copy, with the pages the
+ * destination asked for (REQ_PAGES on the return path) ahead of the scan.
+ *
+ * @module
+ */
+
 import type { DirtyPageScanner, PageBatch } from "../ram/dirty_page_scanner.ts";
 import type { PageRequestQueue } from "./page_request_queue.ts";
 

@@ -1,0 +1,206 @@
+/**
+ * SourceMigration's public face on its own: the order of its events, a
+ * second migration on the same instance, the pre-switchover pause, the
+ * failure it reports, and the commands refused outside their status. The
+ * clock is frozen, so no rate window closes and the run is deterministic.
+ */
+import assert from "node:assert/strict";
+import {
+  createMemoryTransportPair,
+  DestinationMigration,
+  MigrationAbortedError,
+  type MigrationCapabilities,
+  type MigrationInfo,
+  SimulatedGuest,
+  SourceMigration,
+  type Transport,
+} from "../../mod.ts";
+import { createFakeClock } from "../_helpers/fake_clock.ts";
+
+const PAGES = 64;
+
+function idleGuest(): SimulatedGuest {
+  const guest = new SimulatedGuest({ ramBytes: PAGES * 4096, running: false });
+  for (let page = 0; page < 5; page++) {
+    guest.memory.blocks[0]!.bytes[page * 4096 + 7] = page + 1;
+  }
+  return guest;
+}
+
+function sourceOf(
+  guest: SimulatedGuest,
+  capabilities: Partial<MigrationCapabilities> = {},
+  batchPages?: number,
+): SourceMigration {
+  return new SourceMigration(guest, {
+    capabilities: { events: true, ...capabilities },
+    clock: createFakeClock(),
+    ...(batchPages ? { batchPages } : {}),
+  });
+}
+
+/** Records every event the source dispatches, as "type:value". */
+function record(source: SourceMigration): string[] {
+  const seen: string[] = [];
+  for (const type of ["status", "migration", "pass"]) {
+    source.addEventListener(type, (event) => {
+      const detail = (event as CustomEvent).detail;
+      seen.push(`${type}:${detail.status ?? detail.pass}`);
+    });
+  }
+  return seen;
+}
+
+async function migrateOnce(source: SourceMigration): Promise<MigrationInfo> {
+  const [a, b] = createMemoryTransportPair();
+  const [info] = await Promise.all([
+    source.migrate(a),
+    new DestinationMigration({ autostart: false }).incoming(b),
+  ]);
+  return info;
+}
+
+/**
+ * A transport that takes nothing: its first write fails with `error` after
+ * a while, when the source waits on a full pipeline (not between steps).
+ */
+function brokenTransport(error: Error): Transport {
+  return {
+    description: "broken",
+    readable: new ReadableStream(),
+    writable: new WritableStream({
+      write: () =>
+        new Promise((_, reject) => setTimeout(() => reject(error), 20)),
+    }),
+    close: () => Promise.resolve(),
+  };
+}
+
+const ONE_RUN = [
+  "pass:1",
+  "status:active",
+  "migration:active",
+  "status:device",
+  "migration:device",
+  "pass:2",
+  "status:completed",
+  "migration:completed",
+];
+
+Deno.test("SourceMigration dispatches status, migration and pass events in order", async () => {
+  const source = sourceOf(idleGuest());
+  const seen = record(source);
+  const progress: MigrationInfo[] = [];
+  source.addEventListener("progress", (event) => {
+    progress.push((event as CustomEvent<MigrationInfo>).detail);
+  });
+  const info = await migrateOnce(source);
+  assert.deepEqual(seen, ["status:setup", "migration:setup", ...ONE_RUN]);
+  assert.equal(info.status, "completed");
+  assert.deepEqual(progress.at(-1), source.query());
+  assert.equal(info.ram!.normal, 5);
+  assert.equal(info.ram!.duplicate, PAGES - 5);
+  assert.equal(info.ram!["dirty-sync-count"], 2);
+  assert.equal(info.ram!.remaining, 0);
+});
+
+Deno.test("SourceMigration starts a second migration from fresh counters", async () => {
+  const source = sourceOf(idleGuest());
+  const first = await migrateOnce(source);
+  const seen = record(source);
+  const second = await migrateOnce(source);
+  // The finished run goes back to setup, then the new one starts in setup.
+  assert.deepEqual(seen, [
+    "status:setup",
+    "migration:setup",
+    "status:setup",
+    "migration:setup",
+    ...ONE_RUN,
+  ]);
+  assert.deepEqual(second.ram, first.ram);
+  assert.equal(second.downtime, first.downtime);
+});
+
+Deno.test("SourceMigration waits in pre-switchover for continue()", async () => {
+  const source = sourceOf(idleGuest(), { "pause-before-switchover": true });
+  const seen = record(source);
+  source.addEventListener("status", (event) => {
+    if ((event as CustomEvent).detail.status !== "pre-switchover") return;
+    assert.throws(
+      () => source.continue("active"),
+      /Cannot continue migration: it is in "pre-switchover", not "active"/,
+    );
+    setTimeout(() => source.continue("pre-switchover"), 0);
+  });
+  const info = await migrateOnce(source);
+  assert.equal(info.status, "completed");
+  assert.deepEqual(seen.filter((s) => s.startsWith("status:")), [
+    "status:setup",
+    "status:active",
+    "status:pre-switchover",
+    "status:device",
+    "status:completed",
+  ]);
+});
+
+Deno.test("SourceMigration wraps a transport error without its own 'Cannot …:'", async () => {
+  for (
+    const [error, message] of [
+      [
+        new Error("Cannot write to broken: the peer went away"),
+        "Cannot complete migration: the peer went away",
+      ],
+      [new RangeError(""), "Cannot complete migration: RangeError"],
+    ] as const
+  ) {
+    const guest = idleGuest();
+    // One page per write: the first step fills the pipeline and waits.
+    const source = sourceOf(guest, {}, 1);
+    const seen = record(source);
+    await assert.rejects(source.migrate(brokenTransport(error)), (thrown) => {
+      assert.ok(thrown instanceof MigrationAbortedError);
+      assert.equal(thrown.message, message);
+      assert.equal(thrown.reason, "transport-failed");
+      assert.equal(thrown.cause, error);
+      return true;
+    });
+    assert.equal(source.status, "failed");
+    const info = source.query();
+    assert.equal(info["error-desc"], message);
+    assert.equal(info["expected-downtime"], undefined);
+    assert.equal(typeof info["total-time"], "number");
+    assert.equal(guest.memory.dirtyLogging, false);
+    assert.deepEqual(seen.filter((s) => s.startsWith("status:")), [
+      "status:setup",
+      "status:active",
+      "status:failed",
+    ]);
+  }
+});
+
+Deno.test("SourceMigration refuses commands outside their status", async () => {
+  const source = sourceOf(idleGuest());
+  assert.deepEqual(source.query(), { status: "none" });
+  source.cancel(); // nothing to cancel: no effect
+  assert.equal(source.status, "none");
+  assert.throws(() => source.startPostcopy(), /postcopy-ram capability/);
+  assert.throws(
+    () => source.continue("pre-switchover"),
+    /it is in "none", not "pre-switchover"/,
+  );
+  assert.throws(() => source.pause(), /only supported during postcopy-active/);
+  const [a] = createMemoryTransportPair();
+  assert.throws(() => source.resume(a), /it must be in "postcopy-paused"/);
+  assert.throws(
+    () => source.setParameters({ bogus: 1 } as never),
+    /"bogus": it is not a migration parameter/,
+  );
+  const running = source.migrate(a);
+  await assert.rejects(
+    source.migrate(a),
+    /Cannot start a migration: one is already in "setup"/,
+  );
+  source.cancel();
+  await assert.rejects(running, MigrationAbortedError);
+  assert.equal(source.status, "cancelled");
+});
