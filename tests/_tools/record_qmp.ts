@@ -866,6 +866,9 @@ const SCENARIOS: readonly Scenario[] = [
         { "postcopy-preempt": true, "compress": true },
         { "postcopy-ram": true, "postcopy-preempt": true, "compress": true },
         { "multifd": true, "compress": true },
+        { "postcopy-ram": true, "postcopy-preempt": true, "multifd": true },
+        { "postcopy-ram": false, "postcopy-preempt": false, "multifd": false },
+        { "background-snapshot": true, "xbzrle": true, "postcopy-ram": true },
         { "zero-copy-send": true },
         { "zero-copy-send": true, "multifd": true, "xbzrle": true },
         { "zero-copy-send": true, "multifd": true, "compress": true },
@@ -1120,6 +1123,33 @@ const SCENARIOS: readonly Scenario[] = [
         ]
       ) {
         await qmp.send(line(text));
+      }
+      rec.note("the width of every integer parameter: -1, then 2^32");
+      for (
+        const name of [
+          "announce-initial",
+          "announce-max",
+          "announce-rounds",
+          "announce-step",
+          "compress-level",
+          "compress-threads",
+          "decompress-threads",
+          "throttle-trigger-threshold",
+          "cpu-throttle-initial",
+          "cpu-throttle-increment",
+          "max-bandwidth",
+          "downtime-limit",
+          "x-checkpoint-delay",
+          "multifd-channels",
+          "xbzrle-cache-size",
+          "max-postcopy-bandwidth",
+          "max-cpu-throttle",
+          "multifd-zlib-level",
+          "multifd-zstd-level",
+        ]
+      ) {
+        await qmp.execute("migrate-set-parameters", { [name]: -1 });
+        await qmp.execute("migrate-set-parameters", { [name]: 4294967296 });
       }
       await qmp.execute("query-migrate-parameters");
     },
