@@ -1082,6 +1082,14 @@ const SCENARIOS: readonly Scenario[] = [
         await qmp.execute("migrate-set-parameters", args);
       }
       await qmp.execute("query-migrate-parameters");
+      rec.note(
+        "multifd-zlib-level and multifd-zstd-level are accepted and not applied",
+      );
+      await qmp.execute("migrate-set-parameters", {
+        "multifd-zlib-level": 5,
+        "multifd-zstd-level": 7,
+      });
+      await qmp.execute("query-migrate-parameters");
       await qmp.execute("human-monitor-command", {
         "command-line": "info migrate_parameters",
       });
