@@ -1574,7 +1574,7 @@ const SCENARIOS: readonly Scenario[] = [
   {
     name: "cancel-device",
     description:
-      "Cancel in device: a 128 MiB guest whose pages are all non-zero migrates to a TCP sink with pause-before-switchover; downtime-limit 2000000 sends it to pre-switchover after the first bandwidth window; the sink stops reading and migrate-continue starts the final pass, which blocks in device. QEMU 7.2 sends that pass holding its main lock, so migrate_cancel (and any command) waits until the sink reads again.",
+      "Cancel in device: a 128 MiB guest whose pages are all non-zero migrates to a TCP sink with pause-before-switchover; downtime-limit 2000000 sends it to pre-switchover after the first bandwidth window; the sink stops reading and migrate-continue starts the final pass, which blocks in device. QEMU 7.2 sends that pass holding its main lock, so migrate_cancel (and any command) waits until the sink reads again; it then lands in device or after completion, whichever comes first.",
     async run(rec, fw) {
       const src = await rec.start("src", {
         firmware: fw.bigDirty,
