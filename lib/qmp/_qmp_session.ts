@@ -44,7 +44,9 @@ export class QmpSession {
   #negotiated = false;
   #oob = false;
   #inBand: Promise<void> = Promise.resolve();
+  #outOfBand: Promise<void> = Promise.resolve();
   #closed = false;
+  readonly #gone = Promise.withResolvers<void>();
 
   constructor(transport: Transport, host: SessionHost) {
     this.#transport = transport;
@@ -75,7 +77,9 @@ export class QmpSession {
               this.#reply({ class: "GenericError", desc: result.desc })
             );
           } else if (this.#isOutOfBand(result.value)) {
-            this.#request(result.value);
+            const node = result.value;
+            this.#outOfBand = this.#outOfBand.then(() => this.#request(node))
+              .catch(() => {});
           } else {
             this.#queue(() => this.#request(result.value));
           }
@@ -89,7 +93,12 @@ export class QmpSession {
     this.#controller.abort(
       new Error("Cannot run a QMP command: the client disconnected"),
     );
-    await this.#inBand;
+    // Commands still running may finish and answer, unless the server
+    // closes the connection first.
+    await Promise.race([
+      Promise.all([this.#inBand, this.#outOfBand]),
+      this.#gone.promise,
+    ]);
     await this.close();
   }
 
@@ -107,6 +116,7 @@ export class QmpSession {
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
+    this.#gone.resolve();
     this.#controller.abort(
       new Error("Cannot run a QMP command: the client disconnected"),
     );
