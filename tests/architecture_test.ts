@@ -18,6 +18,7 @@ const RANK: Record<string, number> = {
   "mapped_ram": 5,
   inspect: 6,
   migration: 7,
+  qmp: 8,
 };
 const LIB = new URL("../lib/", import.meta.url);
 

@@ -22,6 +22,7 @@
  * @module
  */
 
+import { TransportError } from "../../lib/transport/transport_error.ts";
 import { QmpClient, QmpConnectionError } from "./qmp.ts";
 
 /** Name of the QEMU binary the helpers run. */
@@ -294,7 +295,8 @@ export async function startQemu(options: QemuOptions): Promise<QemuInstance> {
       qmp = new QmpClient({
         readable: child.stdout,
         writable: child.stdin,
-        close() {},
+        description: "stdio",
+        close: () => Promise.resolve(),
       });
       try {
         await qmp.handshake(startTimeoutMs);
@@ -309,12 +311,13 @@ export async function startQemu(options: QemuOptions): Promise<QemuInstance> {
         throw failure("it exited before QMP came up");
       }
       try {
-        qmp = await QmpClient.connect(socket, {
+        qmp = await QmpClient.connect(`unix:${socket}`, {
           timeoutMs: Math.max(1, deadline - performance.now()),
         });
       } catch (error) {
-        const retry = error instanceof Deno.errors.NotFound ||
-          error instanceof Deno.errors.ConnectionRefused;
+        const cause = error instanceof TransportError ? error.cause : error;
+        const retry = cause instanceof Deno.errors.NotFound ||
+          cause instanceof Deno.errors.ConnectionRefused;
         if (!retry || performance.now() > deadline) {
           throw failure(`QMP at "${socket}" did not come up`, error);
         }
