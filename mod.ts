@@ -84,6 +84,7 @@ export * from "./lib/wire/migration_encoder_stream.ts";
 export * from "./lib/wire/migration_record.ts";
 export * from "./lib/wire/postcopy_package.ts";
 export * from "./lib/wire/qemu_vm.ts";
+export * from "./lib/wire/ram_block_list.ts";
 export * from "./lib/wire/ram_save_flags.ts";
 export * from "./lib/wire/return_path_decoder_stream.ts";
 export * from "./lib/wire/return_path_message.ts";

@@ -37,9 +37,16 @@ import type {
   RamPageRecord,
   RamRecord,
 } from "../ram/ram_record.ts";
+import { ByteWriter } from "../bytes/byte_writer.ts";
+import {
+  encodeRamBlockEntry,
+  encodeRamBlockListTotal,
+  MAX_RAM_BLOCK_ENTRY_SIZE,
+  ramBlockEntrySize,
+} from "../wire/ram_block_list.ts";
+import { RAM_SAVE_FLAG } from "../wire/ram_save_flags.ts";
 import { MappedRamBitmap } from "./mapped_ram_bitmap.ts";
 import {
-  encodeMappedRamHeader,
   layoutMappedRamBlock,
   MAPPED_RAM_FILE_OFFSET_ALIGNMENT,
   type MappedRamBlockLayout,
@@ -451,10 +458,9 @@ class WriterCore {
     }
     let total = 0;
     for (const block of record.blocks) total += block.usedLength;
-    const word = new Uint8Array(8);
-    const view = new DataView(word.buffer);
-    view.setBigUint64(0, BigInt(total) | BigInt(MEM_SIZE));
-    this.#append(word);
+    const writer = new ByteWriter(MAX_RAM_BLOCK_ENTRY_SIZE);
+    encodeRamBlockListTotal(total, writer);
+    this.#append(writer.bytes());
     for (const info of record.blocks) {
       const name = TEXT.encode(info.idstr);
       if (name.byteLength === 0 || name.byteLength > 255) {
@@ -472,24 +478,17 @@ class WriterCore {
           `Cannot write block "${info.idstr}" with its own page size: that field exists only with postcopy-ram, which mapped-ram excludes`,
         );
       }
-      const gpaBytes = info.gpa === undefined ? 0 : 8;
-      const entry = new Uint8Array(1 + name.byteLength + 8 + gpaBytes);
-      const entryView = new DataView(entry.buffer);
-      entry[0] = name.byteLength;
-      entry.set(name, 1);
-      entryView.setBigUint64(1 + name.byteLength, BigInt(info.usedLength));
-      if (info.gpa !== undefined) {
-        entryView.setBigUint64(1 + name.byteLength + 8, info.gpa);
-      }
-      this.#append(entry);
-      const layout = layoutMappedRamBlock(this.position, info.usedLength, {
-        pageSize: this.#pageSize,
-        alignment: this.#alignment,
-      });
-      this.#append(encodeMappedRamHeader(layout.header));
+      const { mappedRam: _, ...plain } = info;
+      const layout = layoutMappedRamBlock(
+        this.position + ramBlockEntrySize(plain),
+        info.usedLength,
+        { pageSize: this.#pageSize, alignment: this.#alignment },
+      );
+      writer.reset();
+      encodeRamBlockEntry({ ...plain, mappedRam: layout.header }, writer);
+      this.#append(writer.bytes());
       this.#flushStaging();
       this.#stagingStart = layout.end;
-      const { mappedRam: _, ...plain } = info;
       const state: BlockState = {
         info: plain,
         layout,
@@ -679,6 +678,5 @@ class WriterCore {
   }
 }
 
-const MEM_SIZE = 0x04;
-const EOS = new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0x10]);
+const EOS = new Uint8Array([0, 0, 0, 0, 0, 0, 0, RAM_SAVE_FLAG.EOS]);
 const TEXT = new TextEncoder();

@@ -30,11 +30,7 @@
 
 import { StreamFormatError, UnexpectedEndOfStreamError } from "../errors.ts";
 import type { ByteReader } from "../streams/byte_reader.ts";
-import type {
-  MappedRamBlockHeader,
-  RamBlockInfo,
-  RamRecord,
-} from "../ram/ram_record.ts";
+import type { RamBlockInfo, RamRecord } from "../ram/ram_record.ts";
 import { checkXbzrleDelta } from "../ram/xbzrle.ts";
 import {
   MAX_VM_CMD_PACKAGED_SIZE,
@@ -52,6 +48,11 @@ import {
   QEMU_VM_FILE_MAGIC,
   QEMU_VM_FILE_VERSION,
 } from "./qemu_vm.ts";
+import {
+  decodeRamBlockEntry,
+  type DecodeRamBlockEntryOptions,
+  MAX_RAM_BLOCK_ENTRY_SIZE,
+} from "./ram_block_list.ts";
 import { RAM_SAVE_FLAG, ramSaveFlagNames } from "./ram_save_flags.ts";
 import {
   parseVmdesc,
@@ -999,113 +1000,44 @@ export class MigrationDecoder {
     };
   }
 
-  /** Decodes the block list of a MEM_SIZE record. */
+  /**
+   * Decodes the block list of a MEM_SIZE record, entry by entry, and skips
+   * each mapped-ram block's bitmap and pages region, which the stream
+   * jumps over (mapped-ram readers take the pages from their fixed offsets
+   * instead).
+   */
   async *#memSize(
     reader: ByteReader,
     total: number,
   ): AsyncGenerator<MigrationRecord[]> {
+    const format: DecodeRamBlockEntryOptions = {
+      total,
+      previous: [],
+      pageSize: this.#pageSize,
+      pageSizeSummary: this.#pageSizeSummary,
+      ignoreShared: this.#capabilities.has("x-ignore-shared"),
+      mappedRam: this.#capabilities.has("mapped-ram"),
+    };
     const blocks: RamBlockInfo[] = [];
-    const ignoreShared = this.#capabilities.has("x-ignore-shared");
-    const mappedRam = this.#capabilities.has("mapped-ram");
-    const summary = this.#pageSizeSummary;
-    const hugePages = summary !== undefined && summary !== this.#pageSize;
     let sum = 0;
     while (sum < total) {
       yield* this.#flushIfWaiting(reader, 1);
-      const nameAt = reader.offset;
-      const idstr = await readCountedString(reader, "a RAM block name");
-      if (idstr.length === 0) {
-        throw new StreamFormatError(
-          `Cannot decode block list at offset ${nameAt}: a block name is empty`,
-          { offset: nameAt },
+      const block = await readBlockEntry(reader, {
+        ...format,
+        previous: blocks,
+      });
+      if (block.mappedRam !== undefined) {
+        const resume = block.mappedRam.pagesOffset + block.usedLength;
+        await reader.skip(
+          resume - reader.offset,
+          `the pages of block "${block.idstr}"`,
         );
       }
-      if (blocks.some((block) => block.idstr === idstr)) {
-        throw new StreamFormatError(
-          `Cannot decode block list at offset ${nameAt}: block "${idstr}" is listed twice`,
-          { offset: nameAt },
-        );
-      }
-      const lengthAt = reader.offset;
-      const usedLength = await readUint64Number(reader, "a RAM block length");
-      if (usedLength % this.#pageSize !== 0 || usedLength === 0) {
-        throw new StreamFormatError(
-          `Cannot decode block list at offset ${lengthAt}: block "${idstr}" length ${usedLength} is not a positive multiple of the page size ${this.#pageSize}`,
-          { offset: lengthAt },
-        );
-      }
-      sum += usedLength;
-      if (sum > total) {
-        throw new StreamFormatError(
-          `Cannot decode block list at offset ${lengthAt}: block "${idstr}" brings the lengths to ${sum}, past the announced total ${total}`,
-          { offset: lengthAt },
-        );
-      }
-      const block: RamBlockInfo = { idstr, usedLength };
-      // The per-block page size is not self-describing: it is there only
-      // for blocks on huge pages, which the ADVISE summary hints at.
-      if (hugePages && await reader.ensure(8)) {
-        const candidate = peekNumber64(reader.peek(8));
-        if (
-          candidate !== undefined && isPowerOfTwo(candidate) &&
-          candidate > this.#pageSize && (candidate & summary) !== 0
-        ) {
-          block.pageSize = await readUint64Number(reader, "a page size");
-        }
-      }
-      if (ignoreShared) {
-        await reader.require(8, "a RAM block guest address");
-        block.gpa = reader.takeBigUint64();
-      }
-      if (mappedRam) {
-        block.mappedRam = await this.#mappedRamHeader(reader, block);
-      }
+      sum += block.usedLength;
       blocks.push(block);
-      this.#blocks.set(idstr, block);
+      this.#blocks.set(block.idstr, block);
     }
     this.#push({ type: "ram-mem-size", blocks });
-  }
-
-  /**
-   * Reads a block's mapped-ram header and skips the block's bitmap and
-   * pages region, which the stream jumps over (mapped-ram readers take the
-   * pages from their fixed offsets instead).
-   */
-  async #mappedRamHeader(
-    reader: ByteReader,
-    block: RamBlockInfo,
-  ): Promise<MappedRamBlockHeader> {
-    const at = reader.offset;
-    const fail = (what: string, offset: number): never => {
-      throw new StreamFormatError(
-        `Cannot decode mapped-ram header of block "${block.idstr}" at offset ${at}: ${what}`,
-        { offset },
-      );
-    };
-    await reader.require(28, `the mapped-ram header of "${block.idstr}"`);
-    const version = reader.takeUint32();
-    const pageSize = await readUint64Number(reader, "a mapped-ram page size");
-    const bitmapOffset = await readUint64Number(reader, "a bitmap offset");
-    const pagesOffset = await readUint64Number(reader, "a pages offset");
-    if (version > 1) {
-      // QEMU refuses only newer versions.
-      fail(`version ${version} is not supported, expected 1`, at);
-    }
-    if (pageSize !== this.#pageSize) {
-      fail(
-        `page size ${pageSize} differs from the target page size ${this.#pageSize}`,
-        at + 4,
-      );
-    }
-    if (pagesOffset % this.#pageSize !== 0) {
-      fail(`pages offset ${pagesOffset} is not page aligned`, at + 20);
-    }
-    const resume = pagesOffset + block.usedLength;
-    if (bitmapOffset < reader.offset || pagesOffset < bitmapOffset) {
-      fail("the bitmap or pages offset points back into the stream", at + 12);
-    }
-    await reader.skip(resume - reader.offset, `the pages of "${block.idstr}"`);
-    return { version, pageSize, bitmapOffset, pagesOffset };
   }
 
   async *#afterEof(reader: ByteReader): AsyncGenerator<MigrationRecord[]> {
@@ -1269,27 +1201,32 @@ export class MigrationDecoder {
 const PAGE_CARRIERS = RAM_SAVE_FLAG.ZERO | RAM_SAVE_FLAG.PAGE |
   RAM_SAVE_FLAG.XBZRLE | RAM_SAVE_FLAG.COMPRESS_PAGE;
 
+/** Reads one block-list entry, waiting for as many bytes as it needs. */
+async function readBlockEntry(
+  reader: ByteReader,
+  options: DecodeRamBlockEntryOptions,
+): Promise<RamBlockInfo> {
+  let ended = false;
+  while (true) {
+    const bytes = reader.peek(
+      Math.min(reader.buffered, MAX_RAM_BLOCK_ENTRY_SIZE),
+    );
+    const step = decodeRamBlockEntry(bytes, {
+      ...options,
+      offset: reader.offset,
+      ended,
+    });
+    if (step.type === "entry") {
+      reader.take(step.size);
+      return step.block;
+    }
+    ended = !await reader.ensure(step.bytes);
+  }
+}
+
 async function readUint32(reader: ByteReader, what: string): Promise<number> {
   await reader.require(4, what);
   return reader.takeUint32();
-}
-
-async function readUint64Number(
-  reader: ByteReader,
-  what: string,
-): Promise<number> {
-  await reader.require(8, what);
-  const at = reader.offset;
-  const [high, low] = reader.takeUint64Parts();
-  if (high >= 0x20_0000) {
-    throw new StreamFormatError(
-      `Cannot decode ${what} at offset ${at}: value 0x${high.toString(16)}${
-        low.toString(16).padStart(8, "0")
-      } exceeds 2^53`,
-      { offset: at },
-    );
-  }
-  return high * 0x1_0000_0000 + low;
 }
 
 async function readBytes(
@@ -1386,12 +1323,6 @@ function be64Number(bytes: Uint8Array, at: number, offset: number): number {
     );
   }
   return high * 0x1_0000_0000 + be32(bytes, at + 4);
-}
-
-function peekNumber64(bytes: Uint8Array): number | undefined {
-  const high = be32(bytes, 0);
-  if (high >= 0x20_0000) return undefined;
-  return high * 0x1_0000_0000 + be32(bytes, 4);
 }
 
 function isPowerOfTwo(value: number): boolean {

@@ -26,6 +26,7 @@ import type { RamBlockInfo } from "../ram/ram_record.ts";
 import { MIG_CMD } from "./mig_cmd.ts";
 import type { CommandRecord, MigrationRecord } from "./migration_record.ts";
 import { QEMU_VM, QEMU_VM_FILE_MAGIC } from "./qemu_vm.ts";
+import { encodeRamBlockList } from "./ram_block_list.ts";
 import { RAM_SAVE_FLAG } from "./ram_save_flags.ts";
 
 /** Options for {@linkcode MigrationEncoder}. */
@@ -244,9 +245,6 @@ export class MigrationEncoder {
   }
 
   #memSize(blocks: readonly RamBlockInfo[], writer: ByteWriter): void {
-    let total = 0;
-    for (const block of blocks) total += block.usedLength;
-    writer.uint64(total + RAM_SAVE_FLAG.MEM_SIZE);
     for (const block of blocks) {
       if (block.usedLength % this.#pageSize !== 0) {
         throw new RangeError(
@@ -258,10 +256,8 @@ export class MigrationEncoder {
           `Cannot encode block "${block.idstr}" with a mapped-ram header into a stream: write mapped-ram files with the mapped-ram writer`,
         );
       }
-      writer.countedString(block.idstr).uint64(block.usedLength);
-      if (block.pageSize !== undefined) writer.uint64(block.pageSize);
-      if (block.gpa !== undefined) writer.bigUint64(block.gpa);
     }
+    encodeRamBlockList(blocks, writer);
   }
 
   #configuration(
