@@ -21,8 +21,7 @@ import { MappedRamEncoderStream } from "../mapped_ram/mapped_ram_encoder_stream.
 /** Options for {@linkcode convertStreamToMappedRam}. */
 export interface ConvertStreamToMappedRamOptions {
   /**
-   * Decoder options for the input stream; `deviceState` defaults to
-   * `"walk"` and `checkEnd` to `true`, as suits files.
+   * Decoder options for the input stream; `kind` defaults to `"file"`.
    *
    * @default {{}}
    */
@@ -116,8 +115,7 @@ export async function convertStreamToMappedRam(
   options: ConvertStreamToMappedRamOptions = {},
 ): Promise<ConvertStreamToMappedRamResult> {
   const decoderStream = new MigrationDecoderStream({
-    deviceState: "walk",
-    checkEnd: true,
+    kind: "file",
     ...options.decoder,
   });
   const decoder = decoderStream.decoder;

@@ -10,7 +10,7 @@
  *
  * ```
  * block entry   u8 len, idstr, be64 used_length, [be64 gpa  with x-ignore-shared]
- * header        28 bytes, big-endian, packed (ram_block_list.ts codes it):
+ * header        28 bytes, big-endian, packed (mapped_ram_header.ts codes it):
  *                 +0   be32 version         1
  *                 +4   be64 page_size       target page size (4096 on x86)
  *                 +12  be64 bitmap_offset   absolute file offset = right after this header
@@ -35,7 +35,7 @@ import type { MappedRamBlockHeader } from "../ram/ram_record.ts";
 import {
   MAPPED_RAM_HDR_VERSION,
   MAPPED_RAM_HEADER_SIZE,
-} from "../wire/ram_block_list.ts";
+} from "../wire/mapped_ram_header.ts";
 
 /**
  * Alignment of each block's pages region (1 MiB), chosen by QEMU so that

@@ -41,9 +41,9 @@ import {
   decodeRamBlockEntry,
   type DecodeRamBlockEntryOptions,
   decodeRamBlockListTotal,
-  MAPPED_RAM_HEADER_SIZE,
   type RamBlockEntryStep,
 } from "../wire/ram_block_list.ts";
+import { MAPPED_RAM_HEADER_SIZE } from "../wire/mapped_ram_header.ts";
 import {
   MAPPED_RAM_LOAD_BUF_SIZE,
   mappedRamBitmapSize,

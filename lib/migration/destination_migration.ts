@@ -489,8 +489,7 @@ export class DestinationMigration extends EventTarget {
     const decoder = new MigrationDecoder(
       recovery && guest
         ? {
-          header: false,
-          deviceState: "walk",
+          kind: "postcopy-recovery",
           blocks: guest.memory.blocks.map((b) => ({
             idstr: b.idstr,
             usedLength: b.bytes.byteLength,
@@ -818,7 +817,7 @@ export class DestinationMigration extends EventTarget {
       const transport = await accept();
       const guest = this.#guest!;
       const decoder = new MigrationDecoderStream({
-        ramChannel: true,
+        kind: "postcopy-preempt",
         blocks: guest.memory.blocks.map((b) => ({
           idstr: b.idstr,
           usedLength: b.bytes.byteLength,

@@ -11,11 +11,8 @@
  *          [be64 page_size]    postcopy-ram, a block whose page size differs from
  *                              the target page size (the ADVISE summary says so)
  *          [be64 gpa]          x-ignore-shared
- *          [header, 28 bytes]  mapped-ram:
- *             +0  be32 version         1
- *             +4  be64 page_size       target page size
- *             +12 be64 bitmap_offset   absolute file offset, right after the header
- *             +20 be64 pages_offset    absolute file offset of page 0
+ *          [header, 28 bytes]  mapped-ram (mapped_ram_header.ts): version,
+ *                              page size, bitmap offset, pages offset
  * ```
  *
  * With mapped-ram the block's bitmap and pages lie between its header and
@@ -33,13 +30,14 @@
 import type { ByteWriter } from "../bytes/byte_writer.ts";
 import { StreamFormatError, UnexpectedEndOfStreamError } from "../errors.ts";
 import type { MappedRamBlockHeader, RamBlockInfo } from "../ram/ram_record.ts";
+import { StepCursor } from "./_step_cursor.ts";
+import {
+  decodeMappedRamHeader,
+  encodeMappedRamHeader,
+  MAPPED_RAM_HDR_VERSION,
+  MAPPED_RAM_HEADER_SIZE,
+} from "./mapped_ram_header.ts";
 import { RAM_SAVE_FLAG } from "./ram_save_flags.ts";
-
-/** The mapped-ram header version QEMU writes and the highest one it reads. */
-export const MAPPED_RAM_HDR_VERSION = 1;
-
-/** Size of the per-block mapped-ram header in bytes. */
-export const MAPPED_RAM_HEADER_SIZE = 28;
 
 /**
  * The most bytes one block entry takes: a 255-byte name, the used length,
@@ -321,7 +319,7 @@ export function decodeRamBlockEntry(
   bytes: Uint8Array,
   options: DecodeRamBlockEntryOptions,
 ): RamBlockEntryStep {
-  const cursor = new EntryCursor(bytes, options);
+  const cursor = new StepCursor(bytes, options);
   if (!cursor.need(0, 1, "a RAM block name")) return cursor.more;
   const nameLength = bytes[0]!;
   if (!cursor.need(0, 1 + nameLength, "a RAM block name")) return cursor.more;
@@ -330,7 +328,13 @@ export function decodeRamBlockEntry(
   const lengthAt = 1 + nameLength;
   const lengthField = `the length of block "${idstr}"`;
   if (!cursor.need(lengthAt, 8, lengthField)) return cursor.more;
-  const usedLength = cursor.number(lengthAt, lengthField);
+  const usedLength = cursor.safeUint64(lengthAt);
+  if (usedLength === undefined) {
+    throw listError(
+      cursor.at(lengthAt),
+      `${lengthField} 0x${cursor.hex64(lengthAt)} exceeds 2^53`,
+    );
+  }
   checkLength(idstr, usedLength, lengthAt, options);
   const block: RamBlockInfo = { idstr, usedLength };
   let size = lengthAt + 8;
@@ -354,180 +358,6 @@ export function decodeRamBlockEntry(
     size += MAPPED_RAM_HEADER_SIZE;
   }
   return { type: "entry", block, size };
-}
-
-/**
- * Encodes a mapped-ram block header into its 28 bytes.
- *
- * @example Usage
- * ```ts
- * import { decodeMappedRamHeader, encodeMappedRamHeader } from "@livemig/livemig";
- * import assert from "node:assert/strict";
- *
- * const header = { version: 1, pageSize: 4096, bitmapOffset: 0x6c, pagesOffset: 0x100000 };
- * const bytes = encodeMappedRamHeader(header);
- * assert.deepEqual(bytes.subarray(0, 12), new Uint8Array([0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0x10, 0]));
- * assert.deepEqual(decodeMappedRamHeader(bytes), header);
- * ```
- *
- * @param header The header.
- * @returns A new 28-byte array.
- * @throws {RangeError} If a field does not fit its width.
- */
-export function encodeMappedRamHeader(
-  header: MappedRamBlockHeader,
-): Uint8Array<ArrayBuffer> {
-  const bytes = new Uint8Array(MAPPED_RAM_HEADER_SIZE);
-  const view = new DataView(bytes.buffer);
-  if (
-    !Number.isInteger(header.version) || header.version < 0 ||
-    header.version > 0xffff_ffff
-  ) {
-    throw new RangeError(
-      `Cannot encode mapped-ram header as version must be a 32-bit unsigned integer: received ${header.version}`,
-    );
-  }
-  view.setUint32(0, header.version);
-  for (
-    const [at, name] of [
-      [4, "pageSize"],
-      [12, "bitmapOffset"],
-      [20, "pagesOffset"],
-    ] as const
-  ) {
-    const value = header[name];
-    if (!Number.isSafeInteger(value) || value < 0) {
-      throw new RangeError(
-        `Cannot encode mapped-ram header as ${name} must be a non-negative safe integer: received ${value}`,
-      );
-    }
-    view.setBigUint64(at, BigInt(value));
-  }
-  return bytes;
-}
-
-/**
- * Decodes a 28-byte mapped-ram block header. Values are taken as they are;
- * {@linkcode decodeRamBlockEntry} judges them against the block.
- *
- * @example Usage
- * ```ts
- * import { decodeMappedRamHeader, StreamFormatError } from "@livemig/livemig";
- * import assert from "node:assert/strict";
- *
- * const bytes = new Uint8Array(28);
- * bytes[3] = 1;
- * bytes[12] = 0xff; // a bitmap offset far beyond 2^53
- * assert.throws(
- *   () => decodeMappedRamHeader(bytes, 0x50),
- *   (error) => error instanceof StreamFormatError && error.offset === 0x50 + 12,
- * );
- * ```
- *
- * @param bytes At least 28 bytes; the header is the first 28.
- * @param offset File offset of `bytes[0]`, for error messages.
- * @returns The header.
- * @throws {UnexpectedEndOfStreamError} If fewer than 28 bytes are given.
- * @throws {StreamFormatError} If a 64-bit field exceeds 2^53.
- */
-export function decodeMappedRamHeader(
-  bytes: Uint8Array,
-  offset: number = 0,
-): MappedRamBlockHeader {
-  if (bytes.byteLength < MAPPED_RAM_HEADER_SIZE) {
-    throw new UnexpectedEndOfStreamError(MAPPED_RAM_HEADER_SIZE, {
-      offset,
-      receivedBytes: bytes.byteLength,
-      what: "a mapped-ram header",
-    });
-  }
-  const field = (at: number, name: string): number => {
-    const high = be32(bytes, at);
-    const low = be32(bytes, at + 4);
-    if (high >= 0x20_0000) {
-      throw new StreamFormatError(
-        `Cannot decode mapped-ram header at offset ${offset}: ${name} 0x${
-          hex64(high, low)
-        } exceeds 2^53`,
-        { offset: offset + at },
-      );
-    }
-    return high * 0x1_0000_0000 + low;
-  };
-  return {
-    version: be32(bytes, 0),
-    pageSize: field(4, "page size"),
-    bitmapOffset: field(12, "bitmap offset"),
-    pagesOffset: field(20, "pages offset"),
-  };
-}
-
-/** Reads fields of one entry, asking for more bytes when they are short. */
-class EntryCursor {
-  readonly #bytes: Uint8Array;
-  readonly #offset: number;
-  readonly #ended: boolean;
-  /** The step to return when a field is short. */
-  more: RamBlockEntryStep = { type: "need", bytes: 0 };
-
-  constructor(bytes: Uint8Array, options: DecodeRamBlockEntryOptions) {
-    this.#bytes = bytes;
-    this.#offset = options.offset ?? 0;
-    this.#ended = options.ended ?? false;
-  }
-
-  /** Stream offset of entry byte `at`. */
-  at(at: number): number {
-    return this.#offset + at;
-  }
-
-  /**
-   * Whether the `size` bytes of a field at `at` are there; when not, sets
-   * `more`, or throws when no more bytes can come.
-   */
-  need(at: number, size: number, what: string): boolean {
-    if (this.#bytes.byteLength >= at + size) return true;
-    if (this.#ended) {
-      throw new UnexpectedEndOfStreamError(size, {
-        offset: this.#offset + at,
-        receivedBytes: Math.max(0, this.#bytes.byteLength - at),
-        what,
-      });
-    }
-    this.more = { type: "need", bytes: at + size };
-    return false;
-  }
-
-  /** Whether `size` bytes at `at` are there, without asking for them. */
-  has(at: number, size: number): boolean {
-    return this.#bytes.byteLength >= at + size || this.#ended;
-  }
-
-  /** The be64 at `at` as a number; `what` names it if it exceeds 2^53. */
-  number(at: number, what: string): number {
-    const high = be32(this.#bytes, at);
-    const low = be32(this.#bytes, at + 4);
-    if (high >= 0x20_0000) {
-      throw listError(
-        this.#offset + at,
-        `${what} 0x${hex64(high, low)} exceeds 2^53`,
-      );
-    }
-    return high * 0x1_0000_0000 + low;
-  }
-
-  /** The be64 at `at` as a number, or `undefined` when it exceeds 2^53. */
-  peekNumber(at: number): number | undefined {
-    if (this.#bytes.byteLength < at + 8) return undefined;
-    const high = be32(this.#bytes, at);
-    if (high >= 0x20_0000) return undefined;
-    return high * 0x1_0000_0000 + be32(this.#bytes, at + 4);
-  }
-
-  /** The bytes of the entry, from its first. */
-  get bytes(): Uint8Array {
-    return this.#bytes;
-  }
 }
 
 function checkName(idstr: string, options: DecodeRamBlockEntryOptions): void {
@@ -568,18 +398,16 @@ function checkLength(
  * for blocks on huge pages, which the ADVISE summary hints at.
  */
 function ownPageSize(
-  cursor: EntryCursor,
+  cursor: StepCursor,
   at: number,
   options: DecodeRamBlockEntryOptions,
 ): number | undefined | "need" {
   const targetPageSize = options.pageSize ?? 4096;
   const summary = options.pageSizeSummary;
   if (summary === undefined || summary === targetPageSize) return undefined;
-  if (!cursor.has(at, 8)) {
-    cursor.more = { type: "need", bytes: at + 8 };
-    return "need";
-  }
-  const candidate = cursor.peekNumber(at);
+  if (!cursor.settled(at, 8)) return "need";
+  if (!cursor.has(at, 8)) return undefined;
+  const candidate = cursor.safeUint64(at);
   if (
     candidate !== undefined && isPowerOfTwo(candidate) &&
     candidate > targetPageSize && (candidate & summary) !== 0
@@ -593,7 +421,7 @@ function ownPageSize(
 function checkedHeader(
   block: RamBlockInfo,
   at: number,
-  cursor: EntryCursor,
+  cursor: StepCursor,
   options: DecodeRamBlockEntryOptions,
 ): MappedRamBlockHeader {
   const headerAt = cursor.at(at);
