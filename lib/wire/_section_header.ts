@@ -17,7 +17,8 @@
  */
 
 import { StreamFormatError } from "../errors.ts";
-import { type NeedBytes, StepCursor } from "./_step_cursor.ts";
+import type { ByteReader } from "../streams/byte_reader.ts";
+import { type NeedBytes, readStep, StepCursor } from "./_step_cursor.ts";
 import type { DecodedSection } from "./migration_decoder.ts";
 import type {
   SectionFooterRecord,
@@ -28,6 +29,9 @@ import { QEMU_VM } from "./qemu_vm.ts";
 
 /** Size of a section footer in bytes. */
 export const SECTION_FOOTER_SIZE = 5;
+
+/** A START header after its type byte: id, a 255-byte idstr, instance, version. */
+const MAX_SECTION_HEADER_SIZE = 4 + 1 + 255 + 8;
 
 /** What {@linkcode decodeSectionHeader} made of the bytes it was given. */
 export type SectionHeaderStep =
@@ -105,6 +109,52 @@ export function decodeSectionHeader(
     },
     size: 4,
   };
+}
+
+/**
+ * Reads the header of a START, PART or END section after its type byte.
+ *
+ * @param reader The bytes, positioned after the type byte.
+ * @param type The type byte.
+ * @param options Where the section starts and the sections started so far.
+ * @returns The section's START, PART or END record.
+ * @throws {StreamFormatError} As {@linkcode decodeSectionHeader} does.
+ * @throws {UnexpectedEndOfStreamError} If the stream ends inside it.
+ */
+export async function readSectionHeader(
+  reader: ByteReader,
+  type: number,
+  options: Omit<DecodeSectionHeaderOptions, "ended">,
+): Promise<SectionStartRecord | SectionPartRecord> {
+  const { record } = await readStep(
+    reader,
+    MAX_SECTION_HEADER_SIZE,
+    (bytes, _, ended) =>
+      decodeSectionHeader(type, bytes, { ...options, ended }),
+  );
+  return record;
+}
+
+/**
+ * Reads the footer of section `sectionId`.
+ *
+ * @param reader The bytes, positioned at the footer.
+ * @param sectionId The section it must close.
+ * @returns The footer record.
+ * @throws {StreamFormatError} As {@linkcode decodeSectionFooter} does.
+ * @throws {UnexpectedEndOfStreamError} If the stream ends inside it.
+ */
+export async function readSectionFooter(
+  reader: ByteReader,
+  sectionId: number,
+): Promise<SectionFooterRecord> {
+  const { record } = await readStep(
+    reader,
+    SECTION_FOOTER_SIZE,
+    (bytes, offset, ended) =>
+      decodeSectionFooter(bytes, { offset, ended, sectionId }),
+  );
+  return record;
 }
 
 /**

@@ -15,7 +15,8 @@
  */
 
 import { StreamFormatError } from "../errors.ts";
-import { type NeedBytes, StepCursor } from "./_step_cursor.ts";
+import type { ByteReader } from "../streams/byte_reader.ts";
+import { type NeedBytes, readStep, StepCursor } from "./_step_cursor.ts";
 import type { VmdescRecord } from "./migration_record.ts";
 import { QEMU_VM } from "./qemu_vm.ts";
 import { parseVmdesc } from "./vmdesc.ts";
@@ -31,6 +32,28 @@ export type VmdescTrailerStep =
     /** Bytes it took. */
     size: number;
   };
+
+/**
+ * Reads the trailer after EOF, if the stream does not end there.
+ *
+ * @param reader The bytes, positioned after EOF.
+ * @param maxBytes The largest JSON accepted.
+ * @returns The trailer, or `undefined` when the stream ended after EOF.
+ * @throws {StreamFormatError} As {@linkcode decodeVmdescTrailer} does.
+ * @throws {UnexpectedEndOfStreamError} If the stream ends inside it.
+ */
+export async function readVmdescTrailer(
+  reader: ByteReader,
+  maxBytes: number,
+): Promise<VmdescRecord | undefined> {
+  const { record } = await readStep(
+    reader,
+    5 + maxBytes,
+    (bytes, offset, ended) =>
+      decodeVmdescTrailer(bytes, { offset, ended, maxBytes }),
+  );
+  return record;
+}
 
 /**
  * Decodes the trailer after EOF, or tells how many bytes it needs first.

@@ -38,12 +38,11 @@ import { collectDeviceTail, tailRecords } from "./_device_tail.ts";
 import type { RamRecordDecoder } from "./_ram_record_decoder.ts";
 import { RecordBatch } from "./_record_batch.ts";
 import {
-  decodeSectionFooter,
-  decodeSectionHeader,
+  readSectionFooter,
+  readSectionHeader,
   SECTION_FOOTER_SIZE,
   topLevelTypeError,
 } from "./_section_header.ts";
-import { readStep } from "./_step_cursor.ts";
 import { StreamContext } from "./_stream_context.ts";
 import { readStreamHeader } from "./_stream_header.ts";
 import { MAX_VM_CMD_PACKAGED_SIZE } from "./mig_cmd.ts";
@@ -58,7 +57,7 @@ import {
   type MigrationStreamShape,
 } from "./migration_stream_kind.ts";
 import { QEMU_VM } from "./qemu_vm.ts";
-import { decodeVmdescTrailer } from "./_vmdesc_trailer.ts";
+import { readVmdescTrailer } from "./_vmdesc_trailer.ts";
 import type { VmdescDevice, VmdescDocument } from "./vmdesc.ts";
 
 /** Options for {@linkcode MigrationDecoder}. */
@@ -186,9 +185,6 @@ export interface DeviceTailSummary {
 }
 
 const DEFAULT_PAGE_SIZE = 4096;
-
-/** A START header after its type byte: id, a 255-byte idstr, instance, version. */
-const MAX_SECTION_HEADER_SIZE = 4 + 1 + 255 + 8;
 
 /**
  * Decodes a migration stream into batches of {@linkcode MigrationRecord}s.
@@ -417,46 +413,21 @@ export class MigrationDecoder {
     at: number,
   ): AsyncGenerator<MigrationRecord[]> {
     yield* this.#batch.flushIfWaiting(reader, 4);
-    const { record } = await readStep(
-      reader,
-      MAX_SECTION_HEADER_SIZE,
-      (bytes, _, ended) =>
-        decodeSectionHeader(type, bytes, {
-          offset: at,
-          ended,
-          sections: this.#context.sections,
-        }),
-    );
+    const record = await readSectionHeader(reader, type, {
+      offset: at,
+      sections: this.#context.sections,
+    });
     this.#push([record]);
     yield* this.#ram.records(reader, this.#batch);
     if (!this.#footers) return;
     yield* this.#batch.flushIfWaiting(reader, SECTION_FOOTER_SIZE);
-    const footer = await readStep(
-      reader,
-      SECTION_FOOTER_SIZE,
-      (bytes, offset, ended) =>
-        decodeSectionFooter(bytes, {
-          offset,
-          ended,
-          sectionId: record.sectionId,
-        }),
-    );
-    this.#batch.push(footer.record);
+    this.#batch.push(await readSectionFooter(reader, record.sectionId));
   }
 
   async *#afterEof(reader: ByteReader): AsyncGenerator<MigrationRecord[]> {
     if (this.#expectVmdesc && !this.#context.postcopy) {
       yield* this.#batch.flushIfWaiting(reader, 1);
-      const { record } = await readStep(
-        reader,
-        5 + this.#maxVmdesc,
-        (bytes, offset, ended) =>
-          decodeVmdescTrailer(bytes, {
-            offset,
-            ended,
-            maxBytes: this.#maxVmdesc,
-          }),
-      );
+      const record = await readVmdescTrailer(reader, this.#maxVmdesc);
       if (record !== undefined) this.#push([record]);
     }
     yield* this.#batch.flush();
