@@ -38,6 +38,7 @@ export * from "./lib/mapped_ram/mapped_ram_layout.ts";
 export * from "./lib/mapped_ram/mapped_ram_reader.ts";
 export * from "./lib/mapped_ram/mapped_ram_stream_readable.ts";
 export * from "./lib/mapped_ram/mapped_ram_writer.ts";
+export * from "./lib/mapped_ram/read_mapped_ram_records.ts";
 export * from "./lib/migration/destination_migration.ts";
 export * from "./lib/migration/format_progress.ts";
 export * from "./lib/migration/guest_device_section.ts";
