@@ -20,10 +20,32 @@
 import { StreamFormatError, UnexpectedEndOfStreamError } from "../errors.ts";
 import type { MappedRamBlockHeader } from "../ram/ram_record.ts";
 
-/** The mapped-ram header version QEMU writes and the highest one it reads. */
+/**
+ * The mapped-ram header version QEMU writes and the highest one it reads.
+ *
+ * @example Usage
+ * ```ts
+ * import { encodeMappedRamHeader, MAPPED_RAM_HDR_VERSION } from "@livemig/livemig";
+ * import assert from "node:assert/strict";
+ *
+ * const bytes = encodeMappedRamHeader({ version: MAPPED_RAM_HDR_VERSION, pageSize: 4096, bitmapOffset: 0, pagesOffset: 0 });
+ * assert.equal(bytes[3], 1);
+ * ```
+ */
 export const MAPPED_RAM_HDR_VERSION = 1;
 
-/** Size of the per-block mapped-ram header in bytes. */
+/**
+ * Size of the per-block mapped-ram header in bytes.
+ *
+ * @example Usage
+ * ```ts
+ * import { encodeMappedRamHeader, MAPPED_RAM_HEADER_SIZE } from "@livemig/livemig";
+ * import assert from "node:assert/strict";
+ *
+ * const bytes = encodeMappedRamHeader({ version: 1, pageSize: 4096, bitmapOffset: 0, pagesOffset: 0 });
+ * assert.equal(bytes.byteLength, MAPPED_RAM_HEADER_SIZE);
+ * ```
+ */
 export const MAPPED_RAM_HEADER_SIZE = 28;
 
 /**

@@ -42,6 +42,21 @@ import { RAM_SAVE_FLAG } from "./ram_save_flags.ts";
 /**
  * The most bytes one block entry takes: a 255-byte name, the used length,
  * a page size, a guest address and a mapped-ram header.
+ *
+ * @example Usage
+ * ```ts
+ * import { MAX_RAM_BLOCK_ENTRY_SIZE, ramBlockEntrySize } from "@livemig/livemig";
+ * import assert from "node:assert/strict";
+ *
+ * const block = {
+ *   idstr: "x".repeat(255),
+ *   usedLength: 2 << 20,
+ *   pageSize: 2 << 20,
+ *   gpa: 0n,
+ *   mappedRam: { version: 1, pageSize: 4096, bitmapOffset: 0, pagesOffset: 0 },
+ * };
+ * assert.equal(ramBlockEntrySize(block), MAX_RAM_BLOCK_ENTRY_SIZE);
+ * ```
  */
 export const MAX_RAM_BLOCK_ENTRY_SIZE = 308; // 1 + 255 + 8 + 8 + 8 + 28
 
