@@ -193,11 +193,6 @@ export class DeviceTailCollector {
   }
 }
 
-function be32(bytes: Uint8Array, at: number): number {
-  return ((bytes[at]! << 24) | (bytes[at + 1]! << 16) | (bytes[at + 2]! << 8) |
-    bytes[at + 3]!) >>> 0;
-}
-
 /** Options for {@linkcode collectDeviceTail}. */
 export interface CollectDeviceTailOptions {
   /** Whether device sections are passed on as raw bytes or walked. */
@@ -382,4 +377,9 @@ function finishTail(
     });
   }
   return walk;
+}
+
+function be32(bytes: Uint8Array, at: number): number {
+  return ((bytes[at]! << 24) | (bytes[at + 1]! << 16) | (bytes[at + 2]! << 8) |
+    bytes[at + 3]!) >>> 0;
 }
