@@ -225,8 +225,7 @@ export async function* decodeMappedRamFile(
     offset,
   );
   const decoder = new MigrationDecoder({
-    deviceState: "walk",
-    checkEnd: true,
+    kind: "file",
     ...options.decoder,
     startOffset: offset,
     batchRecords: 1,

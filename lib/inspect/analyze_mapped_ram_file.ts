@@ -57,8 +57,8 @@ export interface AnalyzeMappedRamFileOptions {
    */
   dumpState?: boolean;
   /**
-   * Decoder options for the stream around the RAM; `deviceState` defaults
-   * to `"walk"` and `checkEnd` to `true`.
+   * Decoder options for the stream around the RAM; `kind` defaults to
+   * `"file"`.
    *
    * @default {{}}
    */

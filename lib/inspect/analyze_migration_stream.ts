@@ -118,8 +118,7 @@ export interface AnalyzeMigrationStreamOptions {
    */
   checkXbzrle?: boolean;
   /**
-   * Decoder options; `deviceState` defaults to `"walk"` and `checkEnd` to
-   * `true`, as suits files.
+   * Decoder options; `kind` defaults to `"file"`.
    *
    * @default {{}}
    */
@@ -179,8 +178,7 @@ export async function analyzeMigrationStream(
   options: AnalyzeMigrationStreamOptions = {},
 ): Promise<StreamAnalysisResult> {
   const decoderStream = new MigrationDecoderStream({
-    deviceState: "walk",
-    checkEnd: true,
+    kind: "file",
     ...options.decoder,
   });
   const analyzer = new StreamAnalyzer(decoderStream.decoder, options);

@@ -29,8 +29,8 @@ export interface ConvertMappedRamToStreamOptions {
    */
   offset?: number;
   /**
-   * Decoder options for the stream around the RAM; `deviceState` defaults
-   * to `"walk"` and `checkEnd` to `true`.
+   * Decoder options for the stream around the RAM; `kind` defaults to
+   * `"file"`.
    *
    * @default {{}}
    */

@@ -25,8 +25,7 @@ import { rebuildStream, type StreamFrame } from "./_rebuilt_stream.ts";
 /** Options for {@linkcode convertStreamToMappedRam}. */
 export interface ConvertStreamToMappedRamOptions {
   /**
-   * Decoder options for the input stream; `deviceState` defaults to
-   * `"walk"` and `checkEnd` to `true`, as suits files.
+   * Decoder options for the input stream; `kind` defaults to `"file"`.
    *
    * @default {{}}
    */
@@ -120,8 +119,7 @@ export async function convertStreamToMappedRam(
   options: ConvertStreamToMappedRamOptions = {},
 ): Promise<ConvertStreamToMappedRamResult> {
   const decoderStream = new MigrationDecoderStream({
-    deviceState: "walk",
-    checkEnd: true,
+    kind: "file",
     ...options.decoder,
   });
   const decoder = decoderStream.decoder;

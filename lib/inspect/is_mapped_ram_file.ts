@@ -58,6 +58,6 @@ export async function isMappedRamFile(
 ): Promise<boolean> {
   return await hasMappedRamConfiguration(file, {
     ...(options.offset === undefined ? {} : { offset: options.offset }),
-    decoder: { eofRequired: false, ...options.decoder },
+    decoder: { kind: "prefix", ...options.decoder },
   });
 }

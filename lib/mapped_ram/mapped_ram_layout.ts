@@ -10,7 +10,7 @@
  *
  * ```
  * block entry   u8 len, idstr, be64 used_length, [be64 gpa  with x-ignore-shared]
- * header        28 bytes, big-endian, packed:
+ * header        28 bytes, big-endian, packed (mapped_ram_header.ts codes it):
  *                 +0   be32 version         1
  *                 +4   be64 page_size       target page size (4096 on x86)
  *                 +12  be64 bitmap_offset   absolute file offset = right after this header
@@ -31,14 +31,11 @@
  * @module
  */
 
-import { StreamFormatError, UnexpectedEndOfStreamError } from "../errors.ts";
 import type { MappedRamBlockHeader } from "../ram/ram_record.ts";
-
-/** The header version QEMU writes and the highest one it reads. */
-export const MAPPED_RAM_HDR_VERSION = 1;
-
-/** Size of the per-block header in bytes. */
-export const MAPPED_RAM_HEADER_SIZE = 28;
+import {
+  MAPPED_RAM_HDR_VERSION,
+  MAPPED_RAM_HEADER_SIZE,
+} from "../wire/mapped_ram_header.ts";
 
 /**
  * Alignment of each block's pages region (1 MiB), chosen by QEMU so that
@@ -186,112 +183,6 @@ export function layoutMappedRamBlock(
     pageCount,
     bitmapSize,
     end,
-  };
-}
-
-/**
- * Encodes a block header into its 28 bytes.
- *
- * @example Usage
- * ```ts
- * import { decodeMappedRamHeader, encodeMappedRamHeader } from "@livemig/livemig";
- * import assert from "node:assert/strict";
- *
- * const header = { version: 1, pageSize: 4096, bitmapOffset: 0x6c, pagesOffset: 0x100000 };
- * const bytes = encodeMappedRamHeader(header);
- * assert.deepEqual(bytes.subarray(0, 12), new Uint8Array([0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0x10, 0]));
- * assert.deepEqual(decodeMappedRamHeader(bytes), header);
- * ```
- *
- * @param header The header.
- * @returns A new 28-byte array.
- * @throws {RangeError} If a field does not fit its width.
- */
-export function encodeMappedRamHeader(
-  header: MappedRamBlockHeader,
-): Uint8Array<ArrayBuffer> {
-  const bytes = new Uint8Array(MAPPED_RAM_HEADER_SIZE);
-  const view = new DataView(bytes.buffer);
-  if (
-    !Number.isInteger(header.version) || header.version < 0 ||
-    header.version > 0xffff_ffff
-  ) {
-    throw new RangeError(
-      `Cannot encode mapped-ram header as version must be a 32-bit unsigned integer: received ${header.version}`,
-    );
-  }
-  view.setUint32(0, header.version);
-  for (
-    const [at, name] of [
-      [4, "pageSize"],
-      [12, "bitmapOffset"],
-      [20, "pagesOffset"],
-    ] as const
-  ) {
-    const value = header[name];
-    if (!Number.isSafeInteger(value) || value < 0) {
-      throw new RangeError(
-        `Cannot encode mapped-ram header as ${name} must be a non-negative safe integer: received ${value}`,
-      );
-    }
-    view.setBigUint64(at, BigInt(value));
-  }
-  return bytes;
-}
-
-/**
- * Decodes a 28-byte block header. Values are taken as they are: whether
- * they make sense is for the reader to judge (it knows the file).
- *
- * @example Usage
- * ```ts
- * import { decodeMappedRamHeader, StreamFormatError } from "@livemig/livemig";
- * import assert from "node:assert/strict";
- *
- * const bytes = new Uint8Array(28);
- * bytes[3] = 1;
- * bytes[12] = 0xff; // a bitmap offset far beyond 2^53
- * assert.throws(
- *   () => decodeMappedRamHeader(bytes, 0x50),
- *   (error) => error instanceof StreamFormatError && error.offset === 0x50 + 12,
- * );
- * ```
- *
- * @param bytes At least 28 bytes; the header is the first 28.
- * @param offset File offset of `bytes[0]`, for error messages.
- * @returns The header.
- * @throws {UnexpectedEndOfStreamError} If fewer than 28 bytes are given.
- * @throws {StreamFormatError} If a 64-bit field exceeds 2^53.
- */
-export function decodeMappedRamHeader(
-  bytes: Uint8Array,
-  offset: number = 0,
-): MappedRamBlockHeader {
-  if (bytes.byteLength < MAPPED_RAM_HEADER_SIZE) {
-    throw new UnexpectedEndOfStreamError(MAPPED_RAM_HEADER_SIZE, {
-      offset,
-      receivedBytes: bytes.byteLength,
-      what: "a mapped-ram header",
-    });
-  }
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  const field = (at: number, name: string): number => {
-    const value = view.getBigUint64(at);
-    if (value > BigInt(Number.MAX_SAFE_INTEGER)) {
-      throw new StreamFormatError(
-        `Cannot decode mapped-ram header at offset ${offset}: ${name} 0x${
-          value.toString(16)
-        } exceeds 2^53`,
-        { offset: offset + at },
-      );
-    }
-    return Number(value);
-  };
-  return {
-    version: view.getUint32(0),
-    pageSize: field(4, "page size"),
-    bitmapOffset: field(12, "bitmap offset"),
-    pagesOffset: field(20, "pages offset"),
   };
 }
 

@@ -38,9 +38,13 @@ import type {
 } from "../ram/ram_record.ts";
 import { MappedRamBitmap } from "./mapped_ram_bitmap.ts";
 import {
-  decodeMappedRamHeader,
-  MAPPED_RAM_HDR_VERSION,
-  MAPPED_RAM_HEADER_SIZE,
+  decodeRamBlockEntry,
+  type DecodeRamBlockEntryOptions,
+  decodeRamBlockListTotal,
+  type RamBlockEntryStep,
+} from "../wire/ram_block_list.ts";
+import { MAPPED_RAM_HEADER_SIZE } from "../wire/mapped_ram_header.ts";
+import {
   MAPPED_RAM_LOAD_BUF_SIZE,
   mappedRamBitmapSize,
 } from "./mapped_ram_layout.ts";
@@ -204,159 +208,8 @@ export class MappedRamReader {
         `Cannot open mapped-ram file as offset must be a non-negative safe integer: received ${offset}`,
       );
     }
-    const fileSize = await file.size();
-    const read = async (at: number, size: number, what: string) => {
-      if (at + size > fileSize) {
-        throw new UnexpectedEndOfStreamError(size, {
-          offset: at,
-          receivedBytes: Math.max(0, fileSize - at),
-          what,
-        });
-      }
-      return await file.readAt(at, size);
-    };
-    const fail = (message: string, at: number): never => {
-      throw new StreamFormatError(message, { offset: at });
-    };
-
-    const word = await read(offset, 8, "the MEM_SIZE record of the block list");
-    const [high, low] = be64Parts(word, 0);
-    if ((low & (pageSize - 1)) !== MEM_SIZE) {
-      fail(
-        `Cannot read mapped-ram block list at offset ${offset}: flags 0x${
-          (low & (pageSize - 1)).toString(16)
-        } are not MEM_SIZE (0x4)`,
-        offset,
-      );
-    }
-    const total = toSafe(high, low - MEM_SIZE, "the RAM total", offset);
-
-    const blocks: MappedRamBlockSummary[] = [];
-    let at = offset + 8;
-    let sum = 0;
-    while (sum < total) {
-      const nameAt = at;
-      const length = (await read(at, 1, "a RAM block name"))[0]!;
-      const idstr = TEXT.decode(await read(at + 1, length, "a RAM block name"));
-      if (length === 0) {
-        fail(
-          `Cannot read mapped-ram block list at offset ${nameAt}: a block name is empty`,
-          nameAt,
-        );
-      }
-      if (blocks.some((block) => block.block.idstr === idstr)) {
-        fail(
-          `Cannot read mapped-ram block list at offset ${nameAt}: block "${idstr}" is listed twice`,
-          nameAt,
-        );
-      }
-      at += 1 + length;
-      const lengthAt = at;
-      const fields = await read(
-        at,
-        ignoreShared ? 16 : 8,
-        `the length of block "${idstr}"`,
-      );
-      const usedLength = toSafe(
-        ...be64Parts(fields, 0),
-        `the length of block "${idstr}"`,
-        lengthAt,
-      );
-      if (usedLength === 0 || usedLength % pageSize !== 0) {
-        fail(
-          `Cannot read mapped-ram block list at offset ${lengthAt}: block "${idstr}" length ${usedLength} is not a positive multiple of the page size ${pageSize}`,
-          lengthAt,
-        );
-      }
-      sum += usedLength;
-      if (sum > total) {
-        fail(
-          `Cannot read mapped-ram block list at offset ${lengthAt}: block "${idstr}" brings the lengths to ${sum}, past the announced total ${total}`,
-          lengthAt,
-        );
-      }
-      const block: RamBlockInfo = { idstr, usedLength };
-      if (ignoreShared) {
-        block.gpa = new DataView(fields.buffer, fields.byteOffset)
-          .getBigUint64(8);
-      }
-      at += fields.byteLength;
-      const headerOffset = at;
-      const header = decodeMappedRamHeader(
-        await read(
-          at,
-          MAPPED_RAM_HEADER_SIZE,
-          `the mapped-ram header of block "${idstr}"`,
-        ),
-        headerOffset,
-      );
-      const where =
-        `Cannot read mapped-ram header of block "${idstr}" at offset ${headerOffset}`;
-      if (header.version > MAPPED_RAM_HDR_VERSION) {
-        fail(
-          `${where}: version ${header.version} is newer than ${MAPPED_RAM_HDR_VERSION}, the highest supported`,
-          headerOffset,
-        );
-      }
-      if (header.pageSize !== pageSize) {
-        fail(
-          `${where}: page size ${header.pageSize} differs from the stream's target page size ${pageSize}`,
-          headerOffset + 4,
-        );
-      }
-      const headerEnd = headerOffset + MAPPED_RAM_HEADER_SIZE;
-      const pageCount = usedLength / pageSize;
-      const bitmapSize = mappedRamBitmapSize(pageCount);
-      if (header.bitmapOffset < headerEnd) {
-        fail(
-          `${where}: bitmap offset ${header.bitmapOffset} points back into the stream, before ${headerEnd}`,
-          headerOffset + 12,
-        );
-      }
-      if (header.pagesOffset % pageSize !== 0) {
-        fail(
-          `${where}: pages offset ${header.pagesOffset} is not a multiple of the page size ${pageSize}`,
-          headerOffset + 20,
-        );
-      }
-      if (header.pagesOffset < header.bitmapOffset + bitmapSize) {
-        fail(
-          `${where}: pages offset ${header.pagesOffset} lies inside the ${bitmapSize}-byte bitmap at ${header.bitmapOffset}`,
-          headerOffset + 20,
-        );
-      }
-      const bitmap = new MappedRamBitmap(
-        pageCount,
-        await read(
-          header.bitmapOffset,
-          bitmapSize,
-          `the bitmap of block "${idstr}"`,
-        ),
-      );
-      const end = header.pagesOffset + usedLength;
-      if (end > fileSize) {
-        throw new UnexpectedEndOfStreamError(usedLength, {
-          offset: header.pagesOffset,
-          receivedBytes: Math.max(0, fileSize - header.pagesOffset),
-          what: `the pages of block "${idstr}"`,
-        });
-      }
-      const padding = bitmap.firstPaddingBit();
-      if (padding !== undefined) {
-        const byteAt = header.bitmapOffset + Math.floor(padding / 8);
-        fail(
-          `Cannot read bitmap of block "${idstr}" at offset ${byteAt}: bit ${padding} is set, but the block has only ${pageCount} pages`,
-          byteAt,
-        );
-      }
-      block.mappedRam = header;
-      blocks.push({ block, headerOffset, bitmap });
-      at = end;
-    }
-    return new MappedRamReader(file, { blocks, end: at }, {
-      pageSize,
-      readBytes,
-    });
+    const list = await readBlockList(file, offset, { pageSize, ignoreShared });
+    return new MappedRamReader(file, list, { pageSize, readBytes });
   }
 
   /** The target page size. */
@@ -477,21 +330,124 @@ export class MappedRamReader {
   }
 }
 
-const MEM_SIZE = 0x04;
 const ZERO_BATCH = 4096;
-const TEXT = new TextDecoder();
+/** Bytes read for a block entry at first; a long name needs a second read. */
+const ENTRY_READ_BYTES = 128;
 
-function be64Parts(bytes: Uint8Array, at: number): [number, number] {
-  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
-  return [view.getUint32(at), view.getUint32(at + 4)];
+/**
+ * Reads the block list at `offset` with positioned reads: each entry
+ * through the block-list codec, then each block's bitmap.
+ */
+async function readBlockList(
+  file: RandomAccessFile,
+  offset: number,
+  format: { pageSize: number; ignoreShared: boolean },
+): Promise<MappedRamBlockList> {
+  const fileSize = await file.size();
+  const total = decodeRamBlockListTotal(
+    await readUpTo(file, offset, 8, fileSize),
+    { pageSize: format.pageSize, offset },
+  );
+  const blocks: MappedRamBlockSummary[] = [];
+  const previous: RamBlockInfo[] = [];
+  let at = offset + 8;
+  let sum = 0;
+  while (sum < total) {
+    const step = await readEntry(file, at, fileSize, {
+      ...format,
+      mappedRam: true,
+      total,
+      previous,
+    });
+    const block = step.block;
+    const header = block.mappedRam!;
+    const bitmap = await readBitmap(file, block, format.pageSize, fileSize);
+    previous.push(block);
+    blocks.push({
+      block,
+      headerOffset: at + step.size - MAPPED_RAM_HEADER_SIZE,
+      bitmap,
+    });
+    sum += block.usedLength;
+    at = header.pagesOffset + block.usedLength;
+  }
+  return { blocks, end: at };
 }
 
-function toSafe(high: number, low: number, what: string, at: number): number {
-  if (high >= 0x20_0000) {
+/**
+ * Reads a block's bitmap and checks that the bitmap and the pages lie in
+ * the file and that no padding bit is set.
+ */
+async function readBitmap(
+  file: RandomAccessFile,
+  block: RamBlockInfo,
+  pageSize: number,
+  fileSize: number,
+): Promise<MappedRamBitmap> {
+  const { idstr, usedLength } = block;
+  const header = block.mappedRam!;
+  const pageCount = usedLength / pageSize;
+  const bitmapSize = mappedRamBitmapSize(pageCount);
+  const bytes = await readUpTo(
+    file,
+    header.bitmapOffset,
+    bitmapSize,
+    fileSize,
+  );
+  if (bytes.byteLength < bitmapSize) {
+    throw new UnexpectedEndOfStreamError(bitmapSize, {
+      offset: header.bitmapOffset,
+      receivedBytes: bytes.byteLength,
+      what: `the bitmap of block "${idstr}"`,
+    });
+  }
+  const bitmap = new MappedRamBitmap(pageCount, bytes);
+  if (header.pagesOffset + usedLength > fileSize) {
+    throw new UnexpectedEndOfStreamError(usedLength, {
+      offset: header.pagesOffset,
+      receivedBytes: Math.max(0, fileSize - header.pagesOffset),
+      what: `the pages of block "${idstr}"`,
+    });
+  }
+  const padding = bitmap.firstPaddingBit();
+  if (padding !== undefined) {
+    const byteAt = header.bitmapOffset + Math.floor(padding / 8);
     throw new StreamFormatError(
-      `Cannot read ${what} at offset ${at}: it exceeds 2^53`,
-      { offset: at },
+      `Cannot read bitmap of block "${idstr}" at offset ${byteAt}: bit ${padding} is set, but the block has only ${pageCount} pages`,
+      { offset: byteAt },
     );
   }
-  return high * 0x1_0000_0000 + low;
+  return bitmap;
+}
+
+/** Reads the block entry at `at` through the block-list codec. */
+async function readEntry(
+  file: RandomAccessFile,
+  at: number,
+  fileSize: number,
+  options: DecodeRamBlockEntryOptions,
+): Promise<RamBlockEntryStep & { type: "entry" }> {
+  let size = ENTRY_READ_BYTES;
+  while (true) {
+    const bytes = await readUpTo(file, at, size, fileSize);
+    const step = decodeRamBlockEntry(bytes, {
+      ...options,
+      offset: at,
+      ended: bytes.byteLength < size,
+    });
+    if (step.type === "entry") return step;
+    size = step.bytes;
+  }
+}
+
+/** Reads `size` bytes at `at`, or fewer where the file ends first. */
+async function readUpTo(
+  file: RandomAccessFile,
+  at: number,
+  size: number,
+  fileSize: number,
+): Promise<Uint8Array> {
+  const available = Math.min(size, fileSize - at);
+  if (available <= 0) return new Uint8Array(0);
+  return await file.readAt(at, available);
 }

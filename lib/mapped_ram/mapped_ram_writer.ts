@@ -37,12 +37,20 @@ import type {
   RamPageRecord,
   RamRecord,
 } from "../ram/ram_record.ts";
+import { ByteWriter } from "../bytes/byte_writer.ts";
+import {
+  encodeRamBlockEntry,
+  encodeRamBlockListTotal,
+  MAX_RAM_BLOCK_ENTRY_SIZE,
+  ramBlockEntrySize,
+} from "../wire/ram_block_list.ts";
+import { RAM_SAVE_FLAG } from "../wire/ram_save_flags.ts";
+import { type MappedRamBlockState, PageRuns } from "./_page_runs.ts";
+import { WriteTracker } from "./_write_tracker.ts";
 import { MappedRamBitmap } from "./mapped_ram_bitmap.ts";
 import {
-  encodeMappedRamHeader,
   layoutMappedRamBlock,
   MAPPED_RAM_FILE_OFFSET_ALIGNMENT,
-  type MappedRamBlockLayout,
 } from "./mapped_ram_layout.ts";
 
 /** Bytes of the sequential stream, written at the current stream position. */
@@ -188,52 +196,20 @@ export class MappedRamWriter
   }
 }
 
-interface BlockState {
-  info: RamBlockInfo;
-  layout: MappedRamBlockLayout;
-  bitmap: MappedRamBitmap;
-  /** Bits changed since the bitmap was last written, or never written. */
-  bitmapDirty: boolean;
-  /** Pages whose place in the file ever received data (not a hole). */
-  written: MappedRamBitmap;
-}
-
-interface RunBuffer {
-  bytes: Uint8Array<ArrayBuffer>;
-  /** The write of this buffer's previous run, while it is in flight. */
-  busy: Promise<void> | undefined;
-}
-
 const STAGING_FLUSH_BYTES = 1024 * 1024;
-/** Runs at least this long are written from the caller's memory, not copied. */
-const DIRECT_WRITE_BYTES = 256 * 1024;
-/** Longest gap of never-written pages filled with zeros to keep a run going. */
-const MAX_GAP_BYTES = 64 * 1024;
 
 class WriterCore {
   readonly #file: RandomAccessFile;
   readonly #offset: number;
   readonly #pageSize: number;
   readonly #alignment: number;
-  readonly #buffers: [RunBuffer, RunBuffer];
-  readonly #blocks = new Map<string, BlockState>();
-  readonly blocks: BlockState[] = [];
-  /** Writes in flight that nothing else waits for. */
-  #inflight = new Set<Promise<void>>();
-  #error: { cause: unknown } | undefined;
+  readonly #tracker = new WriteTracker();
+  readonly #runs: PageRuns;
+  readonly #blocks = new Map<string, MappedRamBlockState>();
+  readonly blocks: MappedRamBlockState[] = [];
   #staging: Uint8Array<ArrayBuffer> = new Uint8Array(64 * 1024);
   #stagingLength = 0;
   #stagingStart: number;
-  #run:
-    | {
-      buffer: RunBuffer;
-      fileOffset: number;
-      length: number;
-      state: BlockState;
-    }
-    | undefined;
-  #nextBuffer = 0;
-  pagesWritten = 0;
 
   constructor(file: RandomAccessFile, options: MappedRamWriterOptions) {
     const {
@@ -258,11 +234,11 @@ class WriterCore {
     this.#offset = offset;
     this.#pageSize = pageSize;
     this.#alignment = alignment;
-    const runBytes = writeBytes - writeBytes % pageSize;
-    this.#buffers = [
-      { bytes: new Uint8Array(runBytes), busy: undefined },
-      { bytes: new Uint8Array(runBytes), busy: undefined },
-    ];
+    this.#runs = new PageRuns(file, {
+      pageSize,
+      writeBytes,
+      tracker: this.#tracker,
+    });
     this.#stagingStart = offset;
   }
 
@@ -270,12 +246,16 @@ class WriterCore {
     return this.#stagingStart + this.#stagingLength;
   }
 
+  get pagesWritten(): number {
+    return this.#runs.pagesWritten;
+  }
+
   async start(): Promise<void> {
     await this.#file.truncate(this.#offset);
   }
 
   async write(batch: readonly MappedRamWriterItem[]): Promise<void> {
-    this.#throwIfFailed();
+    this.#tracker.throwIfFailed();
     const direct: Promise<void>[] = [];
     try {
       await this.#writeItems(batch, direct);
@@ -283,7 +263,21 @@ class WriterCore {
       // The caller may reuse its pages once write() settles.
       if (direct.length > 0) await Promise.all(direct);
     }
-    this.#throwIfFailed();
+    this.#tracker.throwIfFailed();
+  }
+
+  async close(): Promise<void> {
+    this.#runs.flush();
+    this.#flushStaging();
+    this.#writeBitmaps(true);
+    await this.#tracker.settle();
+    this.#tracker.throwIfFailed();
+    const end = this.position;
+    if (await this.#file.size() < end) await this.#file.truncate(end);
+  }
+
+  async abort(): Promise<void> {
+    await this.#tracker.settle();
   }
 
   async #writeItems(
@@ -297,144 +291,85 @@ class WriterCore {
           this.#append(item.data);
           break;
         case "ram-page": {
-          const span = this.#directSpan(batch, index);
+          const span = this.#runs.directSpan(batch, index);
           if (span > 1) {
-            direct.push(this.#writeDirect(batch, index, span));
+            direct.push(this.#direct(item, span));
             index += span - 1;
             break;
           }
-          const wait = this.#page(item.block, item.offset, item.data);
+          const state = this.#block(item.block, item.offset);
+          const wait = this.#runs.page(state, item.offset, item.data);
           if (wait !== undefined) await wait;
           break;
         }
-        case "ram-zero":
-          if (item.fill === 0) {
-            this.#clear(item.block, item.offset);
-          } else {
-            // QEMU only sends fill 0; any other fill is real page content.
-            await this.#page(
-              item.block,
-              item.offset,
-              new Uint8Array(this.#pageSize).fill(item.fill),
-            );
-          }
-          break;
-        case "ram-compressed":
-          if (item.page === undefined) {
-            throw new TypeError(
-              `Cannot write compressed page of block "${item.block}" at ${item.offset}: it was not inflated`,
-            );
-          }
-          await this.#page(item.block, item.offset, item.page);
-          break;
-        case "ram-xbzrle":
-          throw new TypeError(
-            `Cannot write XBZRLE record of block "${item.block}" at ${item.offset}: mapped-ram is incompatible with xbzrle, pages must arrive whole`,
-          );
-        case "ram-multifd-flush":
-          throw new TypeError(
-            "Cannot write MULTIFD_FLUSH record: a mapped-ram file carries no multifd sync points",
-          );
-        case "ram-eos":
-          this.#append(EOS);
-          break;
-        case "ram-mem-size":
-          this.#memSize(item);
-          break;
         case "bitmap-flush":
-          this.#flushRun();
+          this.#runs.flush();
           this.#writeBitmaps(false);
           break;
-        default: {
-          const unknown: never = item;
-          throw new TypeError(
-            `Cannot write item: type "${
-              (unknown as { type: string }).type
-            }" is unknown`,
-          );
-        }
+        default:
+          await this.#ramRecord(item);
       }
     }
     if (this.#stagingLength >= STAGING_FLUSH_BYTES) this.#flushStaging();
   }
 
-  /**
-   * How many PAGE records from `batch[index]` on are one run both in the
-   * file and in memory (views of one buffer, back to back), when that run
-   * is large enough to be written straight from the caller's memory;
-   * otherwise 0.
-   */
-  #directSpan(batch: readonly MappedRamWriterItem[], index: number): number {
-    const first = batch[index] as RamPageRecord;
-    const pageSize = this.#pageSize;
-    const minimum = DIRECT_WRITE_BYTES / pageSize;
-    if (batch.length - index < minimum) return 0;
-    let count = 1;
-    let previous = first;
-    while (index + count < batch.length) {
-      const next = batch[index + count]!;
-      if (
-        next.type !== "ram-page" || next.block !== first.block ||
-        next.offset !== previous.offset + pageSize ||
-        next.data.buffer !== first.data.buffer ||
-        next.data.byteOffset !== previous.data.byteOffset + pageSize ||
-        next.data.byteLength !== pageSize
-      ) {
-        break;
+  /** The RAM records other than PAGE. */
+  async #ramRecord(item: Exclude<RamRecord, RamPageRecord>): Promise<void> {
+    switch (item.type) {
+      case "ram-zero":
+        if (item.fill === 0) {
+          this.#clear(item.block, item.offset);
+        } else {
+          // QEMU only sends fill 0; any other fill is real page content.
+          await this.#runs.page(
+            this.#block(item.block, item.offset),
+            item.offset,
+            new Uint8Array(this.#pageSize).fill(item.fill),
+          );
+        }
+        return;
+      case "ram-compressed":
+        if (item.page === undefined) {
+          throw new TypeError(
+            `Cannot write compressed page of block "${item.block}" at ${item.offset}: it was not inflated`,
+          );
+        }
+        await this.#runs.page(
+          this.#block(item.block, item.offset),
+          item.offset,
+          item.page,
+        );
+        return;
+      case "ram-xbzrle":
+        throw new TypeError(
+          `Cannot write XBZRLE record of block "${item.block}" at ${item.offset}: mapped-ram is incompatible with xbzrle, pages must arrive whole`,
+        );
+      case "ram-multifd-flush":
+        throw new TypeError(
+          "Cannot write MULTIFD_FLUSH record: a mapped-ram file carries no multifd sync points",
+        );
+      case "ram-eos":
+        this.#append(EOS);
+        return;
+      case "ram-mem-size":
+        this.#memSize(item);
+        return;
+      default: {
+        const unknown: never = item;
+        throw new TypeError(
+          `Cannot write item: type "${
+            (unknown as { type: string }).type
+          }" is unknown`,
+        );
       }
-      previous = next;
-      count++;
     }
-    return count >= minimum ? count : 0;
   }
 
-  /** Writes `count` pages straight from the caller's memory. */
-  #writeDirect(
-    batch: readonly MappedRamWriterItem[],
-    index: number,
-    count: number,
-  ): Promise<void> {
-    const first = batch[index] as RamPageRecord;
-    const pageSize = this.#pageSize;
+  /** Writes `count` pages from `first` on straight from the caller's memory. */
+  #direct(first: RamPageRecord, count: number): Promise<void> {
     const state = this.#block(first.block, first.offset);
-    this.#block(first.block, first.offset + (count - 1) * pageSize);
-    if (first.data.byteLength !== pageSize) {
-      throw new RangeError(
-        `Cannot write page of block "${first.block}" at ${first.offset}: data is ${first.data.byteLength} bytes, the page size is ${pageSize}`,
-      );
-    }
-    this.#flushRun(); // keeps earlier pages ahead of these in the file's queue
-    const start = first.offset / pageSize;
-    for (let page = start; page < start + count; page++) {
-      state.bitmap.set(page);
-      state.written.set(page);
-    }
-    state.bitmapDirty = true;
-    this.pagesWritten += count;
-    return this.#track(
-      this.#file.writeAt(
-        state.layout.header.pagesOffset + first.offset,
-        new Uint8Array(
-          first.data.buffer,
-          first.data.byteOffset,
-          count * pageSize,
-        ),
-      ),
-    );
-  }
-
-  async close(): Promise<void> {
-    this.#flushRun();
-    this.#flushStaging();
-    this.#writeBitmaps(true);
-    await this.#settle();
-    this.#throwIfFailed();
-    const end = this.position;
-    if (await this.#file.size() < end) await this.#file.truncate(end);
-  }
-
-  async abort(): Promise<void> {
-    await this.#settle();
+    this.#block(first.block, first.offset + (count - 1) * this.#pageSize);
+    return this.#runs.direct(state, first, count);
   }
 
   #memSize(record: RamMemSizeRecord): void {
@@ -451,10 +386,9 @@ class WriterCore {
     }
     let total = 0;
     for (const block of record.blocks) total += block.usedLength;
-    const word = new Uint8Array(8);
-    const view = new DataView(word.buffer);
-    view.setBigUint64(0, BigInt(total) | BigInt(MEM_SIZE));
-    this.#append(word);
+    const writer = new ByteWriter(MAX_RAM_BLOCK_ENTRY_SIZE);
+    encodeRamBlockListTotal(total, writer);
+    this.#append(writer.bytes());
     for (const info of record.blocks) {
       const name = TEXT.encode(info.idstr);
       if (name.byteLength === 0 || name.byteLength > 255) {
@@ -472,25 +406,18 @@ class WriterCore {
           `Cannot write block "${info.idstr}" with its own page size: that field exists only with postcopy-ram, which mapped-ram excludes`,
         );
       }
-      const gpaBytes = info.gpa === undefined ? 0 : 8;
-      const entry = new Uint8Array(1 + name.byteLength + 8 + gpaBytes);
-      const entryView = new DataView(entry.buffer);
-      entry[0] = name.byteLength;
-      entry.set(name, 1);
-      entryView.setBigUint64(1 + name.byteLength, BigInt(info.usedLength));
-      if (info.gpa !== undefined) {
-        entryView.setBigUint64(1 + name.byteLength + 8, info.gpa);
-      }
-      this.#append(entry);
-      const layout = layoutMappedRamBlock(this.position, info.usedLength, {
-        pageSize: this.#pageSize,
-        alignment: this.#alignment,
-      });
-      this.#append(encodeMappedRamHeader(layout.header));
+      const { mappedRam: _, ...plain } = info;
+      const layout = layoutMappedRamBlock(
+        this.position + ramBlockEntrySize(plain),
+        info.usedLength,
+        { pageSize: this.#pageSize, alignment: this.#alignment },
+      );
+      writer.reset();
+      encodeRamBlockEntry({ ...plain, mappedRam: layout.header }, writer);
+      this.#append(writer.bytes());
       this.#flushStaging();
       this.#stagingStart = layout.end;
-      const { mappedRam: _, ...plain } = info;
-      const state: BlockState = {
+      const state: MappedRamBlockState = {
         info: plain,
         layout,
         bitmap: new MappedRamBitmap(layout.pageCount),
@@ -502,92 +429,13 @@ class WriterCore {
     }
   }
 
-  /**
-   * Copies a page into the current run of file-contiguous pages, starting
-   * a new run when it does not follow on. A short gap of pages that were
-   * never written (holes, which read as zeros) is filled with zeros to keep
-   * the run going, so a pass that skips scattered zero pages still makes
-   * large writes. Returns a promise only when a new run must wait for its
-   * buffer's previous write, so the common case costs no await.
-   */
-  #page(
-    block: string,
-    offset: number,
-    data: Uint8Array,
-  ): Promise<void> | undefined {
-    const state = this.#block(block, offset);
-    const pageSize = this.#pageSize;
-    if (data.byteLength !== pageSize) {
-      throw new RangeError(
-        `Cannot write page of block "${block}" at ${offset}: data is ${data.byteLength} bytes, the page size is ${pageSize}`,
-      );
-    }
-    const fileOffset = state.layout.header.pagesOffset + offset;
-    const run = this.#run;
-    if (run !== undefined && run.state === state) {
-      const end = run.fileOffset + run.length;
-      const gap = fileOffset - end;
-      if (
-        gap >= 0 && gap <= MAX_GAP_BYTES &&
-        run.length + gap + pageSize <= run.buffer.bytes.byteLength &&
-        this.#holes(state, end, gap)
-      ) {
-        run.buffer.bytes.fill(0, run.length, run.length + gap);
-        run.length += gap;
-        this.#copy(run, state, offset, data);
-        return undefined;
-      }
-    }
-    this.#flushRun();
-    const buffer = this.#buffers[this.#nextBuffer]!;
-    this.#nextBuffer ^= 1;
-    const start = () => {
-      const next = { buffer, fileOffset, length: 0, state };
-      this.#run = next;
-      this.#copy(next, state, offset, data);
-    };
-    if (buffer.busy === undefined) {
-      start();
-      return undefined;
-    }
-    return buffer.busy.then(() => {
-      this.#throwIfFailed();
-      start();
-    });
-  }
-
-  #copy(
-    run: { buffer: RunBuffer; length: number },
-    state: BlockState,
-    offset: number,
-    data: Uint8Array,
-  ): void {
-    run.buffer.bytes.set(data, run.length);
-    run.length += data.byteLength;
-    const index = offset / this.#pageSize;
-    state.bitmap.set(index);
-    state.written.set(index);
-    state.bitmapDirty = true;
-    this.pagesWritten++;
-  }
-
-  /** Whether `bytes` of pages from file offset `at` were never written. */
-  #holes(state: BlockState, at: number, bytes: number): boolean {
-    const first = (at - state.layout.header.pagesOffset) / this.#pageSize;
-    const last = first + bytes / this.#pageSize;
-    for (let index = first; index < last; index++) {
-      if (state.written.has(index)) return false;
-    }
-    return true;
-  }
-
   #clear(block: string, offset: number): void {
     const state = this.#block(block, offset);
     state.bitmap.clear(offset / this.#pageSize);
     state.bitmapDirty = true;
   }
 
-  #block(block: string, offset: number): BlockState {
+  #block(block: string, offset: number): MappedRamBlockState {
     const state = this.#blocks.get(block);
     if (state === undefined) {
       throw new TypeError(
@@ -607,24 +455,11 @@ class WriterCore {
     return state;
   }
 
-  #flushRun(): void {
-    const run = this.#run;
-    if (run === undefined) return;
-    this.#run = undefined;
-    const buffer = run.buffer;
-    const busy = this.#track(
-      this.#file.writeAt(run.fileOffset, buffer.bytes.subarray(0, run.length)),
-    ).then(() => {
-      if (buffer.busy === busy) buffer.busy = undefined;
-    });
-    buffer.busy = busy;
-  }
-
   #writeBitmaps(onlyDirty: boolean): void {
     for (const block of this.blocks) {
       if (onlyDirty && !block.bitmapDirty) continue;
       block.bitmapDirty = false;
-      this.#track(
+      this.#tracker.track(
         this.#file.writeAt(
           block.layout.header.bitmapOffset,
           block.bitmap.bytes.slice(),
@@ -652,33 +487,9 @@ class WriterCore {
     const at = this.#stagingStart;
     this.#stagingStart += this.#stagingLength;
     this.#stagingLength = 0;
-    this.#track(this.#file.writeAt(at, bytes));
-  }
-
-  /** Keeps a write's failure for the next call instead of losing it. */
-  #track(write: Promise<void>): Promise<void> {
-    const settled: Promise<void> = write.then(
-      () => {
-        this.#inflight.delete(settled);
-      },
-      (cause) => {
-        this.#error ??= { cause };
-        this.#inflight.delete(settled);
-      },
-    );
-    this.#inflight.add(settled);
-    return settled;
-  }
-
-  async #settle(): Promise<void> {
-    while (this.#inflight.size > 0) await Promise.all([...this.#inflight]);
-  }
-
-  #throwIfFailed(): void {
-    if (this.#error !== undefined) throw this.#error.cause;
+    this.#tracker.track(this.#file.writeAt(at, bytes));
   }
 }
 
-const MEM_SIZE = 0x04;
-const EOS = new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0x10]);
+const EOS = new Uint8Array([0, 0, 0, 0, 0, 0, 0, RAM_SAVE_FLAG.EOS]);
 const TEXT = new TextEncoder();

@@ -326,7 +326,7 @@ export class DestinationPostcopy {
       const transport = await accept();
       const memory = this.#memory;
       const decoder = new MigrationDecoderStream({
-        ramChannel: true,
+        kind: "postcopy-preempt",
         blocks: memory.blocks.map((b) => ({
           idstr: b.idstr,
           usedLength: b.bytes.byteLength,

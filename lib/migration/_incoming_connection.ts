@@ -75,8 +75,7 @@ export class IncomingConnection {
     const decoder = new MigrationDecoder(
       this.#recovery && guest
         ? {
-          header: false,
-          deviceState: "walk",
+          kind: "postcopy-recovery",
           blocks: guest.memory.blocks.map((b) => ({
             idstr: b.idstr,
             usedLength: b.bytes.byteLength,

@@ -13,177 +13,28 @@
  *
  * A live destination cannot wait for the connection to close (a source
  * with a return path keeps it open until the destination says SHUT), so
- * {@linkcode DeviceTailCollector} recognises the end as it happens.
+ * {@linkcode DeviceTailCollector} recognises the end as it happens;
+ * _tail_walk.ts walks a buffered tail.
  *
  * @module
  */
 
-import { StreamFormatError } from "../errors.ts";
+import { StreamFormatError, UnexpectedEndOfStreamError } from "../errors.ts";
+import type { ByteReader } from "../streams/byte_reader.ts";
+import {
+  type DecodeCommandOptions,
+  decodeCommandRecord,
+} from "./_command_record.ts";
+import type { DeviceTailSummary } from "./migration_decoder.ts";
+import type { MigrationRecord } from "./migration_record.ts";
+import type { DeviceStateMode } from "./migration_stream_kind.ts";
 import { QEMU_VM } from "./qemu_vm.ts";
+import { type TailItem, walkTail } from "./_tail_walk.ts";
 import {
   parseVmdesc,
   type VmdescDevice,
   type VmdescDocument,
-  walkVmstate,
 } from "./vmdesc.ts";
-
-/** One walked item of a device tail. */
-export type TailItem =
-  | {
-    kind: "section";
-    /** Offset of the 0x04 byte in the tail. */
-    at: number;
-    sectionId: number;
-    idstr: string;
-    instanceId: number;
-    versionId: number;
-    /** Body start and end in the tail. */
-    bodyStart: number;
-    bodyEnd: number;
-  }
-  | {
-    kind: "command";
-    at: number;
-    cmd: number;
-    payloadStart: number;
-    payloadEnd: number;
-  }
-  | { kind: "eof"; at: number }
-  | { kind: "vmdesc"; at: number; jsonStart: number };
-
-/** Options for {@linkcode walkTail}. */
-export interface WalkTailOptions {
-  /** Stream offset of `tail[0]`, for errors. */
-  baseOffset: number;
-  /** Descriptions to walk device bodies with. */
-  devices: readonly VmdescDevice[];
-  /** Whether sections end with a footer. */
-  footers: boolean;
-}
-
-/**
- * Walks a buffered tail from its start. Stops at the first section it has
- * no description for (`complete: false`), at EOF + vmdesc, or at the end of
- * the buffer.
- *
- * @returns The items walked, where walking stopped, and whether it reached
- *   the end of the tail.
- */
-export function walkTail(
-  tail: Uint8Array,
-  options: WalkTailOptions,
-): { items: TailItem[]; stoppedAt: number; complete: boolean } {
-  const { baseOffset, devices, footers } = options;
-  const items: TailItem[] = [];
-  let pos = 0;
-  let cursor = 0;
-  const fail = (at: number, what: string): never => {
-    throw new StreamFormatError(
-      `Cannot walk device state at offset ${baseOffset + at}: ${what}`,
-      { offset: baseOffset + at },
-    );
-  };
-  while (pos < tail.byteLength) {
-    const at = pos;
-    const type = tail[pos]!;
-    if (type === QEMU_VM.SECTION_FULL) {
-      if (pos + 6 > tail.byteLength) fail(at, "a section header is cut short");
-      const idLength = tail[pos + 5]!;
-      const bodyStart = pos + 6 + idLength + 8;
-      if (bodyStart > tail.byteLength) {
-        fail(at, "a section header is cut short");
-      }
-      const sectionId = be32(tail, pos + 1);
-      const idstr = TEXT.decode(tail.subarray(pos + 6, pos + 6 + idLength));
-      const instanceId = be32(tail, pos + 6 + idLength);
-      const versionId = be32(tail, pos + 10 + idLength);
-      if (idstr === "ram") fail(at, 'a FULL section for "ram"');
-      let index = devices.findIndex((d, i) =>
-        i >= cursor && d.name === idstr && d.instance_id === instanceId
-      );
-      if (index < 0) {
-        index = devices.findIndex((d) =>
-          d.name === idstr && d.instance_id === instanceId
-        );
-      }
-      if (index < 0) return { items, stoppedAt: at, complete: false };
-      cursor = index + 1;
-      const bodyEnd = walkVmstate(tail, bodyStart, devices[index]!, {
-        baseOffset,
-      }).end;
-      pos = bodyEnd;
-      if (footers) {
-        if (pos + 5 > tail.byteLength) {
-          fail(pos, "a section footer is cut short");
-        }
-        if (tail[pos] !== QEMU_VM.SECTION_FOOTER) {
-          fail(
-            pos,
-            `section "${idstr}" is not followed by a footer (0x7e) but by 0x${
-              tail[pos]!.toString(16).padStart(2, "0")
-            }`,
-          );
-        }
-        if (be32(tail, pos + 1) !== sectionId) {
-          fail(pos, `the footer of section "${idstr}" names another section`);
-        }
-        pos += 5;
-      }
-      items.push({
-        kind: "section",
-        at,
-        sectionId,
-        idstr,
-        instanceId,
-        versionId,
-        bodyStart,
-        bodyEnd,
-      });
-    } else if (type === QEMU_VM.COMMAND) {
-      if (pos + 5 > tail.byteLength) fail(at, "a command header is cut short");
-      const cmd = (tail[pos + 1]! << 8) | tail[pos + 2]!;
-      const length = (tail[pos + 3]! << 8) | tail[pos + 4]!;
-      if (cmd === 7) fail(at, "a PACKAGED command inside device state");
-      if (pos + 5 + length > tail.byteLength) {
-        fail(at, "a command payload is cut short");
-      }
-      items.push({
-        kind: "command",
-        at,
-        cmd,
-        payloadStart: pos + 5,
-        payloadEnd: pos + 5 + length,
-      });
-      pos += 5 + length;
-    } else if (type === QEMU_VM.EOF) {
-      items.push({ kind: "eof", at });
-      pos++;
-      if (pos === tail.byteLength) {
-        return { items, stoppedAt: pos, complete: true };
-      }
-      if (tail[pos] !== QEMU_VM.VMDESCRIPTION || pos + 5 > tail.byteLength) {
-        fail(pos, "EOF is followed by something other than VMDESCRIPTION");
-      }
-      const length = be32(tail, pos + 1);
-      if (pos + 5 + length !== tail.byteLength) {
-        fail(
-          pos,
-          `the vmdesc length ${length} does not reach the end of the stream exactly`,
-        );
-      }
-      items.push({ kind: "vmdesc", at: pos, jsonStart: pos + 5 });
-      return { items, stoppedAt: tail.byteLength, complete: true };
-    } else {
-      fail(
-        at,
-        `byte 0x${
-          type.toString(16).padStart(2, "0")
-        } starts no section, command or EOF`,
-      );
-    }
-  }
-  return { items, stoppedAt: pos, complete: false };
-}
 
 /** Options for {@linkcode DeviceTailCollector}. */
 export interface DeviceTailCollectorOptions {
@@ -342,7 +193,191 @@ export class DeviceTailCollector {
   }
 }
 
-const TEXT = new TextDecoder();
+/** Options for {@linkcode collectDeviceTail}. */
+export interface CollectDeviceTailOptions {
+  /** Whether device sections are passed on as raw bytes or walked. */
+  mode: DeviceStateMode;
+  /** Most bytes buffered in `"walk"` mode. */
+  maxBytes: number;
+  /** Largest vmdesc accepted. */
+  maxVmdescBytes: number;
+  /** Device descriptions known up front (livemig's own device). */
+  layouts: readonly VmdescDevice[];
+  /** Whether sections end with a footer. */
+  footers: boolean;
+  /** Whether the tail ends with a vmdesc trailer. */
+  vmdesc: boolean;
+  /** Whether the stream must end with EOF. */
+  eofRequired: boolean;
+}
+
+/** A device tail read to its end. */
+export interface CollectedTail {
+  /** Where the tail lies and whether it was walked to EOF. */
+  summary: DeviceTailSummary;
+  /** The vmdesc trailer, when it was recognised. */
+  vmdesc: VmdescDocument | undefined;
+  /** The buffered tail (empty in `"opaque"` mode past `maxBytes`). */
+  bytes: Uint8Array;
+  /** The walked items. */
+  items: readonly TailItem[];
+  /** Whether the tail ended with a recognised vmdesc trailer. */
+  complete: boolean;
+}
+
+/**
+ * Reads the device tail to its end: the vmdesc trailer when one is
+ * expected (a live source that keeps the connection open does not stall
+ * the decoder), else the end of the stream. In `"opaque"` mode every chunk
+ * is yielded as a `device-tail` record as it arrives.
+ *
+ * @param reader The bytes, positioned at the first FULL section.
+ * @param options What the tail looks like and the limits to hold.
+ * @returns The tail, once read.
+ * @throws {StreamFormatError} If the tail does not walk through its vmdesc,
+ *   or exceeds `maxBytes` in `"walk"` mode.
+ * @throws {UnexpectedEndOfStreamError} If the stream ends before the
+ *   expected vmdesc or EOF.
+ */
+export async function* collectDeviceTail(
+  reader: ByteReader,
+  options: CollectDeviceTailOptions,
+): AsyncGenerator<MigrationRecord[], CollectedTail> {
+  const offset = reader.offset;
+  const collector = new DeviceTailCollector({
+    baseOffset: offset,
+    maxBytes: options.maxBytes,
+    maxVmdescBytes: options.maxVmdescBytes,
+    layouts: options.layouts,
+    footers: options.footers,
+  });
+  const opaque = options.mode === "opaque";
+  let complete = false;
+  while (!complete) {
+    const chunk = await reader.readChunk();
+    if (chunk === undefined) break;
+    complete = collector.push(chunk);
+    if (opaque) yield [{ type: "device-tail", data: chunk }];
+  }
+  if (!opaque && collector.overflowed) {
+    throw new StreamFormatError(
+      `Cannot walk device state at offset ${offset}: the device tail exceeds the limit of ${options.maxBytes} bytes`,
+      { offset },
+    );
+  }
+  const walk = complete
+    ? { items: collector.items ?? [], complete: true }
+    : finishTail(collector, offset, options);
+  return {
+    summary: { offset, bytes: collector.length, validated: walk.complete },
+    vmdesc: collector.vmdesc,
+    bytes: collector.bytes,
+    items: walk.items,
+    complete,
+  };
+}
+
+/** Options for {@linkcode tailRecords}. */
+export interface TailRecordsOptions {
+  /** Whether sections end with a footer. */
+  footers: boolean;
+  /** What commands in the tail are checked against. */
+  command: Pick<DecodeCommandOptions, "pageSize" | "blocks">;
+}
+
+/**
+ * The records of a walked tail: each device section as `section-full`,
+ * `device-state` and `section-footer`, commands, EOF and vmdesc, and what
+ * could not be walked as one `device-tail`.
+ *
+ * @param tail The tail, read.
+ * @param options Footers, and what commands are checked against.
+ * @returns The records.
+ * @throws {StreamFormatError} If a command or the vmdesc is not valid.
+ */
+export function tailRecords(
+  tail: CollectedTail,
+  options: TailRecordsOptions,
+): MigrationRecord[] {
+  const { bytes } = tail;
+  const offset = tail.summary.offset;
+  const records: MigrationRecord[] = [];
+  let walked = 0;
+  for (const item of tail.items) {
+    if (item.kind === "section") {
+      const { sectionId, idstr, instanceId, versionId } = item;
+      records.push({
+        type: "section-full",
+        sectionId,
+        idstr,
+        instanceId,
+        versionId,
+      }, {
+        type: "device-state",
+        sectionId,
+        idstr,
+        instanceId,
+        data: bytes.slice(item.bodyStart, item.bodyEnd),
+      });
+      if (options.footers) records.push({ type: "section-footer", sectionId });
+      walked = item.bodyEnd + (options.footers ? 5 : 0);
+    } else if (item.kind === "command") {
+      records.push(decodeCommandRecord(
+        item.cmd,
+        bytes.subarray(item.payloadStart, item.payloadEnd),
+        {
+          ...options.command,
+          offset: offset + item.at,
+          payloadOffset: offset + item.payloadStart,
+        },
+      ));
+      walked = item.payloadEnd;
+    } else if (item.kind === "eof") {
+      records.push({ type: "eof" });
+      walked = item.at + 1;
+    } else {
+      const data = bytes.slice(item.jsonStart);
+      const document = parseVmdesc(data, offset + item.jsonStart);
+      records.push({ type: "vmdesc", data, document });
+      walked = bytes.byteLength;
+    }
+  }
+  if (walked < bytes.byteLength) {
+    records.push({ type: "device-tail", data: bytes.slice(walked) });
+  }
+  return records;
+}
+
+/**
+ * Walks a tail that ended without a recognised vmdesc: an error when one
+ * was expected, or when the walk reached the end without EOF.
+ */
+function finishTail(
+  collector: DeviceTailCollector,
+  offset: number,
+  options: CollectDeviceTailOptions,
+): { items: readonly TailItem[]; complete: boolean } {
+  if (options.vmdesc && !collector.overflowed) {
+    throw new UnexpectedEndOfStreamError(1, {
+      offset: offset + collector.length,
+      what:
+        "the vmdesc trailer (the stream ended inside the device state, or its trailer is damaged)",
+    });
+  }
+  const walk = collector.finish();
+  // A tail walked to its end without EOF was cut short; one that could
+  // not be walked (no vmdesc, no layout) cannot be judged.
+  if (
+    options.eofRequired && walk.complete &&
+    !walk.items.some((item) => item.kind === "eof")
+  ) {
+    throw new UnexpectedEndOfStreamError(1, {
+      offset: offset + collector.length,
+      what: "EOF (the device state ended without it)",
+    });
+  }
+  return walk;
+}
 
 function be32(bytes: Uint8Array, at: number): number {
   return ((bytes[at]! << 24) | (bytes[at + 1]! << 16) | (bytes[at + 2]! << 8) |

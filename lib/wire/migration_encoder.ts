@@ -22,10 +22,21 @@
  */
 
 import { ByteWriter } from "../bytes/byte_writer.ts";
-import type { RamBlockInfo } from "../ram/ram_record.ts";
-import { MIG_CMD } from "./mig_cmd.ts";
-import type { CommandRecord, MigrationRecord } from "./migration_record.ts";
+import type {
+  RamBlockInfo,
+  RamPageRecord,
+  RamRecord,
+} from "../ram/ram_record.ts";
+import { encodeCommandRecord } from "./_command_record.ts";
+import { encodeConfiguration } from "./_stream_header.ts";
+import type {
+  CommandRecord,
+  ConfigurationRecord,
+  HeaderRecord,
+  MigrationRecord,
+} from "./migration_record.ts";
 import { QEMU_VM, QEMU_VM_FILE_MAGIC } from "./qemu_vm.ts";
+import { encodeRamBlockList } from "./ram_block_list.ts";
 import { RAM_SAVE_FLAG } from "./ram_save_flags.ts";
 
 /** Options for {@linkcode MigrationEncoder}. */
@@ -116,9 +127,9 @@ export class MigrationEncoder {
    * @param writer Where the bytes go.
    */
   encodeRecord(record: MigrationRecord, writer: ByteWriter): void {
-    const pageSize = this.#pageSize;
     switch (record.type) {
       case "ram-page": {
+        const pageSize = this.#pageSize;
         if (record.data.byteLength !== pageSize) {
           throw new RangeError(
             `Cannot encode PAGE of block "${record.block}" at ${record.offset}: data is ${record.data.byteLength} bytes, the page size is ${pageSize}`,
@@ -130,6 +141,37 @@ export class MigrationEncoder {
         return;
       }
       case "ram-zero":
+      case "ram-xbzrle":
+      case "ram-compressed":
+      case "ram-eos":
+      case "ram-multifd-flush":
+      case "ram-mem-size":
+        this.#ramRecord(record, writer);
+        return;
+      case "header":
+        writer.uint32(QEMU_VM_FILE_MAGIC).uint32(record.version);
+        return;
+      case "configuration":
+        if (record.targetPageBits !== undefined) {
+          this.#pageSize = 2 ** record.targetPageBits;
+        }
+        encodeConfiguration(record, writer);
+        return;
+      case "command":
+        encodeCommandRecord(record, writer);
+        return;
+      default:
+        encodeFraming(record, writer);
+    }
+  }
+
+  /** The RAM records other than PAGE. */
+  #ramRecord(
+    record: Exclude<RamRecord, RamPageRecord>,
+    writer: ByteWriter,
+  ): void {
+    switch (record.type) {
+      case "ram-zero":
         if (!(record.fill >= 0 && record.fill <= 255)) {
           throw new RangeError(
             `Cannot encode ZERO record: fill must be a byte: received ${record.fill}`,
@@ -139,9 +181,9 @@ export class MigrationEncoder {
         writer.uint8(record.fill);
         return;
       case "ram-xbzrle":
-        if (record.delta.byteLength > pageSize) {
+        if (record.delta.byteLength > this.#pageSize) {
           throw new RangeError(
-            `Cannot encode XBZRLE record: the delta is ${record.delta.byteLength} bytes, more than the page size ${pageSize}`,
+            `Cannot encode XBZRLE record: the delta is ${record.delta.byteLength} bytes, more than the page size ${this.#pageSize}`,
           );
         }
         this.#pageHeader(record, RAM_SAVE_FLAG.XBZRLE, writer);
@@ -160,54 +202,6 @@ export class MigrationEncoder {
       case "ram-mem-size":
         this.#memSize(record.blocks, writer);
         return;
-      case "header":
-        writer.uint32(QEMU_VM_FILE_MAGIC).uint32(record.version);
-        return;
-      case "configuration":
-        this.#configuration(record, writer);
-        return;
-      case "command":
-        this.#command(record, writer);
-        return;
-      case "section-start":
-      case "section-full":
-        writer.uint8(
-          record.type === "section-start"
-            ? QEMU_VM.SECTION_START
-            : QEMU_VM.SECTION_FULL,
-        ).uint32(record.sectionId).countedString(record.idstr)
-          .uint32(record.instanceId).uint32(record.versionId);
-        return;
-      case "section-part":
-      case "section-end":
-        writer.uint8(
-          record.type === "section-part"
-            ? QEMU_VM.SECTION_PART
-            : QEMU_VM.SECTION_END,
-        ).uint32(record.sectionId);
-        return;
-      case "section-footer":
-        writer.uint8(QEMU_VM.SECTION_FOOTER).uint32(record.sectionId);
-        return;
-      case "device-state":
-      case "device-tail":
-        writer.write(record.data);
-        return;
-      case "eof":
-        writer.uint8(QEMU_VM.EOF);
-        return;
-      case "vmdesc":
-        writer.uint8(QEMU_VM.VMDESCRIPTION).uint32(record.data.byteLength)
-          .write(record.data);
-        return;
-      default: {
-        const unknown: never = record;
-        throw new TypeError(
-          `Cannot encode record: type "${
-            (unknown as { type: string }).type
-          }" is unknown`,
-        );
-      }
     }
   }
 
@@ -244,9 +238,6 @@ export class MigrationEncoder {
   }
 
   #memSize(blocks: readonly RamBlockInfo[], writer: ByteWriter): void {
-    let total = 0;
-    for (const block of blocks) total += block.usedLength;
-    writer.uint64(total + RAM_SAVE_FLAG.MEM_SIZE);
     for (const block of blocks) {
       if (block.usedLength % this.#pageSize !== 0) {
         throw new RangeError(
@@ -258,97 +249,58 @@ export class MigrationEncoder {
           `Cannot encode block "${block.idstr}" with a mapped-ram header into a stream: write mapped-ram files with the mapped-ram writer`,
         );
       }
-      writer.countedString(block.idstr).uint64(block.usedLength);
-      if (block.pageSize !== undefined) writer.uint64(block.pageSize);
-      if (block.gpa !== undefined) writer.bigUint64(block.gpa);
     }
+    encodeRamBlockList(blocks, writer);
   }
+}
 
-  #configuration(
-    record: {
-      machine: string;
-      targetPageBits?: number;
-      capabilities?: string[];
-      uuid?: Uint8Array;
-    },
-    writer: ByteWriter,
-  ): void {
-    const name = ENCODER.encode(record.machine);
-    writer.uint8(QEMU_VM.CONFIGURATION).uint32(name.byteLength).write(name);
-    if (record.targetPageBits !== undefined) {
-      writer.uint8(QEMU_VM.SUBSECTION)
-        .countedString("configuration/target-page-bits").uint32(1)
-        .uint32(record.targetPageBits);
-      this.#pageSize = 2 ** record.targetPageBits;
-    }
-    if (record.capabilities !== undefined) {
-      writer.uint8(QEMU_VM.SUBSECTION)
-        .countedString("configuration/capabilities").uint32(1)
-        .uint32(record.capabilities.length);
-      for (const capability of record.capabilities) {
-        writer.countedString(capability);
-      }
-    }
-    if (record.uuid !== undefined) {
-      if (record.uuid.byteLength !== 16) {
-        throw new RangeError(
-          `Cannot encode CONFIGURATION: the UUID must be 16 bytes: received ${record.uuid.byteLength}`,
-        );
-      }
-      writer.uint8(QEMU_VM.SUBSECTION).countedString("configuration/uuid")
-        .uint32(1).write(record.uuid);
-    }
-  }
-
-  #command(record: CommandRecord, writer: ByteWriter): void {
-    const cmd = MIG_CMD[record.command];
-    writer.uint8(QEMU_VM.COMMAND).uint16(cmd);
-    switch (record.command) {
-      case "PING":
-        writer.uint16(4).uint32(record.value);
-        return;
-      case "POSTCOPY_ADVISE":
-        if (
-          record.pageSizeSummary === undefined ||
-          record.targetPageSize === undefined
-        ) {
-          writer.uint16(0);
-        } else {
-          writer.uint16(16).uint64(record.pageSizeSummary).uint64(
-            record.targetPageSize,
-          );
-        }
-        return;
-      case "POSTCOPY_RAM_DISCARD": {
-        const name = ENCODER.encode(record.block);
-        const length = 3 + name.byteLength + 16 * record.ranges.length;
-        if (length > 0xffff || name.byteLength > 255) {
-          throw new RangeError(
-            `Cannot encode POSTCOPY_RAM_DISCARD: ${record.ranges.length} ranges of block "${record.block}" do not fit one command`,
-          );
-        }
-        writer.uint16(length).uint8(0).uint8(name.byteLength).write(name)
-          .uint8(0);
-        for (const range of record.ranges) {
-          writer.uint64(range.start).uint64(range.length);
-        }
-        return;
-      }
-      case "PACKAGED":
-        if (record.data.byteLength > 0xffff_ffff) {
-          throw new RangeError(
-            `Cannot encode PACKAGED: ${record.data.byteLength} bytes exceed QEMU's limit of 4 GiB - 1`,
-          );
-        }
-        writer.uint16(4).uint32(record.data.byteLength).write(record.data);
-        return;
-      case "RECV_BITMAP": {
-        const name = ENCODER.encode(record.block);
-        writer.uint16(1 + name.byteLength).countedString(record.block);
-        return;
-      }
-      default:
-        writer.uint16(0);
+/** Section framing, device state, EOF and vmdesc: no state involved. */
+function encodeFraming(
+  record: Exclude<
+    MigrationRecord,
+    RamRecord | HeaderRecord | ConfigurationRecord | CommandRecord
+  >,
+  writer: ByteWriter,
+): void {
+  switch (record.type) {
+    case "section-start":
+    case "section-full":
+      writer.uint8(
+        record.type === "section-start"
+          ? QEMU_VM.SECTION_START
+          : QEMU_VM.SECTION_FULL,
+      ).uint32(record.sectionId).countedString(record.idstr)
+        .uint32(record.instanceId).uint32(record.versionId);
+      return;
+    case "section-part":
+    case "section-end":
+      writer.uint8(
+        record.type === "section-part"
+          ? QEMU_VM.SECTION_PART
+          : QEMU_VM.SECTION_END,
+      ).uint32(record.sectionId);
+      return;
+    case "section-footer":
+      writer.uint8(QEMU_VM.SECTION_FOOTER).uint32(record.sectionId);
+      return;
+    case "device-state":
+    case "device-tail":
+      writer.write(record.data);
+      return;
+    case "eof":
+      writer.uint8(QEMU_VM.EOF);
+      return;
+    case "vmdesc":
+      writer.uint8(QEMU_VM.VMDESCRIPTION).uint32(record.data.byteLength)
+        .write(record.data);
+      return;
+    default: {
+      const unknown: never = record;
+      throw new TypeError(
+        `Cannot encode record: type "${
+          (unknown as { type: string }).type
+        }" is unknown`,
+      );
     }
   }
 }
@@ -377,5 +329,3 @@ export function encodeMigrationRecords(
   new MigrationEncoder(options).encode(records, writer);
   return writer.takeBytes();
 }
-
-const ENCODER = new TextEncoder();

@@ -123,13 +123,7 @@ export async function decodePostcopyPackage(
   const { maxBytes: _, ...decoder } = options;
   const batches = await Array.fromAsync(
     ReadableStream.from([data]).pipeThrough(
-      new MigrationDecoderStream({
-        deviceState: "walk",
-        vmdesc: false,
-        ...decoder,
-        header: false,
-        eofRequired: false,
-      }),
+      new MigrationDecoderStream({ ...decoder, kind: "packaged" }),
     ),
   );
   return batches.flat();

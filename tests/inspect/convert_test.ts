@@ -51,10 +51,7 @@ function concat(chunks: readonly Uint8Array[]): Uint8Array<ArrayBuffer> {
 async function decode(
   bytes: Uint8Array,
 ): Promise<{ records: MigrationRecord[]; tailOffset: number }> {
-  const stage = new MigrationDecoderStream({
-    deviceState: "walk",
-    checkEnd: true,
-  });
+  const stage = new MigrationDecoderStream({ kind: "file" });
   const records = (await Array.fromAsync(
     ReadableStream.from([bytes]).pipeThrough(stage),
   )).flat();
@@ -287,7 +284,7 @@ Deno.test("convertStreamToMappedRam() refuses what mapped-ram cannot hold", asyn
         convertStreamToMappedRam(
           ReadableStream.from([encodeMigrationRecords(records)]),
           file,
-          { decoder: { vmdesc: false, eofRequired: false } },
+          { decoder: { kind: "prefix", vmdesc: false } },
         ),
         (error) =>
           error instanceof NotSupportedError && message.test(error.message),

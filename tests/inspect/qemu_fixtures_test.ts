@@ -54,7 +54,7 @@ for (const name of cases) {
     Deno.test(`QEMU fixture "${name}" round-trips byte-identically (${chunking} chunks)`, async () => {
       const batches = await Array.fromAsync(
         chunked(stream, chunking, 11).pipeThrough(
-          new MigrationDecoderStream({ deviceState: "walk", checkEnd: true }),
+          new MigrationDecoderStream({ kind: "file" }),
         ),
       );
       const bytes = encodeMigrationRecords(batches.flat());

@@ -598,10 +598,7 @@ Deno.test("MigrationDecoderStream exposes a PACKAGED blob as a nested stream", a
   );
   const packaged = records[1];
   assert.ok(packaged?.type === "command" && packaged.command === "PACKAGED");
-  const nested = await decode(packaged.data, {
-    header: false,
-    eofRequired: false,
-  });
+  const nested = await decode(packaged.data, { kind: "packaged" });
   assert.deepEqual(
     nested.map((r) => r.type === "command" ? r.command : r.type),
     [
@@ -643,9 +640,7 @@ Deno.test("MigrationDecoderStream rejects a bad vmdesc and bytes after it", asyn
     bytesOf(HEADER, 0, 6, be32(ok.length), ok, 0x99),
     14 + ok.length,
     /bytes follow the end/,
-    {
-      checkEnd: true,
-    },
+    { kind: "file" },
   );
   await rejectsAt(bytesOf(HEADER, 0, 0x99), 9, /follows EOF/);
 });
