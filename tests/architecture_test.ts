@@ -16,9 +16,10 @@ const RANK: Record<string, number> = {
   // A mapped-ram file is a stream with its RAM laid out at fixed offsets:
   // its codec builds on lib/wire/.
   "mapped_ram": 5,
+  // Siblings: the migration engine never goes through the offline tools.
   inspect: 6,
-  migration: 7,
-  qmp: 8,
+  migration: 6,
+  qmp: 7,
 };
 const LIB = new URL("../lib/", import.meta.url);
 
@@ -88,6 +89,66 @@ for (const file of files) {
     assert.doesNotMatch(code, /\bDeno\./, `lib/${file} must not use Deno.*`);
   });
 }
+
+Deno.test("lib/inspect/ is a leaf: nothing else in lib/ imports it", () => {
+  for (const file of files) {
+    if (file.startsWith("inspect/")) continue;
+    const code = withoutComments(Deno.readTextFileSync(new URL(file, LIB)));
+    for (const [, specifier] of code.matchAll(/from\s+"([^"]+)"/g)) {
+      const target = new URL(specifier!, new URL(file, LIB)).href;
+      assert.ok(
+        !target.startsWith(new URL("inspect/", LIB).href),
+        `lib/${file} imports ${specifier}: lib/inspect/ is for the command line and mod.ts only`,
+      );
+    }
+  }
+});
+
+/** Every lib file `file` reaches through its imports, itself included. */
+function importClosure(file: string): Set<string> {
+  const seen = new Set<string>();
+  const pending = [file];
+  while (pending.length > 0) {
+    const next = pending.pop()!;
+    if (seen.has(next)) continue;
+    seen.add(next);
+    const code = withoutComments(Deno.readTextFileSync(new URL(next, LIB)));
+    for (const [, specifier] of code.matchAll(/from\s+"(\.[^"]+)"/g)) {
+      const target = new URL(specifier!, new URL(next, LIB)).href;
+      if (target.startsWith(LIB.href)) {
+        pending.push(target.slice(LIB.href.length));
+      }
+    }
+  }
+  return seen;
+}
+
+Deno.test("loading a mapped-ram file encodes no stream", () => {
+  // The destination reads pages from their fixed offsets into the record
+  // loader that a network stream feeds; nothing on that path may encode
+  // the file as a stream again.
+  const encoders = [
+    "wire/migration_encoder.ts",
+    "wire/migration_encoder_stream.ts",
+    "mapped_ram/mapped_ram_encoder_stream.ts",
+    "transport/memory_transport.ts",
+  ];
+  const reader = importClosure("mapped_ram/read_mapped_ram_records.ts");
+  const destination = withoutComments(
+    Deno.readTextFileSync(new URL("migration/destination_migration.ts", LIB)),
+  );
+  assert.match(destination, /read_mapped_ram_records\.ts"/);
+  for (const encoder of encoders) {
+    assert.ok(
+      !reader.has(encoder),
+      `lib/mapped_ram/read_mapped_ram_records.ts reaches lib/${encoder}`,
+    );
+    assert.ok(
+      !destination.includes(encoder.split("/")[1]!),
+      `lib/migration/destination_migration.ts imports lib/${encoder}`,
+    );
+  }
+});
 
 Deno.test("lib/ writes nothing to the console", () => {
   for (const file of files) {

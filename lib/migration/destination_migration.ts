@@ -36,8 +36,7 @@ import type { MigratableGuest } from "../guest/migratable_guest.ts";
 import { SimulatedGuest } from "../guest/simulated_guest.ts";
 import type { RamBlockInfo } from "../ram/ram_record.ts";
 import { type Clock, SYSTEM_CLOCK } from "../streams/clock.ts";
-import { convertMappedRamToStream } from "../inspect/convert_mapped_ram_to_stream.ts";
-import { createMemoryTransportPair } from "../transport/memory_transport.ts";
+import { readMappedRamRecords } from "../mapped_ram/read_mapped_ram_records.ts";
 import type { RandomAccessFile, Transport } from "../transport/transport.ts";
 import { IncomingConnection } from "./_incoming_connection.ts";
 import { RecordLoader } from "./_record_loader.ts";
@@ -327,16 +326,13 @@ export class DestinationMigration extends EventTarget {
     file: RandomAccessFile,
     options: { offset?: number } = {},
   ): Promise<IncomingResult> {
-    const [writing, reading] = createMemoryTransportPair();
-    const converted = convertMappedRamToStream(file, writing.writable, {
-      ...(options.offset === undefined ? {} : { offset: options.offset }),
-    });
-    converted.catch((error) => {
-      this.abort(describeError(error));
-    });
-    const [result] = await Promise.all([this.incoming(reading), converted]);
-    await writing.close();
-    return result;
+    // Pages go from their fixed offsets straight to the record loader that
+    // a network stream feeds: nothing is re-encoded.
+    const records = readMappedRamRecords(
+      file,
+      options.offset === undefined ? {} : { offset: options.offset },
+    );
+    return await this.#receive(() => this.#loader.load(records));
   }
 
   /**
