@@ -45,7 +45,7 @@ export * from "./lib/migration/migration_info.ts";
 export * from "./lib/migration/migration_parameters.ts";
 export * from "./lib/migration/migration_proxy.ts";
 export * from "./lib/migration/migration_state.ts";
-export * from "./lib/migration/ram_digest.ts";
+export * from "./lib/migration/ram_sha256.ts";
 export * from "./lib/migration/reencode_stream.ts";
 export * from "./lib/migration/source_migration.ts";
 export * from "./lib/migration/switchover_decision.ts";
