@@ -15,6 +15,7 @@ import {
   connectTransport,
   convertMappedRamToStream,
   convertStreamToMappedRam,
+  createHugePageAllocator,
   DEFAULT_CAPABILITIES,
   DestinationMigration,
   formatBytes,
@@ -1214,53 +1215,19 @@ function healDestinationAt(
 }
 
 /**
- * An allocator that asks Linux for transparent huge pages
- * (`madvise(MADV_HUGEPAGE)`) on each new guest RAM block, as QEMU does for
- * guest RAM, and optionally faults the block in on another thread
- * (`MADV_POPULATE_WRITE`) while the caller goes on. Returns `undefined`
- * (plain allocation) when FFI is not allowed or libc is not there.
+ * The allocator for `--hugepages`: transparent huge pages when FFI is
+ * allowed, else `undefined` (plain memory) after saying why on stderr.
  */
 function hugePageAllocator(
   io: CliIo,
   populate: boolean,
 ): ((size: number) => Uint8Array) | undefined {
-  const MADV_HUGEPAGE = 14;
-  const MADV_POPULATE_WRITE = 23;
-  const HUGE_PAGE = 2 * 1024 * 1024;
-  let libc;
-  try {
-    libc = Deno.dlopen("libc.so.6", {
-      madvise: { parameters: ["pointer", "usize", "i32"], result: "i32" },
-      madviseInBackground: {
-        name: "madvise",
-        parameters: ["pointer", "usize", "i32"],
-        result: "i32",
-        nonblocking: true,
-      },
-    });
-  } catch (error) {
-    io.writeErr(
-      `livemig: --hugepages needs --allow-ffi and Linux's libc (${
-        error instanceof Error ? error.message : error
-      }); using plain memory\n`,
-    );
-    return undefined;
-  }
-  const symbols = libc.symbols;
-  return (size) => {
-    const buffer = new ArrayBuffer(size + HUGE_PAGE);
-    const pointer = Deno.UnsafePointer.of(new Uint8Array(buffer));
-    const base = BigInt(Deno.UnsafePointer.value(pointer));
-    const aligned = (base + BigInt(HUGE_PAGE - 1)) & ~BigInt(HUGE_PAGE - 1);
-    const start = Deno.UnsafePointer.create(aligned);
-    symbols.madvise(start, BigInt(size), MADV_HUGEPAGE);
-    if (populate) {
-      // Best effort: older kernels refuse MADV_POPULATE_WRITE.
-      symbols.madviseInBackground(start, BigInt(size), MADV_POPULATE_WRITE)
-        .catch(() => {});
-    }
-    return new Uint8Array(buffer, Number(aligned - base), size);
-  };
+  const hugePages = createHugePageAllocator({ populate });
+  if (hugePages.available) return hugePages.allocate;
+  io.writeErr(
+    `livemig: --hugepages needs --allow-ffi and Linux's libc (${hugePages.reason}); using plain memory\n`,
+  );
+  return undefined;
 }
 
 async function dumpRam(memory: GuestMemory, dir: string): Promise<void> {
