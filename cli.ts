@@ -24,7 +24,9 @@ import {
   formatWorkload,
   type GuestMemory,
   isMappedRamFile,
+  listenForMigration,
   listenTransport,
+  migrateToUri,
   MigrationAbortedError,
   type MigrationCapabilities,
   type MigrationInfo,
@@ -789,7 +791,7 @@ async function migrate(args: string[], io: CliIo): Promise<number> {
     : healSourceAt(source, recoverUri, io);
   const continuing = continueOnSignal(source, io);
   try {
-    const info = await cancellableBy(source, startMigration(source, uri));
+    const info = await cancellableBy(source, migrateToUri(source, uri));
     healing?.stop();
     continuing.stop();
     done();
@@ -876,13 +878,9 @@ async function incoming(args: string[], io: CliIo): Promise<number> {
       INCOMING_USAGE,
     );
   }
-  const listener = settings["mapped-ram"]
-    ? {
-      address: uri,
-      accept: () => Promise.reject(),
-      close: () => Promise.resolve(),
-    }
-    : await listenTransport(uri);
+  const listener = await listenForMigration(destination, uri, {
+    mappedRam: settings["mapped-ram"],
+  });
   io.writeErr(`livemig: waiting for a migration at ${listener.address}\n`);
   destination.addEventListener("status", (event) => {
     const status = (event as CustomEvent).detail.status as string;
@@ -892,11 +890,7 @@ async function incoming(args: string[], io: CliIo): Promise<number> {
     ? undefined
     : healDestinationAt(destination, recoverUri, io);
   try {
-    const result = settings["mapped-ram"]
-      ? await incomingMappedRam(destination, uri)
-      : await destination.incoming(await listener.accept(), {
-        accept: () => listener.accept(),
-      });
+    const result = await listener.incoming();
     await healing?.stop();
     result.guest.pause();
     if (values.json) {
@@ -1066,49 +1060,6 @@ function formatProxyInfo(info: MigrationProxyInfo): string {
     );
   }
   return lines.join("\n") + "\n";
-}
-
-/** Starts a migration to `uri`: a stream, or a mapped-ram file. */
-async function startMigration(
-  source: SourceMigration,
-  uri: string,
-): Promise<MigrationInfo> {
-  if (!source.capabilities["mapped-ram"]) {
-    return source.migrate(await connectTransport(uri), {
-      connect: () => connectTransport(uri),
-    });
-  }
-  const target = parseTransportUri(uri);
-  if (target.scheme !== "file") {
-    throw new TypeError(
-      `Cannot migrate with mapped-ram to "${uri}": it needs a file: URI`,
-    );
-  }
-  const file = await openRandomAccessFile(target.path, { create: true });
-  try {
-    return await source.migrateToFile(file, { offset: target.offset });
-  } finally {
-    await file.close();
-  }
-}
-
-/** Loads a mapped-ram file named by a `file:` URI. */
-async function incomingMappedRam(
-  destination: DestinationMigration,
-  uri: string,
-) {
-  const target = parseTransportUri(uri);
-  if (target.scheme !== "file") {
-    throw new TypeError(
-      `Cannot load mapped-ram from "${uri}": it needs a file: URI`,
-    );
-  }
-  const file = await openRandomAccessFile(target.path, { readOnly: true });
-  try {
-    return await destination.incomingMappedRam(file, { offset: target.offset });
-  } finally {
-    await file.close();
-  }
 }
 
 /**

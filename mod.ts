@@ -41,6 +41,8 @@ export * from "./lib/mapped_ram/mapped_ram_writer.ts";
 export * from "./lib/migration/destination_migration.ts";
 export * from "./lib/migration/format_progress.ts";
 export * from "./lib/migration/guest_device_section.ts";
+export * from "./lib/migration/listen_for_migration.ts";
+export * from "./lib/migration/migrate_to_uri.ts";
 export * from "./lib/migration/migration_info.ts";
 export * from "./lib/migration/migration_parameters.ts";
 export * from "./lib/migration/migration_proxy.ts";
