@@ -17,6 +17,7 @@ import {
   convertStreamToMappedRam,
   createHugePageAllocator,
   DEFAULT_CAPABILITIES,
+  DestinationAutoRecovery,
   DestinationMigration,
   formatBytes,
   formatProgressLine,
@@ -44,6 +45,7 @@ import {
   ramBlockFileName,
   ramSha256,
   SimulatedGuest,
+  SourceAutoRecovery,
   SourceMigration,
   StreamFormatError,
   type Transport,
@@ -788,7 +790,12 @@ async function migrate(args: string[], io: CliIo): Promise<number> {
   const done = showProgress(source, io);
   const healing = recoverUri === undefined
     ? undefined
-    : healSourceAt(source, recoverUri, io);
+    : new SourceAutoRecovery(source, recoverUri, {
+      onPaused: () =>
+        io.writeErr(
+          `livemig: postcopy paused; reconnecting at ${recoverUri}\n`,
+        ),
+    });
   const continuing = continueOnSignal(source, io);
   try {
     const info = await cancellableBy(source, migrateToUri(source, uri));
@@ -888,7 +895,18 @@ async function incoming(args: string[], io: CliIo): Promise<number> {
   });
   const healing = recoverUri === undefined
     ? undefined
-    : healDestinationAt(destination, recoverUri, io);
+    : new DestinationAutoRecovery(destination, recoverUri, {
+      onWaiting: (address) =>
+        io.writeErr(
+          `livemig: postcopy paused; waiting for the source at ${address}\n`,
+        ),
+      onError: (error) =>
+        io.writeErr(
+          `livemig: cannot recover at ${recoverUri}: ${
+            error instanceof Error ? error.message : error
+          }\n`,
+        ),
+    });
   try {
     const result = await listener.incoming();
     await healing?.stop();
@@ -1091,76 +1109,6 @@ function continueOnSignal(
     stop() {
       source.removeEventListener("status", onStatus);
       if (listening) Deno.removeSignalListener("SIGUSR1", onSignal);
-    },
-  };
-}
-
-/**
- * Heals a source paused in postcopy by itself: whenever it enters
- * postcopy-paused, connect to `uri` (retrying until the destination
- * listens there) and resume.
- */
-function healSourceAt(
-  source: SourceMigration,
-  uri: string,
-  io: CliIo,
-): { stop(): void } {
-  let stopped = false;
-  const onStatus = async (event: Event) => {
-    if ((event as CustomEvent).detail.status !== "postcopy-paused") return;
-    io.writeErr(`livemig: postcopy paused; reconnecting at ${uri}\n`);
-    for (let delay = 100; !stopped; delay = Math.min(delay * 2, 2000)) {
-      try {
-        const transport = await connectTransport(uri);
-        source.resume(transport);
-        return;
-      } catch {
-        await new Promise((resolve) => setTimeout(resolve, delay));
-      }
-    }
-  };
-  source.addEventListener("status", onStatus);
-  return {
-    stop() {
-      stopped = true;
-      source.removeEventListener("status", onStatus);
-    },
-  };
-}
-
-/**
- * Heals a destination paused in postcopy by itself: whenever it enters
- * postcopy-paused, accept the next connection at `uri` and recover.
- */
-function healDestinationAt(
-  destination: DestinationMigration,
-  uri: string,
-  io: CliIo,
-): { stop(): Promise<void> } {
-  let listener: Awaited<ReturnType<typeof listenTransport>> | undefined;
-  const onStatus = async (event: Event) => {
-    if ((event as CustomEvent).detail.status !== "postcopy-paused") return;
-    try {
-      listener ??= await listenTransport(uri);
-      io.writeErr(
-        `livemig: postcopy paused; waiting for the source at ${listener.address}\n`,
-      );
-      const accepted = listener;
-      const transport = await accepted.accept();
-      destination.recover(transport, { accept: () => accepted.accept() });
-    } catch (error) {
-      io.writeErr(
-        `livemig: cannot recover at ${uri}: ${
-          error instanceof Error ? error.message : error
-        }\n`,
-      );
-    }
-  };
-  destination.addEventListener("status", onStatus);
-  return {
-    async stop() {
-      destination.removeEventListener("status", onStatus);
-      await listener?.close();
     },
   };
 }
