@@ -47,7 +47,7 @@ Exit status: 0 valid stream, 1 stream or I/O error, 2 usage error.
  * const io = { writeOut: (text: string) => (out += text), writeErr: () => {}, errIsTerminal: false };
  * const stream = new URL("../../fixtures/qemu/idle/stream.bin", import.meta.url).pathname;
  * assert.equal(await ANALYZE_COMMAND.run([stream, "--json"], io), 0);
- * assert.equal(JSON.parse(out).format, "stream");
+ * assert.equal(JSON.parse(out).machine, "pc-i440fx-7.2");
  * ```
  */
 export const ANALYZE_COMMAND: Command = defineCommand({
