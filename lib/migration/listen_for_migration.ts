@@ -1,0 +1,124 @@
+import { openRandomAccessFile } from "../transport/file_transport.ts";
+import { listenTransport } from "../transport/open_transport.ts";
+import { parseTransportUri } from "../transport/transport_uri.ts";
+import type {
+  DestinationMigration,
+  IncomingResult,
+} from "./destination_migration.ts";
+
+/** Options for {@linkcode listenForMigration}. */
+export interface ListenForMigrationOptions {
+  /**
+   * Whether the migration arrives as a mapped-ram file (the destination's
+   * `mapped-ram` capability): `uri` must then be a `file:` URI, whose
+   * pages are read from their fixed offsets instead of as a stream.
+   *
+   * @default {false}
+   */
+  mappedRam?: boolean;
+}
+
+/** Where a destination waits for its migration: {@linkcode listenForMigration}. */
+export interface IncomingMigrationListener {
+  /**
+   * Where the source should migrate to: for `tcp:` the bound address
+   * (port 0 picks a free port), for a mapped-ram file the URI as given.
+   */
+  readonly address: string;
+  /**
+   * Loads the migration: accepts the first connection and loads what
+   * arrives on it (further connections are the postcopy-preempt channel),
+   * or loads the mapped-ram file.
+   *
+   * @returns The loaded guest and the final info.
+   * @throws {MigrationAbortedError} When the stream or file is bad or cut.
+   */
+  incoming(): Promise<IncomingResult>;
+  /** Stops listening. */
+  close(): Promise<void>;
+}
+
+/**
+ * Makes `destination` wait for a migration at `uri`, as QEMU's
+ * `-incoming URI` does: listens on `tcp:` or `unix:`, starts an `exec:`
+ * command or opens a `file:` stream; with `mappedRam`, reads a mapped-ram
+ * file named by a `file:PATH[,offset=N]` URI instead.
+ *
+ * @example Usage
+ * ```ts
+ * import {
+ *   DestinationMigration,
+ *   listenForMigration,
+ *   migrateToUri,
+ *   SimulatedGuest,
+ *   SourceMigration,
+ * } from "@livemig/livemig";
+ * import assert from "node:assert/strict";
+ *
+ * const path = await Deno.makeTempFile({ suffix: ".mr" });
+ * const guest = new SimulatedGuest({ ramBytes: 1 << 20, running: false });
+ * const source = new SourceMigration(guest, { capabilities: { "mapped-ram": true } });
+ * await migrateToUri(source, `file:${path}`);
+ *
+ * const destination = new DestinationMigration({ autostart: false });
+ * const listener = await listenForMigration(destination, `file:${path}`, { mappedRam: true });
+ * assert.equal(listener.address, `file:${path}`);
+ * const loaded = await listener.incoming();
+ * await listener.close();
+ * assert.equal(loaded.info.status, "completed");
+ * await Deno.remove(path);
+ * ```
+ *
+ * @param destination The destination, not yet loading.
+ * @param uri Where to wait.
+ * @param options Whether the migration is a mapped-ram file.
+ * @returns The listener.
+ * @throws {TypeError} If `uri` is malformed, or names no file with
+ *   `mappedRam`.
+ * @throws {NotSupportedError} For `vsock:`, `rdma:` and `fd:`.
+ * @throws {TransportError} If `uri` cannot be listened on.
+ */
+export async function listenForMigration(
+  destination: DestinationMigration,
+  uri: string,
+  options: ListenForMigrationOptions = {},
+): Promise<IncomingMigrationListener> {
+  destination.listen();
+  if (options.mappedRam) return mappedRamListener(destination, uri);
+  const listener = await listenTransport(uri);
+  return {
+    address: listener.address,
+    async incoming() {
+      return await destination.incoming(await listener.accept(), {
+        accept: () => listener.accept(),
+      });
+    },
+    close: () => listener.close(),
+  };
+}
+
+function mappedRamListener(
+  destination: DestinationMigration,
+  uri: string,
+): IncomingMigrationListener {
+  const target = parseTransportUri(uri);
+  if (target.scheme !== "file") {
+    throw new TypeError(
+      `Cannot load mapped-ram from "${uri}": it needs a file: URI`,
+    );
+  }
+  return {
+    address: uri,
+    async incoming() {
+      const file = await openRandomAccessFile(target.path, { readOnly: true });
+      try {
+        return await destination.incomingMappedRam(file, {
+          offset: target.offset,
+        });
+      } finally {
+        await file.close();
+      }
+    },
+    close: () => Promise.resolve(),
+  };
+}

@@ -1,0 +1,81 @@
+import assert from "node:assert/strict";
+import {
+  connectTransport,
+  DestinationMigration,
+  listenForMigration,
+  openRandomAccessFile,
+  ramSha256,
+  SimulatedGuest,
+  SourceMigration,
+} from "../../mod.ts";
+
+const MIB = 1024 * 1024;
+
+function newGuest(): SimulatedGuest {
+  return new SimulatedGuest({ ramBytes: MIB, prefill: true, running: false });
+}
+
+Deno.test("listenForMigration() listens on a tcp: URI and loads the first connection", async () => {
+  const destination = new DestinationMigration({ autostart: false });
+  const listener = await listenForMigration(destination, "tcp:127.0.0.1:0");
+  try {
+    assert.equal(destination.status, "setup");
+    assert.match(listener.address, /^tcp:127\.0\.0\.1:[1-9]\d*$/);
+    const guest = newGuest();
+    const [info, loaded] = await Promise.all([
+      connectTransport(listener.address).then((transport) =>
+        new SourceMigration(guest).migrate(transport)
+      ),
+      listener.incoming(),
+    ]);
+    assert.equal(info.status, "completed");
+    assert.equal(loaded.info.status, "completed");
+    assert.deepEqual(
+      await ramSha256(loaded.guest.memory),
+      await ramSha256(guest.memory),
+    );
+  } finally {
+    await listener.close();
+  }
+});
+
+Deno.test("listenForMigration() with mappedRam loads the file a file: URI names", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".mr" });
+  try {
+    const guest = newGuest();
+    const file = await openRandomAccessFile(path, { create: true });
+    try {
+      await new SourceMigration(guest, { capabilities: { "mapped-ram": true } })
+        .migrateToFile(file, { offset: 8192 });
+    } finally {
+      await file.close();
+    }
+    const uri = `file:${path},offset=8192`;
+    const destination = new DestinationMigration({ autostart: false });
+    const listener = await listenForMigration(destination, uri, {
+      mappedRam: true,
+    });
+    assert.equal(listener.address, uri);
+    assert.equal(destination.status, "setup");
+    const loaded = await listener.incoming();
+    await listener.close();
+    assert.equal(loaded.info.status, "completed");
+    assert.deepEqual(
+      await ramSha256(loaded.guest.memory),
+      await ramSha256(guest.memory),
+    );
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("listenForMigration() with mappedRam refuses a URI that names no file", async () => {
+  await assert.rejects(
+    listenForMigration(new DestinationMigration(), "tcp:127.0.0.1:0", {
+      mappedRam: true,
+    }),
+    new TypeError(
+      'Cannot load mapped-ram from "tcp:127.0.0.1:0": it needs a file: URI',
+    ),
+  );
+});
