@@ -107,6 +107,7 @@ export * from "./lib/wire/migration_record.ts";
 export * from "./lib/wire/migration_stream_kind.ts";
 export * from "./lib/wire/multifd_channel_decoder_stream.ts";
 export * from "./lib/wire/multifd_channel_encoder_stream.ts";
+export * from "./lib/wire/multifd_flags.ts";
 export * from "./lib/wire/multifd_initial_packet.ts";
 export * from "./lib/wire/multifd_packet.ts";
 export * from "./lib/wire/multifd_page_compressor.ts";

@@ -17,9 +17,9 @@ import {
   MULTIFD_INITIAL_PACKET_SIZE,
   type MultifdInitialPacket,
 } from "./multifd_initial_packet.ts";
+import type { MultifdCompression } from "./multifd_flags.ts";
 import {
   decodeMultifdPacketHeader,
-  type MultifdCompression,
   type MultifdPacket,
   multifdPacketDataLength,
   multifdPacketHeaderSize,

@@ -27,43 +27,20 @@
  *   its compression bits are 0 whatever the method;
  * - offset slots past n keep offsets of earlier packets.
  *
- * A receiver therefore ignores the block name, `next_packet_size` and the
- * compression bits when n = 0, and reads n × page size bytes of data for
- * `none` (QEMU 7.2 never looks at `next_packet_size` there).
- * {@linkcode MultifdPacketHeader.unusedOffsetSlots} keeps the leftover
- * offset slots so that decoding a real stream and encoding it again gives
- * back QEMU's bytes.
+ * A receiver ignores those when n = 0, and for `none` reads n pages
+ * whatever `next_packet_size` says. `unusedOffsetSlots` keeps the leftover
+ * slots, so decoding QEMU's bytes and encoding them again gives them back.
  *
  * @module
  */
 
 import { StreamFormatError, UnexpectedEndOfStreamError } from "../errors.ts";
+import {
+  MULTIFD_FLAG,
+  type MultifdCompression,
+  multifdCompressionOf,
+} from "./multifd_flags.ts";
 import { MULTIFD_MAGIC, MULTIFD_VERSION } from "./multifd_initial_packet.ts";
-
-/**
- * Flag bits of a multifd packet (QEMU 7.2 `MULTIFD_FLAG_*`).
- *
- * @example Usage
- * ```ts
- * import { MULTIFD_FLAG } from "@livemig/livemig";
- * import assert from "node:assert/strict";
- *
- * const flags = MULTIFD_FLAG.SYNC | MULTIFD_FLAG.ZSTD;
- * assert.equal(flags & MULTIFD_FLAG.COMPRESSION_MASK, MULTIFD_FLAG.ZSTD);
- * ```
- */
-export const MULTIFD_FLAG = {
-  /** The sender's last packet before a RAM EOS on the main channel. */
-  SYNC: 1 << 0,
-  /** The three bits that name the compression method. */
-  COMPRESSION_MASK: 7 << 1,
-  /** Pages as they are (also what a packet without pages carries). */
-  NOCOMP: 0 << 1,
-  /** One zlib stream per channel. */
-  ZLIB: 1 << 1,
-  /** One zstd frame per channel. */
-  ZSTD: 2 << 1,
-} as const;
 
 /**
  * The data bytes one packet may carry before compression (QEMU
@@ -93,65 +70,6 @@ export const MULTIFD_PACKET_SIZE = 512 * 1024;
  * ```
  */
 export const MULTIFD_MAX_COMPRESSED_SIZE = 2 * MULTIFD_PACKET_SIZE;
-
-/** A multifd compression method, named as QEMU's `multifd-compression` parameter. */
-export type MultifdCompression = "none" | "zlib" | "zstd";
-
-const COMPRESSION_BY_BITS: Record<number, MultifdCompression> = {
-  [MULTIFD_FLAG.NOCOMP]: "none",
-  [MULTIFD_FLAG.ZLIB]: "zlib",
-  [MULTIFD_FLAG.ZSTD]: "zstd",
-};
-
-const BITS_BY_COMPRESSION: Record<MultifdCompression, number> = {
-  none: MULTIFD_FLAG.NOCOMP,
-  zlib: MULTIFD_FLAG.ZLIB,
-  zstd: MULTIFD_FLAG.ZSTD,
-};
-
-/**
- * The compression method that `flags` names, or `undefined` for bits QEMU
- * 7.2 does not know. Meaningless for a packet without pages, whose bits
- * are always 0.
- *
- * @example Usage
- * ```ts
- * import { MULTIFD_FLAG, multifdCompressionOf } from "@livemig/livemig";
- * import assert from "node:assert/strict";
- *
- * assert.equal(multifdCompressionOf(MULTIFD_FLAG.SYNC | MULTIFD_FLAG.ZLIB), "zlib");
- * assert.equal(multifdCompressionOf(0), "none");
- * assert.equal(multifdCompressionOf(4 << 1), undefined);
- * ```
- *
- * @param flags A packet's flags word.
- * @returns The method, or `undefined`.
- */
-export function multifdCompressionOf(
-  flags: number,
-): MultifdCompression | undefined {
-  return COMPRESSION_BY_BITS[flags & MULTIFD_FLAG.COMPRESSION_MASK];
-}
-
-/**
- * The flag bits that name `compression`.
- *
- * @example Usage
- * ```ts
- * import { MULTIFD_FLAG, multifdCompressionFlag } from "@livemig/livemig";
- * import assert from "node:assert/strict";
- *
- * assert.equal(multifdCompressionFlag("zstd"), MULTIFD_FLAG.ZSTD);
- * ```
- *
- * @param compression The method.
- * @returns Its bits.
- */
-export function multifdCompressionFlag(
-  compression: MultifdCompression,
-): number {
-  return BITS_BY_COMPRESSION[compression];
-}
 
 /**
  * How many offset slots a packet header has for `pageSize`: 512 KiB /

@@ -19,7 +19,7 @@
  */
 
 import { NodeZlibSession } from "./_node_zlib_session.ts";
-import type { MultifdCompression } from "./multifd_packet.ts";
+import type { MultifdCompression } from "./multifd_flags.ts";
 
 /** Options for {@linkcode MultifdPageCompressor}. */
 export interface MultifdPageCompressorOptions {

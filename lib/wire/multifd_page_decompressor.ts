@@ -10,7 +10,8 @@
 
 import { StreamFormatError } from "../errors.ts";
 import { NodeZlibSession } from "./_node_zlib_session.ts";
-import { type MultifdCompression, multifdPageSlots } from "./multifd_packet.ts";
+import type { MultifdCompression } from "./multifd_flags.ts";
+import { multifdPageSlots } from "./multifd_packet.ts";
 
 /** Options for {@linkcode MultifdPageDecompressor}. */
 export interface MultifdPageDecompressorOptions {
