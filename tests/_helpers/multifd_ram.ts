@@ -115,6 +115,7 @@ export async function rebuildMultifdRam(
     return rounds;
   });
   stats.channels.sort((a, b) => a.id - b.id);
+  const size = image.pageSize;
   for (let round = 0; round < mainRounds.length; round++) {
     const seen = new Set<string>();
     const note = (block: string, offset: number) => {
@@ -138,7 +139,7 @@ export async function rebuildMultifdRam(
             type: "ram-page",
             block: packet.ramBlock,
             offset,
-            data: pages.subarray(i * 4096, (i + 1) * 4096),
+            data: pages.subarray(i * size, (i + 1) * size),
           });
         });
       }
