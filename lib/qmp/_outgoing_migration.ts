@@ -1,0 +1,353 @@
+/**
+ * The outgoing side of a monitored guest: QEMU 7.2's `migrate`,
+ * `migrate_cancel`, `migrate-continue`, `migrate-pause`,
+ * `migrate-start-postcopy` and the source half of `query-migrate`, over
+ * one {@linkcode SourceMigration} per migration. Private to lib/qmp/.
+ *
+ * The engine's statuses become QEMU's events: `MIGRATION` on every change
+ * (with `events` on), `MIGRATION_PASS` on every dirty-bitmap sync, `STOP`
+ * when the switchover stops the guest (before `pre-switchover`, after
+ * `postcopy-active`), `RESUME` when a cancel or failure restarts it. The
+ * engine names its stop-and-copy phase `device` even without
+ * `pause-before-switchover`; QEMU 7.2 stays in `active` then, and so does
+ * what the monitor reports.
+ *
+ * @module
+ */
+
+import { describeError } from "../errors.ts";
+import type { MigrationInfo } from "../migration/migration_info.ts";
+import type { MigrationParameters } from "../migration/migration_parameters.ts";
+import {
+  isRunningStatus,
+  type MigrationEventDetail,
+  type MigrationStatus,
+} from "../migration/migration_state.ts";
+import {
+  type MigrationPassDetail,
+  SourceMigration,
+} from "../migration/source_migration.ts";
+import { connectTransport } from "../transport/open_transport.ts";
+import type { Transport } from "../transport/transport.ts";
+import type { TransportUri } from "../transport/transport_uri.ts";
+import { deferTransport } from "./_deferred_transport.ts";
+import type { MigrationSettings } from "./_migration_settings.ts";
+import { checkQemuUri, connectFailure } from "./_qemu_uri.ts";
+import type { EmitEvent, VmRunState } from "./_vm_run_state.ts";
+import { QmpError } from "./qmp_error.ts";
+import type { QmpValue } from "./qmp_json.ts";
+import type { MonitorSourceOptions } from "./migration_monitor.ts";
+
+/** Options for {@linkcode OutgoingMigration}. */
+export interface OutgoingMigrationOptions {
+  settings: MigrationSettings;
+  runState: VmRunState;
+  emit: EmitEvent;
+  source: MonitorSourceOptions;
+}
+
+/** A `migrate` that never got going: QEMU reports it as failed. */
+interface Refused {
+  errorDesc: string | undefined;
+}
+
+/** The guest's outgoing migrations, one at a time. */
+export class OutgoingMigration {
+  readonly #options: OutgoingMigrationOptions;
+  #source: SourceMigration | undefined;
+  #refused: Refused | undefined;
+  #connectError: string | undefined;
+
+  constructor(options: OutgoingMigrationOptions) {
+    this.#options = options;
+  }
+
+  /** The current or last source migration. */
+  get source(): SourceMigration | undefined {
+    return this.#source;
+  }
+
+  /** The status as QEMU reports it (`none` before any migration). */
+  get status(): MigrationStatus {
+    if (this.#refused !== undefined) return "failed";
+    const source = this.#source;
+    if (source === undefined) return "none";
+    return this.#qemuStatus(source.status);
+  }
+
+  /** Whether a migration is running (QEMU's `migration_is_running()`). */
+  get running(): boolean {
+    return isRunningStatus(this.status);
+  }
+
+  /**
+   * `migrate`: checks as QEMU does, then starts the migration; the
+   * connection is made in the background.
+   *
+   * @param args The command's arguments.
+   * @throws {QmpError} With QEMU's refusal.
+   */
+  migrate(args: Readonly<Record<string, QmpValue>>): void {
+    const uri = args.uri as string;
+    if (args.resume === true) return this.#resume(uri);
+    if (this.running) {
+      throw new QmpError({ desc: "There's a migration process in progress" });
+    }
+    const { runState, settings } = this.#options;
+    if (runState.state === "inmigrate") {
+      throw new QmpError({
+        desc: "Guest is waiting for an incoming migration",
+      });
+    }
+    if (runState.state === "postmigrate") {
+      throw new QmpError({
+        desc: "Can't migrate the vm that was paused due to previous migration",
+      });
+    }
+    const guest = runState.guest;
+    if (guest === undefined) {
+      throw new QmpError({ desc: "Cannot migrate: the guest has no RAM yet" });
+    }
+    const check = checkQemuUri(uri, "outgoing");
+    if (!check.ok) {
+      this.#source = undefined;
+      this.#refused = { errorDesc: check.errorDesc ? check.desc : undefined };
+      this.#migrationEvent("setup");
+      this.#migrationEvent("failed");
+      throw new QmpError({ desc: check.desc });
+    }
+    const parameters = settings.livemigParameters();
+    const source = new SourceMigration(guest, {
+      ...this.#options.source,
+      capabilities: settings.livemigCapabilities(),
+      parameters: {
+        ...parameters,
+        "xbzrle-cache-size": Math.min(
+          parameters["xbzrle-cache-size"],
+          2 ** Math.ceil(Math.log2(Math.max(guest.memory.totalBytes, 4096))),
+        ),
+      },
+    });
+    this.#refused = undefined;
+    this.#connectError = undefined;
+    this.#source = source;
+    source.addEventListener("status", (event) => {
+      if (this.#source !== source) return;
+      this.#onStatus(
+        (event as CustomEvent<MigrationEventDetail>).detail.status,
+      );
+    });
+    source.addEventListener("pass", (event) => {
+      const { pass } = (event as CustomEvent<MigrationPassDetail>).detail;
+      this.#options.emit("MIGRATION_PASS", { pass });
+    });
+    const transport = this.#connect(check.uri);
+    source.migrate(transport, { connect: () => connectTransport(check.uri) })
+      .catch(() => {}) // the status and error-desc tell
+      .finally(() => void transport.close().catch(() => {}));
+  }
+
+  /** `migrate_cancel`: nothing to do unless a migration runs. */
+  cancel(): void {
+    const source = this.#source;
+    if (source === undefined || !isRunningStatus(source.status)) return;
+    try {
+      source.cancel();
+    } catch (error) {
+      throw new QmpError({ desc: describeError(error), cause: error });
+    }
+  }
+
+  /**
+   * `migrate-continue`: succeeds whenever `state` is the current status,
+   * and lets a migration in `pre-switchover` go on.
+   *
+   * @param state The status the client expects.
+   * @throws {QmpError} If the status is another one.
+   */
+  continue(state: string): void {
+    const status = this.status;
+    if (state !== status) {
+      throw new QmpError({
+        desc: `Migration not in expected state: ${status}`,
+      });
+    }
+    if (status === "pre-switchover") this.#source?.continue(status);
+  }
+
+  /**
+   * `migrate-start-postcopy`.
+   *
+   * @throws {QmpError} Without postcopy-ram, or before any migration.
+   */
+  startPostcopy(): void {
+    if (!this.#options.settings.capabilities["postcopy-ram"]) {
+      throw new QmpError({
+        desc:
+          "Enable postcopy with migrate_set_capability before the start of migration",
+      });
+    }
+    if (this.status === "none") {
+      throw new QmpError({
+        desc: "Postcopy must be started after migration has been started",
+      });
+    }
+    if (this.#source !== undefined && isRunningStatus(this.#source.status)) {
+      this.#source.startPostcopy();
+    }
+  }
+
+  /**
+   * Applies changed parameters to a running migration at once.
+   *
+   * @param changed The livemig parameters that changed.
+   */
+  parametersChanged(changed: Partial<MigrationParameters>): void {
+    const source = this.#source;
+    if (source === undefined || !isRunningStatus(source.status)) return;
+    const { "xbzrle-cache-size": cache, ...rest } = changed;
+    const total = source.guest.memory.totalBytes;
+    source.setParameters({
+      ...rest,
+      ...(cache === undefined ? {} : {
+        "xbzrle-cache-size": Math.min(
+          cache,
+          2 ** Math.ceil(Math.log2(Math.max(total, 4096))),
+        ),
+      }),
+    });
+  }
+
+  /**
+   * The source half of `query-migrate`, as QEMU 7.2 fills it.
+   *
+   * @returns The members, or `undefined` before any migration.
+   */
+  info(): Record<string, QmpValue> | undefined {
+    if (this.#refused !== undefined) {
+      const { errorDesc } = this.#refused;
+      return errorDesc === undefined
+        ? { status: "failed" }
+        : { status: "failed", "error-desc": errorDesc };
+    }
+    const source = this.#source;
+    if (source === undefined) return undefined;
+    const status = this.status;
+    switch (status) {
+      case "none":
+        return undefined;
+      case "setup":
+      case "cancelled":
+        return { status };
+      case "failed": {
+        const desc = this.#connectError ?? source.query()["error-desc"];
+        return desc === undefined ? { status } : { status, "error-desc": desc };
+      }
+    }
+    return runningInfo(status, source.query(), {
+      xbzrle: this.#options.settings.capabilities.xbzrle,
+    });
+  }
+
+  /** `migrate` with `resume: true`: a paused postcopy continues over a new connection. */
+  #resume(uri: string): void {
+    const source = this.#source;
+    if (source === undefined || source.status !== "postcopy-paused") {
+      throw new QmpError({
+        desc: "Cannot resume if there is no paused migration",
+      });
+    }
+    const check = checkQemuUri(uri, "outgoing");
+    if (!check.ok) throw new QmpError({ desc: check.desc });
+    const preempt = this.#options.settings.capabilities["postcopy-preempt"]
+      ? this.#connect(check.uri)
+      : undefined;
+    try {
+      source.resume(this.#connect(check.uri), preempt);
+    } catch (error) {
+      throw new QmpError({ desc: describeError(error), cause: error });
+    }
+  }
+
+  /** A connection opened in the background; QEMU's text if it fails. */
+  #connect(uri: TransportUri): Transport {
+    const opening = connectTransport(uri).catch((error: unknown) => {
+      this.#connectError = connectFailure(uri, error);
+      throw new Error(this.#connectError, { cause: error });
+    });
+    return deferTransport(opening, describeUri(uri));
+  }
+
+  #onStatus(status: MigrationStatus): void {
+    const { runState, settings } = this.#options;
+    switch (status) {
+      case "device":
+        if (!settings.capabilities["pause-before-switchover"]) {
+          runState.switchover();
+          return;
+        }
+        break;
+      case "pre-switchover":
+        runState.switchover();
+        break;
+      case "postcopy-active":
+        this.#migrationEvent(status);
+        runState.switchover();
+        return;
+      case "completed":
+        runState.outgoingEnded(true);
+        break;
+      case "cancelled":
+      case "failed":
+        runState.outgoingEnded(false);
+        break;
+    }
+    this.#migrationEvent(status);
+  }
+
+  #migrationEvent(status: MigrationStatus): void {
+    if (this.#options.settings.capabilities.events) {
+      this.#options.emit("MIGRATION", { status });
+    }
+  }
+
+  #qemuStatus(status: MigrationStatus): MigrationStatus {
+    return status === "device" &&
+        !this.#options.settings.capabilities["pause-before-switchover"]
+      ? "active"
+      : status;
+  }
+}
+
+/** QEMU 7.2's `populate_time_info()` and `populate_ram_info()`. */
+function runningInfo(
+  status: MigrationStatus,
+  info: MigrationInfo,
+  options: { xbzrle: boolean },
+): Record<string, QmpValue> {
+  const result: Record<string, QmpValue> = {
+    status,
+    "setup-time": info["setup-time"] ?? 0,
+    "total-time": info["total-time"] ?? 0,
+  };
+  if (status === "completed") result.downtime = info.downtime ?? 0;
+  else result["expected-downtime"] = info["expected-downtime"] ?? 0;
+  if (info.ram !== undefined) result.ram = { ...info.ram };
+  if (options.xbzrle && info["xbzrle-cache"] !== undefined) {
+    result["xbzrle-cache"] = { ...info["xbzrle-cache"] };
+  }
+  return result;
+}
+
+function describeUri(uri: TransportUri): string {
+  switch (uri.scheme) {
+    case "tcp":
+      return `tcp:${uri.host}:${uri.port}`;
+    case "unix":
+      return `unix:${uri.path}`;
+    case "exec":
+      return `exec:${uri.command}`;
+    case "file":
+      return `file:${uri.path}`;
+  }
+}
