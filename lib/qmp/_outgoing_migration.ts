@@ -16,6 +16,7 @@
  */
 
 import { describeError } from "../errors.ts";
+import type { MigratableGuest } from "../guest/migratable_guest.ts";
 import type { MigrationInfo } from "../migration/migration_info.ts";
 import type { MigrationParameters } from "../migration/migration_parameters.ts";
 import {
@@ -46,17 +47,23 @@ export interface OutgoingMigrationOptions {
   source: MonitorSourceOptions;
 }
 
-/** A `migrate` that never got going: QEMU reports it as failed. */
-interface Refused {
-  errorDesc: string | undefined;
+/**
+ * A migration before the engine has it: connecting (QEMU's `setup`), or
+ * cancelled or failed before the connection was up.
+ */
+interface Early {
+  status: "setup" | "cancelling" | "cancelled" | "failed";
+  /** Why it failed, when QEMU says (`error-desc`). */
+  errorDesc?: string;
+  /** Aborts the connection attempt. */
+  abort: AbortController;
 }
 
 /** The guest's outgoing migrations, one at a time. */
 export class OutgoingMigration {
   readonly #options: OutgoingMigrationOptions;
   #source: SourceMigration | undefined;
-  #refused: Refused | undefined;
-  #connectError: string | undefined;
+  #early: Early | undefined;
 
   constructor(options: OutgoingMigrationOptions) {
     this.#options = options;
@@ -69,7 +76,7 @@ export class OutgoingMigration {
 
   /** The status as QEMU reports it (`none` before any migration). */
   get status(): MigrationStatus {
-    if (this.#refused !== undefined) return "failed";
+    if (this.#early !== undefined) return this.#early.status;
     const source = this.#source;
     if (source === undefined) return "none";
     return this.#qemuStatus(source.status);
@@ -109,46 +116,26 @@ export class OutgoingMigration {
       throw new QmpError({ desc: "Cannot migrate: the guest has no RAM yet" });
     }
     const check = checkQemuUri(uri, "outgoing");
+    const early: Early = { status: "setup", abort: new AbortController() };
+    this.#source = undefined;
+    this.#early = early;
+    this.#migrationEvent("setup");
     if (!check.ok) {
-      this.#source = undefined;
-      this.#refused = { errorDesc: check.errorDesc ? check.desc : undefined };
-      this.#migrationEvent("setup");
-      this.#migrationEvent("failed");
+      if (check.errorDesc) early.errorDesc = check.desc;
+      this.#end(early, "failed");
       throw new QmpError({ desc: check.desc });
     }
-    const parameters = settings.livemigParameters();
-    const source = new SourceMigration(guest, {
-      ...this.#options.source,
-      capabilities: settings.livemigCapabilities(),
-      parameters: {
-        ...parameters,
-        "xbzrle-cache-size": Math.min(
-          parameters["xbzrle-cache-size"],
-          2 ** Math.ceil(Math.log2(Math.max(guest.memory.totalBytes, 4096))),
-        ),
-      },
-    });
-    this.#refused = undefined;
-    this.#connectError = undefined;
-    this.#source = source;
-    source.addEventListener("status", (event) => {
-      if (this.#source !== source) return;
-      this.#onStatus(
-        (event as CustomEvent<MigrationEventDetail>).detail.status,
-      );
-    });
-    source.addEventListener("pass", (event) => {
-      const { pass } = (event as CustomEvent<MigrationPassDetail>).detail;
-      this.#options.emit("MIGRATION_PASS", { pass });
-    });
-    const transport = this.#connect(check.uri);
-    source.migrate(transport, { connect: () => connectTransport(check.uri) })
-      .catch(() => {}) // the status and error-desc tell
-      .finally(() => void transport.close().catch(() => {}));
+    void this.#connectAndStart(check.uri, early, guest);
   }
 
   /** `migrate_cancel`: nothing to do unless a migration runs. */
   cancel(): void {
+    const early = this.#early;
+    if (early?.status === "setup") {
+      this.#end(early, "cancelling");
+      early.abort.abort();
+      return;
+    }
     const source = this.#source;
     if (source === undefined || !isRunningStatus(source.status)) return;
     try {
@@ -206,15 +193,11 @@ export class OutgoingMigration {
     const source = this.#source;
     if (source === undefined || !isRunningStatus(source.status)) return;
     const { "xbzrle-cache-size": cache, ...rest } = changed;
-    const total = source.guest.memory.totalBytes;
     source.setParameters({
       ...rest,
-      ...(cache === undefined ? {} : {
-        "xbzrle-cache-size": Math.min(
-          cache,
-          2 ** Math.ceil(Math.log2(Math.max(total, 4096))),
-        ),
-      }),
+      ...(cache === undefined
+        ? {}
+        : { "xbzrle-cache-size": cacheSize(cache, source.guest) }),
     });
   }
 
@@ -224,11 +207,11 @@ export class OutgoingMigration {
    * @returns The members, or `undefined` before any migration.
    */
   info(): Record<string, QmpValue> | undefined {
-    if (this.#refused !== undefined) {
-      const { errorDesc } = this.#refused;
-      return errorDesc === undefined
-        ? { status: "failed" }
-        : { status: "failed", "error-desc": errorDesc };
+    const early = this.#early;
+    if (early !== undefined) {
+      return early.errorDesc === undefined
+        ? { status: early.status }
+        : { status: early.status, "error-desc": early.errorDesc };
     }
     const source = this.#source;
     if (source === undefined) return undefined;
@@ -240,7 +223,7 @@ export class OutgoingMigration {
       case "cancelled":
         return { status };
       case "failed": {
-        const desc = this.#connectError ?? source.query()["error-desc"];
+        const desc = source.query()["error-desc"];
         return desc === undefined ? { status } : { status, "error-desc": desc };
       }
     }
@@ -269,18 +252,81 @@ export class OutgoingMigration {
     }
   }
 
-  /** A connection opened in the background; QEMU's text if it fails. */
-  #connect(uri: TransportUri): Transport {
-    const opening = connectTransport(uri).catch((error: unknown) => {
-      this.#connectError = connectFailure(uri, error);
-      throw new Error(this.#connectError, { cause: error });
+  /**
+   * Connects to the destination, then hands the migration to the engine;
+   * a connection that fails or is cancelled ends it here.
+   */
+  async #connectAndStart(
+    uri: TransportUri,
+    early: Early,
+    guest: MigratableGuest,
+  ): Promise<void> {
+    let transport: Transport;
+    try {
+      transport = await connectTransport(uri, { signal: early.abort.signal });
+    } catch (error) {
+      if (early.status !== "cancelling") {
+        early.errorDesc = connectFailure(uri, error);
+      }
+      this.#end(early, early.status === "cancelling" ? "cancelled" : "failed");
+      return;
+    }
+    if (this.#early !== early || early.status !== "setup") {
+      await transport.close();
+      if (early.status === "cancelling") this.#end(early, "cancelled");
+      return;
+    }
+    const source = this.#createSource(guest);
+    this.#early = undefined;
+    this.#source = source;
+    source.migrate(transport, { connect: () => connectTransport(uri) })
+      .catch(() => {}); // the status and error-desc tell
+  }
+
+  /** A source migration with the capabilities and parameters set now. */
+  #createSource(guest: MigratableGuest): SourceMigration {
+    const { settings } = this.#options;
+    const parameters = settings.livemigParameters();
+    const source = new SourceMigration(guest, {
+      ...this.#options.source,
+      capabilities: settings.livemigCapabilities(),
+      parameters: {
+        ...parameters,
+        "xbzrle-cache-size": cacheSize(
+          parameters["xbzrle-cache-size"],
+          guest,
+        ),
+      },
     });
-    return deferTransport(opening, describeUri(uri));
+    source.addEventListener("status", (event) => {
+      if (this.#source !== source) return;
+      this.#onStatus(
+        (event as CustomEvent<MigrationEventDetail>).detail.status,
+      );
+    });
+    source.addEventListener("pass", (event) => {
+      const { pass } = (event as CustomEvent<MigrationPassDetail>).detail;
+      this.#options.emit("MIGRATION_PASS", { pass });
+    });
+    return source;
+  }
+
+  /** Moves a migration the engine does not have yet to `status`. */
+  #end(early: Early, status: Early["status"]): void {
+    early.status = status;
+    this.#migrationEvent(status);
+  }
+
+  /** A connection opened in the background (postcopy recovery). */
+  #connect(uri: TransportUri): Transport {
+    return deferTransport(connectTransport(uri), describeUri(uri));
   }
 
   #onStatus(status: MigrationStatus): void {
     const { runState, settings } = this.#options;
     switch (status) {
+      case "setup":
+        return; // migrate announced it already
       case "device":
         if (!settings.capabilities["pause-before-switchover"]) {
           runState.switchover();
@@ -337,6 +383,15 @@ function runningInfo(
     result["xbzrle-cache"] = { ...info["xbzrle-cache"] };
   }
   return result;
+}
+
+/**
+ * An XBZRLE cache size the engine can use: a cache larger than the
+ * guest's RAM would hold nothing more, so it is held to that.
+ */
+function cacheSize(bytes: number, guest: MigratableGuest): number {
+  const ram = Math.max(guest.memory.totalBytes, guest.memory.pageSize);
+  return Math.min(bytes, 2 ** Math.ceil(Math.log2(ram)));
 }
 
 function describeUri(uri: TransportUri): string {

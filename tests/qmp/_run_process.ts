@@ -8,7 +8,15 @@
 import { QmpClient } from "../../lib/qmp/qmp_client.ts";
 
 const CLI = new URL("../../cli.ts", import.meta.url).pathname;
-const PERMISSIONS = ["--allow-read", "--allow-write", "--allow-net=127.0.0.1"];
+/**
+ * What the processes may do: loopback sockets, and the one unix socket path
+ * the differential script tries to reach (missing, as in QEMU's test).
+ */
+const PERMISSIONS = [
+  "--allow-read",
+  "--allow-write",
+  "--allow-net=127.0.0.1,unix:/tmp/livemig-no-such-socket",
+];
 
 /** How long a process may run before it is killed, so a stuck one fails its test. */
 const DEADLINE_MS = 120_000;
