@@ -103,6 +103,29 @@ export class MigrationSettings {
     this.#capabilities = result.value;
   }
 
+  /**
+   * Takes over the settings of a migration the app made itself: its
+   * capabilities (those QEMU 7.2 has) and its parameters.
+   *
+   * @param capabilities The migration's capabilities.
+   * @param parameters The migration's parameters.
+   */
+  adopt(
+    capabilities: Readonly<MigrationCapabilities>,
+    parameters: Readonly<MigrationParameters>,
+  ): void {
+    const next = { ...DEFAULT_QEMU_MIGRATION_CAPABILITIES };
+    for (const capability of QEMU_MIGRATION_CAPABILITIES) {
+      next[capability] =
+        (capabilities as Partial<Record<string, boolean>>)[capability] ??
+          false;
+    }
+    this.#capabilities = next;
+    const values: Record<string, QmpValue> = { ...this.#parameters };
+    for (const name of LIVE_PARAMETERS) values[name] = parameters[name];
+    this.#parameters = values;
+  }
+
   /** `query-migrate-capabilities`: all 21, in QEMU's order. */
   queryCapabilities(): QmpValue {
     return QEMU_MIGRATION_CAPABILITIES.map((capability) => ({

@@ -64,6 +64,8 @@ export class OutgoingMigration {
   readonly #options: OutgoingMigrationOptions;
   #source: SourceMigration | undefined;
   #early: Early | undefined;
+  /** Whether `migrate` announced the current migration's setup itself. */
+  #setupAnnounced = false;
 
   constructor(options: OutgoingMigrationOptions) {
     this.#options = options;
@@ -119,6 +121,7 @@ export class OutgoingMigration {
     const early: Early = { status: "setup", abort: new AbortController() };
     this.#source = undefined;
     this.#early = early;
+    this.#setupAnnounced = true;
     this.#migrationEvent("setup");
     if (!check.ok) {
       if (check.errorDesc) early.errorDesc = check.desc;
@@ -126,6 +129,25 @@ export class OutgoingMigration {
       throw new QmpError({ desc: check.desc });
     }
     void this.#connectAndStart(check.uri, early, guest);
+  }
+
+  /**
+   * Serves a migration the app started itself, from now on.
+   *
+   * @param source The migration.
+   * @throws {TypeError} While another migration runs.
+   */
+  attach(source: SourceMigration): void {
+    if (this.running) {
+      throw new TypeError(
+        `Cannot attach a migration: another one is in "${this.status}"`,
+      );
+    }
+    this.#options.settings.adopt(source.capabilities, source.parameters);
+    this.#early = undefined;
+    this.#setupAnnounced = false;
+    this.#listen(source);
+    this.#source = source;
   }
 
   /** `migrate_cancel`: nothing to do unless a migration runs. */
@@ -298,6 +320,12 @@ export class OutgoingMigration {
         ),
       },
     });
+    this.#listen(source);
+    return source;
+  }
+
+  /** Turns the migration's statuses and passes into QEMU's events. */
+  #listen(source: SourceMigration): void {
     source.addEventListener("status", (event) => {
       if (this.#source !== source) return;
       this.#onStatus(
@@ -305,10 +333,10 @@ export class OutgoingMigration {
       );
     });
     source.addEventListener("pass", (event) => {
+      if (this.#source !== source) return;
       const { pass } = (event as CustomEvent<MigrationPassDetail>).detail;
       this.#options.emit("MIGRATION_PASS", { pass });
     });
-    return source;
   }
 
   /** Moves a migration the engine does not have yet to `status`. */
@@ -326,7 +354,8 @@ export class OutgoingMigration {
     const { runState, settings } = this.#options;
     switch (status) {
       case "setup":
-        return; // migrate announced it already
+        if (this.#setupAnnounced) return; // migrate announced it already
+        break;
       case "device":
         if (!settings.capabilities["pause-before-switchover"]) {
           runState.switchover();

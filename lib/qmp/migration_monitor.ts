@@ -282,6 +282,49 @@ export class MigrationMonitor {
   }
 
   /**
+   * Serves a migration the app started (or is about to start) itself, as
+   * if `migrate` had started it: `query-migrate`, `migrate-continue`,
+   * `migrate_cancel`, `migrate-set-parameters` and the events act on it,
+   * and the monitor's capabilities and parameters become its own.
+   *
+   * @example Usage
+   * ```ts
+   * import {
+   *   createMemoryTransportPair, DestinationMigration, MigrationMonitor,
+   *   QmpClient, SimulatedGuest, SourceMigration,
+   * } from "@livemig/livemig";
+   * import assert from "node:assert/strict";
+   *
+   * const guest = new SimulatedGuest({ ramBytes: 1 << 20 });
+   * const source = new SourceMigration(guest, {
+   *   capabilities: { events: true, "pause-before-switchover": true },
+   * });
+   * const monitor = new MigrationMonitor({ guest });
+   * monitor.attachSource(source);
+   * const [near, far] = createMemoryTransportPair();
+   * const served = monitor.handle(far);
+   * const qmp = await QmpClient.connect(near);
+   *
+   * const [a, b] = createMemoryTransportPair();
+   * const migrated = source.migrate(a);
+   * const loaded = new DestinationMigration().incoming(b);
+   * await qmp.waitForEvent("MIGRATION", (e) => e.data.status === "pre-switchover");
+   * await qmp.execute("migrate-continue", { state: "pre-switchover" });
+   * assert.equal((await migrated).status, "completed");
+   * (await loaded).guest.pause();
+   * await qmp.close();
+   * await served;
+   * await monitor.close();
+   * ```
+   *
+   * @param source The migration, of this monitor's guest.
+   * @throws {TypeError} While another migration of the monitor runs.
+   */
+  attachSource(source: SourceMigration): void {
+    this.#outgoing.attach(source);
+  }
+
+  /**
    * Waits for a migration at `uri` (QEMU's `-incoming URI`, or
    * `migrate-incoming`); needs `incoming`.
    *
