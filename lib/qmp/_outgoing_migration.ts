@@ -102,7 +102,7 @@ export class OutgoingMigration {
     if (this.running) {
       throw new QmpError({ desc: "There's a migration process in progress" });
     }
-    const { runState, settings } = this.#options;
+    const { runState } = this.#options;
     if (runState.state === "inmigrate") {
       throw new QmpError({
         desc: "Guest is waiting for an incoming migration",
