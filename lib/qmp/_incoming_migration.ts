@@ -115,11 +115,15 @@ export class IncomingMigration {
       try {
         const transport = await listener.accept();
         destination.recover(transport, { accept: () => listener.accept() });
+        // The listener stays for the preempt connection until the
+        // migration ends or pauses again.
         await new Promise<void>((resolve) => {
           const done = (event: Event) => {
             const { status } = (event as CustomEvent<MigrationEventDetail>)
               .detail;
-            if (status === "postcopy-recover") return;
+            if (!["completed", "failed", "postcopy-paused"].includes(status)) {
+              return;
+            }
             destination.removeEventListener("status", done);
             resolve();
           };

@@ -264,11 +264,17 @@ export class OutgoingMigration {
     }
     const check = checkQemuUri(uri, "outgoing");
     if (!check.ok) throw new QmpError({ desc: check.desc });
+    // The preempt connection follows the main one, so the destination
+    // takes the first it accepts as the main channel.
+    const main = connectTransport(check.uri);
     const preempt = this.#options.settings.capabilities["postcopy-preempt"]
-      ? this.#connect(check.uri)
+      ? deferTransport(
+        main.then(() => connectTransport(check.uri)),
+        describeUri(check.uri),
+      )
       : undefined;
     try {
-      source.resume(this.#connect(check.uri), preempt);
+      source.resume(deferTransport(main, describeUri(check.uri)), preempt);
     } catch (error) {
       throw new QmpError({ desc: describeError(error), cause: error });
     }
@@ -343,11 +349,6 @@ export class OutgoingMigration {
   #end(early: Early, status: Early["status"]): void {
     early.status = status;
     this.#migrationEvent(status);
-  }
-
-  /** A connection opened in the background (postcopy recovery). */
-  #connect(uri: TransportUri): Transport {
-    return deferTransport(connectTransport(uri), describeUri(uri));
   }
 
   #onStatus(status: MigrationStatus): void {

@@ -2,10 +2,13 @@
  * `cli.ts run` processes driven over QMP only: a precopy migration from
  * one to another (destination `-incoming defer` + `migrate-incoming`),
  * with `migrate-set-parameters max-bandwidth` changing the measured rate
- * halfway; and `cli.ts qmp` as a one-shot client.
+ * halfway; a postcopy migration whose connection is cut and healed with
+ * `migrate-recover` and `migrate` `resume: true`; and `cli.ts qmp` as a
+ * one-shot client.
  */
 import assert from "node:assert/strict";
 import type { QmpClient, QmpEvent } from "../../lib/qmp/qmp_client.ts";
+import { startCuttableProxy } from "./_cuttable_proxy.ts";
 import { type RunProcess, runQmpCommand, startRun } from "./_run_process.ts";
 
 const MiB = 1 << 20;
@@ -180,3 +183,137 @@ Deno.test("cli.ts qmp runs one command: its return value on stdout, the monitor'
     assert.equal((await vm!.finish()).code, 0);
   });
 });
+
+for (const preempt of [false, true]) {
+  Deno.test(
+    `a postcopy migration between cli.ts run processes${
+      preempt ? " with postcopy-preempt" : ""
+    } heals over QMP: migrate-recover, then migrate with resume`,
+    async () => {
+      await withRuns([
+        ["--ram", "32MiB", "--prefill", "--json"],
+        ["--incoming", "defer", "--json"],
+      ], async ([src, dst]) => {
+        const srcEvents = record(src!.qmp);
+        const dstEvents = record(dst!.qmp);
+        const capabilities = {
+          capabilities: [
+            { capability: "events", state: true },
+            { capability: "postcopy-ram", state: true },
+            { capability: "postcopy-preempt", state: preempt },
+          ],
+        };
+        await src!.qmp.execute("migrate-set-capabilities", capabilities);
+        await dst!.qmp.execute("migrate-set-capabilities", capabilities);
+        await dst!.qmp.execute("migrate-incoming", { uri: "tcp:127.0.0.1:0" });
+        const proxy = startCuttableProxy(await portOf(dst!.qmp));
+        try {
+          await src!.qmp.execute("migrate-set-parameters", {
+            "max-bandwidth": 4 * MiB,
+            "max-postcopy-bandwidth": 2 * MiB,
+          });
+          await src!.qmp.execute("migrate", {
+            uri: `tcp:127.0.0.1:${proxy.port}`,
+          });
+          await src!.qmp.waitForEvent(
+            "MIGRATION",
+            (e) => e.data.status === "active",
+          );
+          await src!.qmp.execute("migrate-start-postcopy");
+          await dst!.qmp.waitForEvent(
+            "MIGRATION",
+            (e) => e.data.status === "postcopy-active",
+          );
+          await delay(300);
+          proxy.cut();
+          await src!.qmp.waitForEvent(
+            "MIGRATION",
+            (e) => e.data.status === "postcopy-paused",
+          );
+          await dst!.qmp.waitForEvent(
+            "MIGRATION",
+            (e) => e.data.status === "postcopy-paused",
+          );
+          assert.equal(
+            (await src!.qmp.execute<RamInfo>("query-migrate")).status,
+            "postcopy-paused",
+          );
+
+          await dst!.qmp.execute("migrate-recover", { uri: "tcp:127.0.0.1:0" });
+          const recoverPort = await portOf(dst!.qmp);
+          await src!.qmp.execute("migrate-set-parameters", {
+            "max-postcopy-bandwidth": 0,
+          });
+          await src!.qmp.execute("migrate", {
+            uri: `tcp:127.0.0.1:${recoverPort}`,
+            resume: true,
+          });
+          await src!.qmp.waitForEvent(
+            "MIGRATION",
+            (e) => e.data.status === "completed",
+            60_000,
+          );
+          await dst!.qmp.waitForEvent(
+            "MIGRATION",
+            (e) => e.data.status === "completed",
+          );
+        } finally {
+          proxy.close();
+        }
+        assert.deepEqual(
+          names(srcEvents).filter((n) => n !== "MIGRATION_PASS"),
+          [
+            "MIGRATION setup",
+            "MIGRATION active",
+            "MIGRATION postcopy-active",
+            "STOP",
+            "MIGRATION postcopy-paused",
+            "MIGRATION postcopy-recover",
+            "MIGRATION postcopy-active",
+            "MIGRATION completed",
+          ],
+        );
+        assert.deepEqual(names(dstEvents), [
+          "MIGRATION setup",
+          "MIGRATION active",
+          "MIGRATION postcopy-active",
+          "RESUME",
+          "MIGRATION postcopy-paused",
+          "MIGRATION setup",
+          "MIGRATION postcopy-recover",
+          "MIGRATION postcopy-active",
+          "MIGRATION completed",
+        ]);
+        assert.deepEqual(
+          await dst!.qmp.execute("query-status"),
+          { status: "running", singlestep: false, running: true },
+        );
+        await src!.qmp.execute("quit");
+        await dst!.qmp.execute("quit");
+        const [srcEnd, dstEnd] = await Promise.all([
+          src!.finish(),
+          dst!.finish(),
+        ]);
+        assert.equal(srcEnd.code, 0);
+        assert.equal(dstEnd.code, 0);
+        // The guest is idle: what the destination runs is what the source had.
+        assert.deepEqual(
+          srcEnd.json!["ram-sha256"],
+          dstEnd.json!["ram-sha256"],
+        );
+      });
+    },
+  );
+}
+
+/** The port an incoming guest listens on, from query-migrate. */
+async function portOf(qmp: QmpClient): Promise<number> {
+  const info = await qmp.execute<{ "socket-address": { port: string }[] }>(
+    "query-migrate",
+  );
+  return Number(info["socket-address"][0]!.port);
+}
+
+function delay(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
