@@ -9,6 +9,7 @@
 import assert from "node:assert/strict";
 import type { QmpClient, QmpEvent } from "../../lib/qmp/qmp_client.ts";
 import { startCuttableProxy } from "./_cuttable_proxy.ts";
+import { migrateOverQmp } from "./_drive_migration.ts";
 import { type RunProcess, runQmpCommand, startRun } from "./_run_process.ts";
 
 const MiB = 1 << 20;
@@ -65,53 +66,26 @@ Deno.test("two cli.ts run processes migrate over QMP only, and max-bandwidth cha
     ["--ram", "48MiB", "--prefill", "--json"],
     ["--incoming", "defer", "-S", "--json"],
   ], async ([src, dst]) => {
-    const srcEvents = record(src!.qmp);
-    const dstEvents = record(dst!.qmp);
-    const events = [{ capability: "events", state: true }];
-    await src!.qmp.execute("migrate-set-capabilities", {
-      capabilities: events,
-    });
-    await dst!.qmp.execute("migrate-set-capabilities", {
-      capabilities: events,
-    });
-    assert.deepEqual(
-      await dst!.qmp.execute("migrate-incoming", { uri: "tcp:127.0.0.1:0" }),
-      {},
+    let slow = 0;
+    let fast = 0;
+    const { source: srcEvents, destination: dstEvents } = await migrateOverQmp(
+      src!.qmp,
+      dst!.qmp,
+      {
+        parameters: { "max-bandwidth": 4 * MiB },
+        async whileActive() {
+          slow = await measureRate(src!.qmp, 1000);
+          await src!.qmp.execute("migrate-set-parameters", {
+            "max-bandwidth": 16 * MiB,
+          });
+          fast = await measureRate(src!.qmp, 1000);
+        },
+      },
     );
-    const listening = await dst!.qmp.execute<
-      { "socket-address": { port: string }[] }
-    >(
-      "query-migrate",
-    );
-    const port = listening["socket-address"][0]!.port;
-    await src!.qmp.execute("migrate-set-parameters", {
-      "max-bandwidth": 4 * MiB,
-    });
-    assert.deepEqual(
-      await src!.qmp.execute("migrate", { uri: `tcp:127.0.0.1:${port}` }),
-      {},
-    );
-    await src!.qmp.waitForEvent("MIGRATION", (e) => e.data.status === "active");
-
-    const slow = await measureRate(src!.qmp, 1000);
-    await src!.qmp.execute("migrate-set-parameters", {
-      "max-bandwidth": 16 * MiB,
-    });
-    const fast = await measureRate(src!.qmp, 1000);
     assert.ok(slow < 6 * MiB, `at 4 MiB/s it sent ${slow} B/s`);
     assert.ok(
       fast > 2.5 * slow,
       `after 16 MiB/s it sent ${fast} B/s (before: ${slow})`,
-    );
-
-    await src!.qmp.waitForEvent(
-      "MIGRATION",
-      (e) => e.data.status === "completed",
-      60_000,
-    );
-    await dst!.qmp.waitForEvent(
-      "MIGRATION",
-      (e) => e.data.status === "completed",
     );
     assert.deepEqual(
       await src!.qmp.execute("query-status"),
