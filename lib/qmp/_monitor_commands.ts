@@ -35,6 +35,11 @@ export interface MonitorParts {
  * @returns The table for a QmpServer.
  */
 export function monitorCommands(parts: MonitorParts): QmpCommandTable {
+  return { ...runStateCommands(parts), ...migrationCommands(parts) };
+}
+
+/** The run state, settings, queries and HMP. */
+function runStateCommands(parts: MonitorParts): QmpCommandTable {
   const { runState, settings, outgoing, incoming, dirtyRate } = parts;
   const queryMigrate = (): Record<string, QmpValue> => ({
     ...incoming.info(),
@@ -49,34 +54,6 @@ export function monitorCommands(parts: MonitorParts): QmpCommandTable {
       runState.shutdown("host-qmp-quit");
       queueMicrotask(() => parts.quit());
     }),
-    "migrate": qemuCommand("migrate", (args) => outgoing.migrate(args)),
-    "migrate-incoming": qemuCommand(
-      "migrate-incoming",
-      (args) => incoming.listen(args.uri as string),
-    ),
-    "migrate_cancel": qemuCommand("migrate_cancel", () => outgoing.cancel()),
-    "migrate-continue": qemuCommand(
-      "migrate-continue",
-      (args) => outgoing.continue(args.state as string),
-    ),
-    "migrate-pause": qemuCommand("migrate-pause", () => {
-      if (outgoing.source?.status === "postcopy-active") {
-        outgoing.source.pause();
-      } else if (!incoming.pause()) {
-        throw new QmpError({
-          desc:
-            "migrate-pause is currently only supported during postcopy-active state",
-        });
-      }
-    }),
-    "migrate-recover": qemuCommand(
-      "migrate-recover",
-      (args) => incoming.recover(args.uri as string),
-    ),
-    "migrate-start-postcopy": qemuCommand(
-      "migrate-start-postcopy",
-      () => outgoing.startPostcopy(),
-    ),
     "migrate-set-capabilities": qemuCommand(
       "migrate-set-capabilities",
       (args) =>
@@ -121,6 +98,41 @@ export function monitorCommands(parts: MonitorParts): QmpCommandTable {
           capabilities: () => settings.capabilities,
           parameters: () => settings.parameters,
         }),
+    ),
+  };
+}
+
+/** The commands that start, steer, pause, recover and cancel migrations. */
+function migrationCommands(parts: MonitorParts): QmpCommandTable {
+  const { outgoing, incoming } = parts;
+  return {
+    "migrate": qemuCommand("migrate", (args) => outgoing.migrate(args)),
+    "migrate-incoming": qemuCommand(
+      "migrate-incoming",
+      (args) => incoming.listen(args.uri as string),
+    ),
+    "migrate_cancel": qemuCommand("migrate_cancel", () => outgoing.cancel()),
+    "migrate-continue": qemuCommand(
+      "migrate-continue",
+      (args) => outgoing.continue(args.state as string),
+    ),
+    "migrate-pause": qemuCommand("migrate-pause", () => {
+      if (outgoing.source?.status === "postcopy-active") {
+        outgoing.source.pause();
+      } else if (!incoming.pause()) {
+        throw new QmpError({
+          desc:
+            "migrate-pause is currently only supported during postcopy-active state",
+        });
+      }
+    }),
+    "migrate-recover": qemuCommand(
+      "migrate-recover",
+      (args) => incoming.recover(args.uri as string),
+    ),
+    "migrate-start-postcopy": qemuCommand(
+      "migrate-start-postcopy",
+      () => outgoing.startPostcopy(),
     ),
   };
 }
