@@ -351,7 +351,7 @@ Deno.test("cli migrate, incoming and demo exit 2 naming the bad argument", async
 
 Deno.test("cli run, qmp and migrate's monitor exit 2 naming the bad argument", async () => {
   const cases: [string[], RegExp][] = [
-    [["run"], /run needs --qmp ADDRESS/],
+    [["run", "--incoming", "defer"], /defer needs --qmp ADDRESS/],
     [["run", "--qmp", "exec:cat"], /unix:PATH or tcp:HOST:PORT/],
     [["run", "--qmp", "tcp:127.0.0.1:0", "--incoming", "tcp:x"], /"tcp:x"/],
     [["run", "--qmp", "tcp:127.0.0.1:0", "extra"], /no positional/],

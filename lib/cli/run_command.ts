@@ -12,7 +12,7 @@ import { createGuest, parseGuestFlags } from "./guest_flags.ts";
 import { guestRamAllocator } from "./guest_ram_allocator.ts";
 import { asUsageError, UsageError } from "./usage_error.ts";
 
-const USAGE = `Usage: livemig run --qmp ADDRESS [options]
+const USAGE = `Usage: livemig run [--qmp ADDRESS] [options]
 
 Runs a simulated guest, like qemu-system-x86_64, until it is told to quit
 over QMP (or gets SIGTERM or Ctrl-C). Its QMP monitor answers like QEMU
@@ -22,7 +22,8 @@ one after another, as to QEMU's -qmp ...,server=on,wait=off.
 
 Options:
   --qmp ADDRESS        Where the monitor listens: unix:PATH or tcp:HOST:PORT
-                       (port 0 picks a free one); required
+                       (port 0 picks a free one); without it the guest
+                       runs until SIGTERM (or Ctrl-C)
   --incoming URI       Wait for a migration at URI (tcp:, unix:, exec:), as
                        QEMU's -incoming; "defer" waits for migrate-incoming
   -S                   Keep the guest stopped until cont (an incoming guest
@@ -92,18 +93,25 @@ export const RUN_COMMAND: Command = defineCommand({
   wrongCount: () => "run takes no positional arguments",
   async run({ flags }, io) {
     const qmpAddress = flags.qmp;
-    if (qmpAddress === undefined) {
-      throw new UsageError("run needs --qmp ADDRESS", USAGE);
-    }
-    asUsageError(USAGE, () => checkQmpAddress(qmpAddress));
     const incoming = flags.incoming;
+    if (qmpAddress !== undefined) {
+      asUsageError(USAGE, () => checkQmpAddress(qmpAddress));
+    } else if (incoming === "defer") {
+      throw new UsageError(
+        "--incoming defer needs --qmp ADDRESS: only migrate-incoming starts the migration",
+        USAGE,
+      );
+    }
     if (incoming !== undefined && incoming !== "defer") {
       asUsageError(USAGE, () => parseTransportUri(incoming));
     }
     const monitor = createMonitor(flags, io);
-    const listener = await listenTransport(qmpAddress);
-    io.writeErr(`livemig: QMP monitor at ${listener.address}\n`);
-    const serving = monitor.serve(listener);
+    let serving = Promise.resolve();
+    if (qmpAddress !== undefined) {
+      const listener = await listenTransport(qmpAddress);
+      io.writeErr(`livemig: QMP monitor at ${listener.address}\n`);
+      serving = monitor.serve(listener);
+    }
     const stopSignals = onTermination(() => monitor.shutdown());
     try {
       if (incoming !== undefined && incoming !== "defer") {
