@@ -17,6 +17,7 @@ import {
   parseParameterArgument,
   QmpClient,
   QmpError,
+  ramSha256,
   SimulatedGuest,
 } from "../../mod.ts";
 
@@ -184,7 +185,7 @@ Deno.test("calc-dirty-rate samples the guest's pages: every sample changed over 
   });
 });
 
-Deno.test("migrate-set-parameters downtime-limit lets a migration that could not converge complete at once", async () => {
+Deno.test("migrate-set-parameters during a migration: a new XBZRLE cache size at once, and downtime-limit lets it complete", async () => {
   const guest = new SimulatedGuest({
     ramBytes: 4 << 20,
     prefill: true,
@@ -197,7 +198,10 @@ Deno.test("migrate-set-parameters downtime-limit lets a migration that could not
   await withMonitor({ guest }, async (src) => {
     const address = await destination.migrateIncoming("tcp:127.0.0.1:0");
     await src.execute("migrate-set-capabilities", {
-      capabilities: [{ capability: "events", state: true }],
+      capabilities: [
+        { capability: "events", state: true },
+        { capability: "xbzrle", state: true },
+      ],
     });
     await src.execute("migrate-set-parameters", {
       "downtime-limit": 1,
@@ -209,8 +213,19 @@ Deno.test("migrate-set-parameters downtime-limit lets a migration that could not
     for (let pass = 0; pass < 3; pass++) {
       await src.waitForEvent("MIGRATION_PASS");
     }
-    const before = await src.execute<{ status: string }>("query-migrate");
+    const before = await src.execute<{
+      status: string;
+      "xbzrle-cache": { "cache-size": number };
+    }>("query-migrate");
     assert.equal(before.status, "active");
+    assert.equal(before["xbzrle-cache"]["cache-size"], 4 << 20);
+    await src.execute("migrate-set-parameters", {
+      "xbzrle-cache-size": 1 << 20,
+    });
+    const resized = await src.execute<{
+      "xbzrle-cache": { "cache-size": number };
+    }>("query-migrate");
+    assert.equal(resized["xbzrle-cache"]["cache-size"], 1 << 20);
     await src.execute("migrate-set-parameters", {
       "downtime-limit": 2_000_000,
     });
@@ -229,3 +244,61 @@ Deno.test("migrate-set-parameters downtime-limit lets a migration that could not
   await serving;
   destination.guest?.pause();
 });
+
+Deno.test("a guest that arrived by migration migrates on: A to B, then B to C, RAM intact", async () => {
+  const guest = new SimulatedGuest({ ramBytes: 2 << 20, prefill: true });
+  const [a, b, c] = [
+    new MigrationMonitor({ guest }),
+    new MigrationMonitor({ incoming: true }),
+    new MigrationMonitor({ incoming: true, paused: true }),
+  ];
+  const listeners = await Promise.all(
+    [a, b, c].map(() => listenTransport("tcp:127.0.0.1:0")),
+  );
+  const serving = [a, b, c].map((monitor, i) => monitor.serve(listeners[i]!));
+  const [qa, qb] = await Promise.all(
+    listeners.slice(0, 2).map((listener) =>
+      QmpClient.connect(listener.address)
+    ),
+  );
+  const returnPath = {
+    capabilities: [{ capability: "return-path", state: true }],
+  };
+  try {
+    await qa!.execute("migrate-set-capabilities", returnPath);
+    await qa!.execute("migrate", {
+      uri: await b.migrateIncoming("tcp:127.0.0.1:0"),
+    });
+    await waitFor(() => a.runState === "postmigrate");
+    assert.equal(b.runState, "running");
+    assert.equal(
+      await refusal(
+        qb!.execute("migrate-incoming", { uri: "tcp:127.0.0.1:0" }),
+      ),
+      "The incoming migration has already been started",
+    );
+    await qb!.execute("migrate-set-capabilities", returnPath);
+    await qb!.execute("migrate", {
+      uri: await c.migrateIncoming("tcp:127.0.0.1:0"),
+    });
+    await waitFor(() => b.runState === "postmigrate");
+    assert.equal(c.runState, "paused");
+    assert.deepEqual(
+      await ramSha256(c.guest!.memory),
+      await ramSha256(guest.memory),
+    );
+  } finally {
+    await Promise.all([qa!.close(), qb!.close()]);
+    await Promise.all([a.close(), b.close(), c.close(), ...serving]);
+    for (const monitor of [a, b, c]) monitor.guest?.pause();
+  }
+});
+
+async function waitFor(condition: () => boolean): Promise<void> {
+  for (let i = 0; !condition(); i++) {
+    if (i > 1000) {
+      throw new Error("Cannot wait any longer: the condition never held");
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
