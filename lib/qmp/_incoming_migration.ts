@@ -167,9 +167,13 @@ export class IncomingMigration {
     return Object.keys(info).length === 0 ? undefined : info;
   }
 
-  /** Stops listening. */
+  /** Stops listening and drops the connection of a migration under way. */
   async close(): Promise<void> {
     await this.#listener?.close().catch(() => {});
+    const status = this.#destination?.status;
+    if (status !== undefined && !["completed", "failed"].includes(status)) {
+      this.#destination!.abort("the destination's monitor closed");
+    }
   }
 
   /** QEMU's `qemu_start_incoming_migration()`: the setup event, then the URI. */

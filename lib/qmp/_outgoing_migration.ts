@@ -66,6 +66,8 @@ export class OutgoingMigration {
   #early: Early | undefined;
   /** Whether `migrate` announced the current migration's setup itself. */
   #setupAnnounced = false;
+  /** Settles when the migration `migrate` started ends. */
+  #migration: Promise<void> = Promise.resolve();
 
   constructor(options: OutgoingMigrationOptions) {
     this.#options = options;
@@ -148,6 +150,24 @@ export class OutgoingMigration {
     this.#setupAnnounced = false;
     this.#listen(source);
     this.#source = source;
+  }
+
+  /**
+   * Ends what runs, as a QEMU that goes away would: a connection being
+   * made is given up, a precopy migration cancelled, a postcopy one
+   * paused (its destination keeps the guest and waits for a recovery).
+   */
+  async close(): Promise<void> {
+    const early = this.#early;
+    if (early?.status === "setup") this.cancel();
+    const source = this.#source;
+    if (source === undefined || !isRunningStatus(source.status)) return;
+    if (source.status === "postcopy-active") {
+      source.pause();
+    } else if (!source.status.startsWith("postcopy")) {
+      source.cancel();
+      await this.#migration;
+    }
   }
 
   /** `migrate_cancel`: nothing to do unless a migration runs. */
@@ -307,8 +327,9 @@ export class OutgoingMigration {
     const source = this.#createSource(guest);
     this.#early = undefined;
     this.#source = source;
-    source.migrate(transport, { connect: () => connectTransport(uri) })
-      .catch(() => {}); // the status and error-desc tell
+    this.#migration = source.migrate(transport, {
+      connect: () => connectTransport(uri),
+    }).then(() => {}, () => {}); // the status and error-desc tell
   }
 
   /** A source migration with the capabilities and parameters set now. */

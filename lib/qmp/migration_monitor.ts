@@ -375,10 +375,19 @@ export class MigrationMonitor {
     this.#end(reason, "shutdown");
   }
 
-  /** Disconnects every client, stops listening for a migration and the dirty-rate sampler. */
+  /**
+   * Ends the monitor as a QEMU process that goes away: disconnects every
+   * client, stops listening, cancels a precopy migration (a postcopy one
+   * pauses: the destination keeps the guest), drops an incoming
+   * connection, stops a dirty-rate measurement.
+   */
   async close(): Promise<void> {
     this.#dirtyRate.stop();
-    await Promise.all([this.#server.close(), this.#incoming.close()]);
+    await Promise.all([
+      this.#server.close(),
+      this.#incoming.close(),
+      this.#outgoing.close(),
+    ]);
   }
 
   #end(reason: string, why: MonitorEnd["reason"]): void {

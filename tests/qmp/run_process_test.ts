@@ -291,3 +291,32 @@ async function portOf(qmp: QmpClient): Promise<number> {
 function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
+
+Deno.test("quit during a migration ends the source at once, and the destination, losing its stream, exits 1", async () => {
+  await withRuns([
+    ["--ram", "32MiB", "--prefill"],
+    ["--incoming", "defer", "--json"],
+  ], async ([src, dst]) => {
+    await dst!.qmp.execute("migrate-incoming", { uri: "tcp:127.0.0.1:0" });
+    await src!.qmp.execute("migrate-set-parameters", { "max-bandwidth": MiB });
+    await src!.qmp.execute("migrate", {
+      uri: `tcp:127.0.0.1:${await portOf(dst!.qmp)}`,
+    });
+    await delay(500);
+    await src!.qmp.execute("quit");
+    const started = performance.now();
+    const srcEnd = await src!.finish();
+    assert.equal(srcEnd.code, 0);
+    assert.ok(performance.now() - started < 5000, "the source took its time");
+    const dstEnd = await dst!.finish();
+    assert.equal(dstEnd.code, 1);
+    assert.equal(
+      (dstEnd.json!.migration as RamInfo).status,
+      "failed",
+    );
+    assert.match(
+      dst!.stderr.at(-1)!,
+      /^livemig: Cannot complete the incoming migration: .*stream ended/,
+    );
+  });
+});
