@@ -320,3 +320,17 @@ Deno.test("quit during a migration ends the source at once, and the destination,
     );
   });
 });
+
+Deno.test("cli.ts run ends on SIGTERM as QEMU does: SHUTDOWN with reason host-signal, exit 0", async () => {
+  await withRuns([["--ram", "1MiB", "--json"]], async ([vm]) => {
+    const shutdown = vm!.qmp.waitForEvent("SHUTDOWN");
+    vm!.child.kill("SIGTERM");
+    assert.deepEqual((await shutdown).data, {
+      guest: false,
+      reason: "host-signal",
+    });
+    const end = await vm!.finish();
+    assert.equal(end.code, 0);
+    assert.equal(end.json!["run-state"], "shutdown");
+  });
+});
