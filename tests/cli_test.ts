@@ -355,6 +355,7 @@ Deno.test("cli run, qmp and migrate's monitor exit 2 naming the bad argument", a
     [["run", "--qmp", "exec:cat"], /unix:PATH or tcp:HOST:PORT/],
     [["run", "--qmp", "tcp:127.0.0.1:0", "--incoming", "tcp:x"], /"tcp:x"/],
     [["run", "--qmp", "tcp:127.0.0.1:0", "extra"], /no positional/],
+    [["run", "--incoming", "file:/tmp/guest.mig"], /no file: migration/],
     [["qmp", "/tmp/x.sock"], /qmp needs a SOCKET and a COMMAND/],
     [["qmp", "/tmp/x.sock", "migrate", "[1]"], /must be a JSON object/],
     [["qmp", "/tmp/x.sock", "stop", "--timeout", "soon"], /--timeout "soon"/],

@@ -103,7 +103,14 @@ export const RUN_COMMAND: Command = defineCommand({
       );
     }
     if (incoming !== undefined && incoming !== "defer") {
-      asUsageError(USAGE, () => parseTransportUri(incoming));
+      const scheme = asUsageError(USAGE, () => parseTransportUri(incoming))
+        .scheme;
+      if (scheme === "file") {
+        throw new UsageError(
+          `--incoming "${incoming}": QEMU 7.2 has no file: migration; use tcp:, unix: or exec:`,
+          USAGE,
+        );
+      }
     }
     const monitor = createMonitor(flags, io);
     let serving = Promise.resolve();
@@ -117,9 +124,12 @@ export const RUN_COMMAND: Command = defineCommand({
       if (incoming !== undefined && incoming !== "defer") {
         const address = await monitor.migrateIncoming(incoming).catch(
           (error: unknown) => {
-            throw error instanceof QmpError
-              ? new Error(`Cannot listen at ${incoming}: ${error.desc}`)
-              : error;
+            if (!(error instanceof QmpError)) throw error;
+            throw new Error(
+              error.desc.startsWith("Cannot ")
+                ? error.desc
+                : `Cannot wait for a migration at ${incoming}: ${error.desc}`,
+            );
           },
         );
         io.writeErr(`livemig: waiting for a migration at ${address}\n`);
