@@ -18,6 +18,8 @@ import { describeCliError } from "./lib/cli/describe_cli_error.ts";
 import { INCOMING_COMMAND } from "./lib/cli/incoming_command.ts";
 import { MIGRATE_COMMAND } from "./lib/cli/migrate_command.ts";
 import { PROXY_COMMAND } from "./lib/cli/proxy_command.ts";
+import { QMP_COMMAND } from "./lib/cli/qmp_command.ts";
+import { RUN_COMMAND } from "./lib/cli/run_command.ts";
 import { UsageError } from "./lib/cli/usage_error.ts";
 
 export type { CliIo } from "./lib/cli/cli_io.ts";
@@ -36,6 +38,8 @@ Commands:
   proxy IN OUT     Forward a migration from IN to OUT, re-encoding its RAM
   analyze FILE     Summarise a QEMU migration stream or mapped-ram file
   convert IN OUT   Convert a stream file to a mapped-ram file or back
+  run --qmp ADDR   Run a simulated guest with a QEMU-compatible QMP monitor
+  qmp SOCKET CMD   Run one QMP command on a monitor (livemig's or QEMU's)
 
 Options:
   -h, --help       Show help (also: livemig <command> --help)
@@ -52,6 +56,8 @@ const COMMANDS: Record<string, Command> = {
   incoming: INCOMING_COMMAND,
   proxy: PROXY_COMMAND,
   convert: CONVERT_COMMAND,
+  run: RUN_COMMAND,
+  qmp: QMP_COMMAND,
 };
 
 /**

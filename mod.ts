@@ -61,6 +61,7 @@ export * from "./lib/postcopy/postcopy_page_source_stream.ts";
 export * from "./lib/qmp/check_capability_change.ts";
 export * from "./lib/qmp/check_parameter_change.ts";
 export * from "./lib/qmp/format_info_migrate.ts";
+export * from "./lib/qmp/migration_monitor.ts";
 export * from "./lib/qmp/qemu_capabilities.ts";
 export * from "./lib/qmp/qemu_commands.ts";
 export * from "./lib/qmp/qemu_parameters.ts";

@@ -4,7 +4,12 @@
  * connection is cut.
  */
 import assert from "node:assert/strict";
-import { connectTransport, listenTransport, type Transport } from "../mod.ts";
+import {
+  connectTransport,
+  listenTransport,
+  QmpClient,
+  type Transport,
+} from "../mod.ts";
 
 const CLI = new URL("../cli.ts", import.meta.url).pathname;
 const PERMISSIONS = ["--allow-read", "--allow-write", "--allow-net=127.0.0.1"];
@@ -313,7 +318,7 @@ Deno.test("the demo task runs with exactly the permissions deno.json gives it", 
   assert.equal(json["ram-identical"], true);
 });
 
-Deno.test("cli migrate with pause-before-switchover waits in pre-switchover until SIGUSR1", async () => {
+Deno.test("cli migrate with pause-before-switchover waits in pre-switchover until migrate-continue on its monitor", async () => {
   const incoming = spawn(["incoming", "tcp:127.0.0.1:0", "--json"]);
   const [, address] = await waitForLine(
     incoming,
@@ -326,15 +331,26 @@ Deno.test("cli migrate with pause-before-switchover waits in pre-switchover unti
     "4MiB",
     "-c",
     "pause-before-switchover=on",
+    "--qmp",
+    "tcp:127.0.0.1:0",
     "--json",
   ]);
-  const [, pid] = await waitForLine(migrate, /continue with: kill -USR1 (\d+)/);
-  assert.equal(Number(pid), migrate.child.pid);
-  migrate.child.kill("SIGUSR1");
+  const [, monitor] = await waitForLine(migrate, /QMP monitor at (tcp:\S+)/);
+  const qmp = await QmpClient.connect(monitor!);
+  await waitForLine(
+    migrate,
+    /paused before switchover \(guest stopped\); continue with: livemig qmp tcp:\S+ migrate-continue/,
+  );
+  assert.equal(
+    (await qmp.execute<{ status: string }>("query-migrate")).status,
+    "pre-switchover",
+  );
+  await qmp.execute("migrate-continue", { state: "pre-switchover" });
   const [source, destination] = await Promise.all([
     finish(migrate),
     finish(incoming),
   ]);
+  await qmp.close();
   assert.equal(source.code, 0);
   assert.equal(source.json.status, "completed");
   assert.equal(destination.json.status, "completed");

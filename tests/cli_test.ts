@@ -348,3 +348,25 @@ Deno.test("cli migrate, incoming and demo exit 2 naming the bad argument", async
     assert.match(result.err, message, args.join(" "));
   }
 });
+
+Deno.test("cli run, qmp and migrate's monitor exit 2 naming the bad argument", async () => {
+  const cases: [string[], RegExp][] = [
+    [["run", "--incoming", "defer"], /defer needs --qmp ADDRESS/],
+    [["run", "--qmp", "exec:cat"], /unix:PATH or tcp:HOST:PORT/],
+    [["run", "--qmp", "tcp:127.0.0.1:0", "--incoming", "tcp:x"], /"tcp:x"/],
+    [["run", "--qmp", "tcp:127.0.0.1:0", "extra"], /no positional/],
+    [["run", "--incoming", "file:/tmp/guest.mig"], /no file: migration/],
+    [["qmp", "/tmp/x.sock"], /qmp needs a SOCKET and a COMMAND/],
+    [["qmp", "/tmp/x.sock", "migrate", "[1]"], /must be a JSON object/],
+    [["qmp", "/tmp/x.sock", "stop", "--timeout", "soon"], /--timeout "soon"/],
+    [
+      ["migrate", "tcp:127.0.0.1:1", "-c", "pause-before-switchover=on"],
+      /pause-before-switchover=on needs --qmp ADDRESS/,
+    ],
+  ];
+  for (const [args, message] of cases) {
+    const result = await run(args);
+    assert.equal(result.code, 2, args.join(" "));
+    assert.match(result.err, message, args.join(" "));
+  }
+});

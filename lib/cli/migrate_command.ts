@@ -6,7 +6,6 @@ import {
   SourceAutoRecovery,
   SourceMigration,
 } from "../../mod.ts";
-import { continueOnSignal } from "./continue_on_signal.ts";
 import { type Command, defineCommand } from "./define_command.ts";
 import { formatMigrationSummary } from "./format_migration_summary.ts";
 import {
@@ -17,8 +16,9 @@ import {
 } from "./guest_flags.ts";
 import { guestRamAllocator } from "./guest_ram_allocator.ts";
 import { cancelOnInterrupt } from "./on_interrupt.ts";
+import { serveMonitor } from "./serve_monitor.ts";
 import { showProgress } from "./show_progress.ts";
-import { asUsageError } from "./usage_error.ts";
+import { asUsageError, UsageError } from "./usage_error.ts";
 
 const USAGE = `Usage: livemig migrate URI [options]
 
@@ -28,8 +28,11 @@ or file:PATH[,offset=N]. Ctrl-C cancels the migration (not in postcopy).
 
 Options:
 ${GUEST_FLAGS_USAGE}
+  --qmp ADDRESS        Serve a QMP monitor (unix:PATH or tcp:HOST:PORT) for
+                       the migration: query-migrate, migrate-continue,
+                       migrate_cancel, migrate-set-parameters, events
   With -c pause-before-switchover=on the guest stops and the migration waits
-  in pre-switchover until the process gets SIGUSR1 (migrate-continue).
+  in pre-switchover for migrate-continue on that monitor (needs --qmp).
   --postcopy-after N   Switch to postcopy after N dirty-bitmap passes (0: at
                        once, before any page is sent; needs -c
                        postcopy-ram=on here and on the destination)
@@ -63,6 +66,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
     ...GUEST_FLAGS,
     "postcopy-after": { type: "string" },
     recover: { type: "string" },
+    qmp: { type: "string" },
   },
   positionals: [{ name: "URI", uri: true }],
   wrongCount: (count) =>
@@ -81,6 +85,15 @@ export const MIGRATE_COMMAND: Command = defineCommand({
       }
       if (recoverUri !== undefined) parseTransportUri(recoverUri);
     });
+    if (
+      settings.capabilities["pause-before-switchover"] &&
+      flags.qmp === undefined
+    ) {
+      throw new UsageError(
+        "-c pause-before-switchover=on needs --qmp ADDRESS: the migration continues with migrate-continue there",
+        USAGE,
+      );
+    }
     const hugePages = flags.hugepages ?? false;
     const guest = createGuest(settings, guestRamAllocator(io, { hugePages }));
     const source = new SourceMigration(guest, {
@@ -99,11 +112,13 @@ export const MIGRATE_COMMAND: Command = defineCommand({
             `livemig: postcopy paused; reconnecting at ${recoverUri}\n`,
           ),
       });
-    const continuing = continueOnSignal(source, io);
+    const monitor = flags.qmp === undefined
+      ? undefined
+      : await serveMonitor(source, flags.qmp, io);
     try {
       const info = await cancelOnInterrupt(source, migrateToUri(source, uri));
       healing?.stop();
-      continuing.stop();
+      await monitor?.stop();
       done();
       if (settings.json) {
         const digests = await ramSha256(guest.memory);
@@ -114,7 +129,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
       return 0;
     } catch (error) {
       healing?.stop();
-      continuing.stop();
+      await monitor?.stop();
       done();
       guest.pause();
       if (settings.json) {

@@ -35,6 +35,32 @@ const NEGOTIATION: QmpCommand = {
   run() {},
 };
 
+/** A request's `id`, kept as sent (`null` included), or none. */
+type RequestId = { readonly value: QmpValue };
+
+/** A request without an `id`. */
+const NO_ID: RequestId = { value: null };
+
+/** A request that passed QEMU's envelope checks, or the refusal. */
+type Request =
+  | {
+    ok: true;
+    name: string;
+    id: RequestId;
+    outOfBand: boolean;
+    arguments: JsonNode | undefined;
+  }
+  | { ok: false; desc: string; id: RequestId };
+
+/** Resolves when `promise` settles, or after a second at most. */
+function withinASecond(promise: Promise<void>): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    promise,
+    new Promise<void>((resolve) => timer = setTimeout(resolve, 1000)),
+  ]).finally(() => clearTimeout(timer));
+}
+
 /** One connected client. */
 export class QmpSession {
   readonly #transport: Transport;
@@ -74,7 +100,7 @@ export class QmpSession {
         ) {
           if (result.kind === "error") {
             this.#queue(() =>
-              this.#reply({ class: "GenericError", desc: result.desc })
+              this.#reply({ class: "GenericError", desc: result.desc }, NO_ID)
             );
           } else if (this.#isOutOfBand(result.value)) {
             const node = result.value;
@@ -106,20 +132,29 @@ export class QmpSession {
   writeLine(line: string): void {
     if (this.#closed) return;
     if ((this.#writer.desiredSize ?? 0) < -MAX_UNREAD_BYTES) {
-      void this.close();
+      void this.close(false);
       return;
     }
-    this.#writer.write(encoder.encode(`${line}\r\n`)).catch(() => this.close());
+    this.#writer.write(encoder.encode(`${line}\r\n`)).catch(() =>
+      this.close(false)
+    );
   }
 
-  /** Disconnects the client. Safe to call more than once. */
-  async close(): Promise<void> {
+  /**
+   * Disconnects the client. Safe to call more than once.
+   *
+   * @param flush Whether lines already written go out first (a reply to
+   *   `quit`, an event), for at most a second; a client that stopped
+   *   reading is cut off at once.
+   */
+  async close(flush = true): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     this.#gone.resolve();
     this.#controller.abort(
       new Error("Cannot run a QMP command: the client disconnected"),
     );
+    if (flush) await withinASecond(this.#writer.close().catch(() => {}));
     await this.#transport.close().catch(() => {});
   }
 
@@ -134,42 +169,16 @@ export class QmpSession {
   }
 
   async #request(node: JsonNode): Promise<void> {
-    if (node.kind !== "object") {
-      this.#reply({
-        class: "GenericError",
-        desc: "QMP input must be a JSON object",
-      });
-      return;
+    const request = this.#envelope(node);
+    if (!request.ok) {
+      return this.#reply(
+        { class: "GenericError", desc: request.desc },
+        request.id,
+      );
     }
-    const members = new Map(node.entries);
-    const idNode = members.get("id");
-    const id = idNode === undefined ? undefined : nodeValue(idNode);
+    const { name, id, outOfBand } = request;
     const fail = (desc: string, errorClass = "GenericError") =>
-      this.#reply({ class: errorClass, desc }, id, idNode !== undefined);
-    for (const key of qdictOrder(node.entries.map(([key]) => key))) {
-      const value = members.get(key)!;
-      if (key === "execute" || (key === "exec-oob" && this.#oob)) {
-        if (value.kind !== "string") {
-          return fail(`QMP input member '${key}' must be a string`);
-        }
-      } else if (key === "arguments") {
-        if (value.kind !== "object") {
-          return fail("QMP input member 'arguments' must be an object");
-        }
-      } else if (key !== "id") {
-        return fail(`QMP input member '${key}' is unexpected`);
-      }
-    }
-    const execute = members.get("execute");
-    const outOfBand = members.get("exec-oob");
-    if (execute !== undefined && outOfBand !== undefined) {
-      return fail("QMP input member 'execute' clashes with 'exec-oob'");
-    }
-    const nameNode = execute ?? outOfBand;
-    if (nameNode === undefined || nameNode.kind !== "string") {
-      return fail("QMP input lacks member 'execute'");
-    }
-    const name = nameNode.value;
+      this.#reply({ class: errorClass, desc }, id);
     const command = name === "qmp_capabilities"
       ? NEGOTIATION
       : this.#negotiated
@@ -183,50 +192,90 @@ export class QmpSession {
         "CommandNotFound",
       );
     }
-    if (outOfBand !== undefined && !command.allowOob) {
+    if (outOfBand && !command.allowOob) {
       return fail(`The command ${name} does not support OOB`);
     }
-    const args = visitArguments(
-      command.arguments ?? [],
-      members.get("arguments"),
-    );
+    const args = visitArguments(command.arguments ?? [], request.arguments);
     if (!args.ok) return fail(args.desc);
-    if (command === NEGOTIATION) {
-      if (this.#negotiated) {
-        return fail(
-          "Capabilities negotiation is already complete, command ignored",
-          "CommandNotFound",
-        );
-      }
-      this.#negotiated = true;
-      this.#oob = (args.value.enable as string[] | undefined ?? []).includes(
-        "oob",
-      );
-      return this.#return({}, id, idNode !== undefined);
-    }
+    if (command === NEGOTIATION) return this.#negotiate(args.value, id);
     try {
       const result = await command.run(args.value, {
         signal: this.#controller.signal,
-        outOfBand: outOfBand !== undefined,
+        outOfBand,
       });
-      this.#return(result ?? {}, id, idNode !== undefined);
+      this.#return(result ?? {}, id);
     } catch (error) {
       if (error instanceof QmpError) return fail(error.desc, error.class);
       return fail(describeError(error));
     }
   }
 
-  #return(value: QmpValue, id: QmpValue | undefined, hasId: boolean): void {
+  /** QEMU's checks on the request object, in its order. */
+  #envelope(node: JsonNode): Request {
+    if (node.kind !== "object") {
+      return { ok: false, desc: "QMP input must be a JSON object", id: NO_ID };
+    }
+    const members = new Map(node.entries);
+    const idNode = members.get("id");
+    const id: RequestId = idNode === undefined
+      ? NO_ID
+      : { value: nodeValue(idNode) };
+    const refuse = (desc: string): Request => ({ ok: false, desc, id });
+    for (const key of qdictOrder(node.entries.map(([key]) => key))) {
+      const value = members.get(key)!;
+      if (key === "execute" || (key === "exec-oob" && this.#oob)) {
+        if (value.kind !== "string") {
+          return refuse(`QMP input member '${key}' must be a string`);
+        }
+      } else if (key === "arguments") {
+        if (value.kind !== "object") {
+          return refuse("QMP input member 'arguments' must be an object");
+        }
+      } else if (key !== "id") {
+        return refuse(`QMP input member '${key}' is unexpected`);
+      }
+    }
+    const execute = members.get("execute");
+    const outOfBand = members.get("exec-oob");
+    if (execute !== undefined && outOfBand !== undefined) {
+      return refuse("QMP input member 'execute' clashes with 'exec-oob'");
+    }
+    const nameNode = execute ?? outOfBand;
+    if (nameNode === undefined || nameNode.kind !== "string") {
+      return refuse("QMP input lacks member 'execute'");
+    }
+    return {
+      ok: true,
+      name: nameNode.value,
+      id,
+      outOfBand: outOfBand !== undefined,
+      arguments: members.get("arguments"),
+    };
+  }
+
+  #negotiate(args: Readonly<Record<string, QmpValue>>, id: RequestId): void {
+    if (this.#negotiated) {
+      return this.#reply({
+        class: "CommandNotFound",
+        desc: "Capabilities negotiation is already complete, command ignored",
+      }, id);
+    }
+    this.#negotiated = true;
+    this.#oob = (args.enable as string[] | undefined ?? []).includes("oob");
+    this.#return({}, id);
+  }
+
+  #return(value: QmpValue, id: RequestId): void {
     this.writeLine(
-      formatQmpJson(hasId ? { return: value, id } : { return: value }),
+      formatQmpJson(
+        id === NO_ID ? { return: value } : { return: value, id: id.value },
+      ),
     );
   }
 
-  #reply(
-    error: { class: string; desc: string },
-    id?: QmpValue,
-    hasId = false,
-  ): void {
-    this.writeLine(formatQmpJson(hasId ? { error, id } : { error }));
+  #reply(error: { class: string; desc: string }, id: RequestId): void {
+    this.writeLine(
+      formatQmpJson(id === NO_ID ? { error } : { error, id: id.value }),
+    );
   }
 }

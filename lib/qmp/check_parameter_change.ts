@@ -100,89 +100,89 @@ export function checkParameterChange(
     else if (value === null && name.startsWith("tls-")) value = "";
     if (value !== undefined) next[name] = value;
   }
-  const refuse = (desc: string): QemuCheckResult<never> => ({
-    ok: false,
-    desc,
-  });
   const get = (name: string): bigint => toBigInt(next[name]);
-  const between = (name: string, text: string) =>
-    `Parameter '${name.replaceAll("-", "_")}' expects ${text}`;
-
-  if (get("compress-level") > 9n) {
-    return refuse(between("compress-level", "a value between 0 and 9"));
-  }
-  for (const name of ["compress-threads", "decompress-threads"]) {
-    if (get(name) < 1n) {
-      return refuse(between(name, "a value between 1 and 255"));
+  for (const [name, accepts, text] of RANGE_CHECKS) {
+    if (!accepts(get(name), { get, pageSize: BigInt(pageSize) })) {
+      return {
+        ok: false,
+        desc: `Parameter '${name.replaceAll("-", "_")}' expects ${text}`,
+      };
     }
-  }
-  const threshold = get("throttle-trigger-threshold");
-  if (threshold < 1n || threshold > 100n) {
-    return refuse(
-      between(
-        "throttle-trigger-threshold",
-        "an integer in the range of 1 to 100",
-      ),
-    );
-  }
-  for (const name of ["cpu-throttle-initial", "cpu-throttle-increment"]) {
-    const value = get(name);
-    if (value < 1n || value > 99n) {
-      return refuse(between(name, "an integer in the range of 1 to 99"));
-    }
-  }
-  // QEMU also checks max_bandwidth against SIZE_MAX, which a uint64 always meets.
-  if (get("downtime-limit") > 2_000_000n) {
-    return refuse(
-      between(
-        "downtime-limit",
-        "an integer in the range of 0 to (2000 * 1000) ms",
-      ),
-    );
-  }
-  if (get("multifd-channels") < 1n) {
-    return refuse(between("multifd-channels", "a value between 1 and 255"));
-  }
-  const cache = get("xbzrle-cache-size");
-  if (cache < BigInt(pageSize) || (cache & (cache - 1n)) !== 0n) {
-    return refuse(
-      between(
-        "xbzrle-cache-size",
-        "a power of two no less than the target page size",
-      ),
-    );
-  }
-  const maxThrottle = get("max-cpu-throttle");
-  if (maxThrottle < get("cpu-throttle-initial") || maxThrottle > 99n) {
-    return refuse(
-      between(
-        "max-cpu-throttle",
-        "an integer in the range of cpu_throttle_initial to 99",
-      ),
-    );
-  }
-  for (const name of ["announce-initial", "announce-max"]) {
-    if (get(name) > 100_000n) {
-      return refuse(between(name, "a value between 0 and 100000"));
-    }
-  }
-  if (get("announce-rounds") > 1000n) {
-    return refuse(between("announce-rounds", "a value between 0 and 1000"));
-  }
-  const step = get("announce-step");
-  if (step < 1n || step > 10_000n) {
-    return refuse(between("announce-step", "a value between 0 and 10000"));
   }
   if (
     capabilities["zero-copy-send"] &&
     (next["multifd-compression"] !== "none" || next["tls-creds"] !== "")
   ) {
-    return refuse(
-      "Zero copy only available for non-compressed non-TLS multifd migration",
-    );
+    return {
+      ok: false,
+      desc:
+        "Zero copy only available for non-compressed non-TLS multifd migration",
+    };
   }
   return { ok: true, value: next };
 }
+
+/** What a range check may look at besides its parameter. */
+interface RangeContext {
+  /** Another parameter's value after the change. */
+  get(name: string): bigint;
+  /** The target page size. */
+  pageSize: bigint;
+}
+
+/**
+ * QEMU's `migrate_params_check()` in its order: the parameter, whether a
+ * value is accepted, and what the refusal says it expects. (QEMU also
+ * checks max_bandwidth against SIZE_MAX, which a uint64 always meets.)
+ */
+const RANGE_CHECKS: readonly (readonly [
+  string,
+  (value: bigint, context: RangeContext) => boolean,
+  string,
+])[] = [
+  ["compress-level", (v) => v <= 9n, "a value between 0 and 9"],
+  ["compress-threads", (v) => v >= 1n, "a value between 1 and 255"],
+  ["decompress-threads", (v) => v >= 1n, "a value between 1 and 255"],
+  [
+    "throttle-trigger-threshold",
+    (v) => v >= 1n && v <= 100n,
+    "an integer in the range of 1 to 100",
+  ],
+  [
+    "cpu-throttle-initial",
+    (v) => v >= 1n && v <= 99n,
+    "an integer in the range of 1 to 99",
+  ],
+  [
+    "cpu-throttle-increment",
+    (v) => v >= 1n && v <= 99n,
+    "an integer in the range of 1 to 99",
+  ],
+  [
+    "downtime-limit",
+    (v) => v <= 2_000_000n,
+    "an integer in the range of 0 to (2000 * 1000) ms",
+  ],
+  ["multifd-channels", (v) => v >= 1n, "a value between 1 and 255"],
+  [
+    "xbzrle-cache-size",
+    (v, { pageSize }) => v >= pageSize && (v & (v - 1n)) === 0n,
+    "a power of two no less than the target page size",
+  ],
+  [
+    "max-cpu-throttle",
+    (v, { get }) => v >= get("cpu-throttle-initial") && v <= 99n,
+    "an integer in the range of cpu_throttle_initial to 99",
+  ],
+  ["announce-initial", (v) => v <= 100_000n, "a value between 0 and 100000"],
+  ["announce-max", (v) => v <= 100_000n, "a value between 0 and 100000"],
+  ["announce-rounds", (v) => v <= 1000n, "a value between 0 and 1000"],
+  [
+    "announce-step",
+    (v) => v >= 1n && v <= 10_000n,
+    "a value between 0 and 10000",
+  ],
+];
 
 function toBigInt(value: QmpValue | undefined): bigint {
   if (typeof value === "bigint") return value;

@@ -202,93 +202,13 @@ export function formatInfoMigrate(
     lines.push("Outgoing migration blocked:");
     for (const reason of reasons) lines.push(`  ${reason}`);
   }
-  if (info.status !== undefined && info.status !== "none") {
-    lines.push(
-      info.status === "failed" && info["error-desc"] !== undefined
-        ? `Migration status: failed (${info["error-desc"]})`
-        : `Migration status: ${info.status}`,
-    );
-    lines.push(`total time: ${info["total-time"] ?? 0} ms`);
-    if (info["expected-downtime"] !== undefined) {
-      lines.push(`expected downtime: ${info["expected-downtime"]} ms`);
-    }
-    if (info.downtime !== undefined) {
-      lines.push(`downtime: ${info.downtime} ms`);
-    }
-    if (info["setup-time"] !== undefined) {
-      lines.push(`setup: ${info["setup-time"]} ms`);
-    }
-  }
-  const ram = info.ram;
-  if (ram !== undefined) {
-    const get = (name: keyof InfoMigrateRam) => ram[name] ?? 0;
-    lines.push(
-      `transferred ram: ${kbytes(get("transferred"))} kbytes`,
-      `throughput: ${fixed2(get("mbps"))} mbps`,
-      `remaining ram: ${kbytes(get("remaining"))} kbytes`,
-      `total ram: ${kbytes(get("total"))} kbytes`,
-      `duplicate: ${get("duplicate")} pages`,
-      `skipped: ${get("skipped")} pages`,
-      `normal: ${get("normal")} pages`,
-      `normal bytes: ${kbytes(get("normal-bytes"))} kbytes`,
-      `dirty sync count: ${get("dirty-sync-count")}`,
-      `page size: ${kbytes(get("page-size"))} kbytes`,
-      `multifd bytes: ${kbytes(get("multifd-bytes"))} kbytes`,
-      `pages-per-second: ${get("pages-per-second")}`,
-    );
-    if (isSet(get("dirty-pages-rate"))) {
-      lines.push(`dirty pages rate: ${get("dirty-pages-rate")} pages`);
-    }
-    if (isSet(get("postcopy-requests"))) {
-      lines.push(`postcopy request count: ${get("postcopy-requests")}`);
-    }
-    if (isSet(get("precopy-bytes"))) {
-      lines.push(`precopy ram: ${kbytes(get("precopy-bytes"))} kbytes`);
-    }
-    if (isSet(get("downtime-bytes"))) {
-      lines.push(`downtime ram: ${kbytes(get("downtime-bytes"))} kbytes`);
-    }
-    if (isSet(get("postcopy-bytes"))) {
-      lines.push(`postcopy ram: ${kbytes(get("postcopy-bytes"))} kbytes`);
-    }
-    if (isSet(get("dirty-sync-missed-zero-copy"))) {
-      lines.push(
-        `Zero-copy-send fallbacks happened: ${
-          get("dirty-sync-missed-zero-copy")
-        } times`,
-      );
-    }
-  }
-  const disk = info.disk;
-  if (disk !== undefined) {
-    lines.push(
-      `transferred disk: ${kbytes(disk.transferred ?? 0)} kbytes`,
-      `remaining disk: ${kbytes(disk.remaining ?? 0)} kbytes`,
-      `total disk: ${kbytes(disk.total ?? 0)} kbytes`,
-    );
-  }
-  const xbzrle = info["xbzrle-cache"];
-  if (xbzrle !== undefined) {
-    lines.push(
-      `cache size: ${xbzrle["cache-size"] ?? 0} bytes`,
-      `xbzrle transferred: ${kbytes(xbzrle.bytes ?? 0)} kbytes`,
-      `xbzrle pages: ${xbzrle.pages ?? 0} pages`,
-      `xbzrle cache miss: ${xbzrle["cache-miss"] ?? 0} pages`,
-      `xbzrle cache miss rate: ${fixed2(xbzrle["cache-miss-rate"] ?? 0)}`,
-      `xbzrle encoding rate: ${fixed2(xbzrle["encoding-rate"] ?? 0)}`,
-      `xbzrle overflow: ${xbzrle.overflow ?? 0}`,
-    );
-  }
-  const compression = info.compression;
-  if (compression !== undefined) {
-    lines.push(
-      `compression pages: ${compression.pages ?? 0} pages`,
-      `compression busy: ${compression.busy ?? 0}`,
-      `compression busy rate: ${fixed2(compression["busy-rate"] ?? 0)}`,
-      `compressed size: ${kbytes(compression["compressed-size"] ?? 0)} kbytes`,
-      `compression rate: ${fixed2(compression["compression-rate"] ?? 0)}`,
-    );
-  }
+  lines.push(
+    ...statusLines(info),
+    ...ramLines(info.ram),
+    ...diskLines(info.disk),
+    ...xbzrleLines(info["xbzrle-cache"]),
+    ...compressionLines(info.compression),
+  );
   if (info["cpu-throttle-percentage"] !== undefined) {
     lines.push(`cpu throttle percentage: ${info["cpu-throttle-percentage"]}`);
   }
@@ -312,6 +232,95 @@ export function formatInfoMigrate(
     );
   }
   return lines.map((line) => line + lineEnding).join("");
+}
+
+/** The status and times, when a migration happened. */
+function statusLines(info: InfoMigrateSource): string[] {
+  if (info.status === undefined || info.status === "none") return [];
+  const lines = [
+    info.status === "failed" && info["error-desc"] !== undefined
+      ? `Migration status: failed (${info["error-desc"]})`
+      : `Migration status: ${info.status}`,
+    `total time: ${info["total-time"] ?? 0} ms`,
+  ];
+  if (info["expected-downtime"] !== undefined) {
+    lines.push(`expected downtime: ${info["expected-downtime"]} ms`);
+  }
+  if (info.downtime !== undefined) lines.push(`downtime: ${info.downtime} ms`);
+  if (info["setup-time"] !== undefined) {
+    lines.push(`setup: ${info["setup-time"]} ms`);
+  }
+  return lines;
+}
+
+/** The RAM section; the byte counts of each phase only when non-zero. */
+function ramLines(ram: InfoMigrateRam | undefined): string[] {
+  if (ram === undefined) return [];
+  const get = (name: keyof InfoMigrateRam) => ram[name] ?? 0;
+  const lines = [
+    `transferred ram: ${kbytes(get("transferred"))} kbytes`,
+    `throughput: ${fixed2(get("mbps"))} mbps`,
+    `remaining ram: ${kbytes(get("remaining"))} kbytes`,
+    `total ram: ${kbytes(get("total"))} kbytes`,
+    `duplicate: ${get("duplicate")} pages`,
+    `skipped: ${get("skipped")} pages`,
+    `normal: ${get("normal")} pages`,
+    `normal bytes: ${kbytes(get("normal-bytes"))} kbytes`,
+    `dirty sync count: ${get("dirty-sync-count")}`,
+    `page size: ${kbytes(get("page-size"))} kbytes`,
+    `multifd bytes: ${kbytes(get("multifd-bytes"))} kbytes`,
+    `pages-per-second: ${get("pages-per-second")}`,
+  ];
+  const optional: [keyof InfoMigrateRam, (value: Count) => string][] = [
+    ["dirty-pages-rate", (v) => `dirty pages rate: ${v} pages`],
+    ["postcopy-requests", (v) => `postcopy request count: ${v}`],
+    ["precopy-bytes", (v) => `precopy ram: ${kbytes(v)} kbytes`],
+    ["downtime-bytes", (v) => `downtime ram: ${kbytes(v)} kbytes`],
+    ["postcopy-bytes", (v) => `postcopy ram: ${kbytes(v)} kbytes`],
+    [
+      "dirty-sync-missed-zero-copy",
+      (v) => `Zero-copy-send fallbacks happened: ${v} times`,
+    ],
+  ];
+  for (const [name, line] of optional) {
+    if (isSet(get(name))) lines.push(line(get(name)));
+  }
+  return lines;
+}
+
+function diskLines(disk: InfoMigrateSource["disk"]): string[] {
+  if (disk === undefined) return [];
+  return [
+    `transferred disk: ${kbytes(disk.transferred ?? 0)} kbytes`,
+    `remaining disk: ${kbytes(disk.remaining ?? 0)} kbytes`,
+    `total disk: ${kbytes(disk.total ?? 0)} kbytes`,
+  ];
+}
+
+function xbzrleLines(xbzrle: InfoMigrateXbzrle | undefined): string[] {
+  if (xbzrle === undefined) return [];
+  return [
+    `cache size: ${xbzrle["cache-size"] ?? 0} bytes`,
+    `xbzrle transferred: ${kbytes(xbzrle.bytes ?? 0)} kbytes`,
+    `xbzrle pages: ${xbzrle.pages ?? 0} pages`,
+    `xbzrle cache miss: ${xbzrle["cache-miss"] ?? 0} pages`,
+    `xbzrle cache miss rate: ${fixed2(xbzrle["cache-miss-rate"] ?? 0)}`,
+    `xbzrle encoding rate: ${fixed2(xbzrle["encoding-rate"] ?? 0)}`,
+    `xbzrle overflow: ${xbzrle.overflow ?? 0}`,
+  ];
+}
+
+function compressionLines(
+  compression: InfoMigrateSource["compression"],
+): string[] {
+  if (compression === undefined) return [];
+  return [
+    `compression pages: ${compression.pages ?? 0} pages`,
+    `compression busy: ${compression.busy ?? 0}`,
+    `compression busy rate: ${fixed2(compression["busy-rate"] ?? 0)}`,
+    `compressed size: ${kbytes(compression["compressed-size"] ?? 0)} kbytes`,
+    `compression rate: ${fixed2(compression["compression-rate"] ?? 0)}`,
+  ];
 }
 
 function isSet(value: Count): boolean {

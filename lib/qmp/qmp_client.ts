@@ -22,6 +22,7 @@
 import { connectTransport } from "../transport/open_transport.ts";
 import type { Transport } from "../transport/transport.ts";
 import { JsonReader, nodeValue } from "./_json_reader.ts";
+import { QmpEventHub, withTimeout } from "./_qmp_event_hub.ts";
 import { QmpConnectionError } from "./qmp_connection_error.ts";
 import { QmpError } from "./qmp_error.ts";
 import { formatQmpJson, type QmpValue } from "./qmp_json.ts";
@@ -95,21 +96,6 @@ interface PendingCommand {
   reject(error: Error): void;
 }
 
-interface EventWaiter {
-  name: string;
-  predicate: (event: QmpEvent) => boolean;
-  resolve(event: QmpEvent): void;
-  reject(error: Error): void;
-}
-
-interface EventSubscriber {
-  queue: QmpEvent[];
-  wake: (() => void) | undefined;
-}
-
-/** Events kept for {@linkcode QmpClient.waitForEvent} before the oldest are dropped. */
-const MAX_BACKLOG = 10_000;
-
 /**
  * A connected QMP client.
  *
@@ -137,9 +123,7 @@ export class QmpClient {
   readonly #commandTimeoutMs: number;
   readonly #oob: boolean;
   readonly #pending = new Map<number, PendingCommand>();
-  readonly #backlog: QmpEvent[] = [];
-  readonly #waiters = new Set<EventWaiter>();
-  readonly #subscribers = new Set<EventSubscriber>();
+  readonly #events = new QmpEventHub();
   readonly #readLoop: Promise<void>;
   readonly #greetingReceived = Promise.withResolvers<QmpGreeting>();
   #greeting: QmpGreeting | undefined;
@@ -305,36 +289,7 @@ export class QmpClient {
    * @returns An async iterator of events.
    */
   events(options: QmpEventsOptions = {}): AsyncIterableIterator<QmpEvent> {
-    const { signal } = options;
-    const subscriber: EventSubscriber = { queue: [], wake: undefined };
-    this.#subscribers.add(subscriber);
-    const wake = () => subscriber.wake?.();
-    signal?.addEventListener("abort", wake, { once: true });
-    const finish = () => {
-      this.#subscribers.delete(subscriber);
-      signal?.removeEventListener("abort", wake);
-    };
-    const next = async (): Promise<IteratorResult<QmpEvent>> => {
-      while (true) {
-        const event = subscriber.queue.shift();
-        if (event !== undefined) return { done: false, value: event };
-        if (this.#closedError !== undefined || signal?.aborted) {
-          finish();
-          return { done: true, value: undefined };
-        }
-        await new Promise<void>((resolve) => subscriber.wake = resolve);
-        subscriber.wake = undefined;
-      }
-    };
-    const iterator: AsyncIterableIterator<QmpEvent> = {
-      next,
-      return: () => {
-        finish();
-        return Promise.resolve({ done: true, value: undefined });
-      },
-      [Symbol.asyncIterator]: () => iterator,
-    };
-    return iterator;
+    return this.#events.events(options.signal);
   }
 
   /**
@@ -356,31 +311,7 @@ export class QmpClient {
     predicate: (event: QmpEvent) => boolean = () => true,
     timeoutMs = 30_000,
   ): Promise<QmpEvent> {
-    const index = this.#backlog.findIndex((event) =>
-      event.event === name && predicate(event)
-    );
-    if (index !== -1) {
-      return Promise.resolve(this.#backlog.splice(index, 1)[0]!);
-    }
-    if (this.#closedError !== undefined) {
-      return Promise.reject(
-        new QmpConnectionError(
-          `Cannot wait for QMP event "${name}": the connection is closed`,
-          { cause: this.#closedError },
-        ),
-      );
-    }
-    let waiter: EventWaiter | undefined;
-    const promise = new Promise<QmpEvent>((resolve, reject) => {
-      waiter = { name, predicate, resolve, reject };
-      this.#waiters.add(waiter);
-    });
-    return withTimeout(promise, timeoutMs, () => {
-      if (waiter !== undefined) this.#waiters.delete(waiter);
-      return new QmpConnectionError(
-        `Cannot wait for QMP event "${name}": none within ${timeoutMs} ms`,
-      );
-    });
+    return this.#events.waitFor(name, predicate, timeoutMs);
   }
 
   /**
@@ -437,7 +368,7 @@ export class QmpClient {
       this.#greeting = message as unknown as QmpGreeting;
       this.#greetingReceived.resolve(this.#greeting);
     } else if (typeof message.event === "string") {
-      this.#event({
+      this.#events.deliver({
         event: message.event,
         data: (message.data as Record<string, QmpValue> | undefined) ?? {},
         timestamp: message.timestamp as QmpEvent["timestamp"],
@@ -458,22 +389,6 @@ export class QmpClient {
         pending.resolve(message.return ?? null);
       }
     }
-  }
-
-  #event(event: QmpEvent): void {
-    for (const subscriber of this.#subscribers) {
-      subscriber.queue.push(event);
-      subscriber.wake?.();
-    }
-    for (const waiter of this.#waiters) {
-      if (waiter.name === event.event && waiter.predicate(event)) {
-        this.#waiters.delete(waiter);
-        waiter.resolve(event);
-        return;
-      }
-    }
-    this.#backlog.push(event);
-    if (this.#backlog.length > MAX_BACKLOG) this.#backlog.shift();
   }
 
   #settle(id: number): PendingCommand | undefined {
@@ -499,36 +414,7 @@ export class QmpClient {
       );
     }
     this.#pending.clear();
-    for (const waiter of this.#waiters) {
-      waiter.reject(
-        new QmpConnectionError(
-          `Cannot wait for QMP event "${waiter.name}": the connection closed`,
-          { cause: error },
-        ),
-      );
-    }
-    this.#waiters.clear();
-    for (const subscriber of this.#subscribers) subscriber.wake?.();
+    this.#events.close(error);
     this.#writer.close().catch(() => {});
   }
-}
-
-function withTimeout<T>(
-  promise: Promise<T>,
-  timeoutMs: number,
-  onTimeout: () => Error,
-): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => reject(onTimeout()), timeoutMs);
-    promise.then(
-      (value) => {
-        clearTimeout(timer);
-        resolve(value);
-      },
-      (error: unknown) => {
-        clearTimeout(timer);
-        reject(error);
-      },
-    );
-  });
 }
