@@ -2,6 +2,7 @@ import {
   DEFAULT_CAPABILITIES,
   DestinationAutoRecovery,
   DestinationMigration,
+  escapeUntrustedText,
   formatBytes,
   type GuestMemory,
   type IncomingResult,
@@ -16,6 +17,7 @@ import {
 } from "../../mod.ts";
 import type { CliIo } from "./cli_io.ts";
 import { type Command, defineCommand } from "./define_command.ts";
+import { describeCliError } from "./describe_cli_error.ts";
 import { guestRamAllocator } from "./guest_ram_allocator.ts";
 import { parseMigrationSettings } from "./parse_migration_settings.ts";
 import { asUsageError, UsageError } from "./usage_error.ts";
@@ -139,7 +141,7 @@ export const INCOMING_COMMAND: Command = defineCommand({
       destination.guest?.pause();
       if (json) io.writeOut(JSON.stringify(destination.query()) + "\n");
       if (error instanceof MigrationAbortedError) {
-        io.writeErr(`livemig: ${error.message}\n`);
+        io.writeErr(`livemig: ${describeCliError(error)}\n`);
         return 1;
       }
       throw error;
@@ -180,9 +182,7 @@ function healAt(
       ),
     onError: (error) =>
       io.writeErr(
-        `livemig: cannot recover at ${uri}: ${
-          error instanceof Error ? error.message : error
-        }\n`,
+        `livemig: cannot recover at ${uri}: ${describeCliError(error)}\n`,
       ),
   });
 }
@@ -206,7 +206,7 @@ function report(
   }
   io.writeOut(
     `completed: ${formatBytes(result.info.ram?.total ?? 0)} of RAM from a ${
-      result.livemig ? "livemig" : `${result.machine ?? "QEMU"}`
+      result.livemig ? "livemig" : escapeUntrustedText(result.machine ?? "QEMU")
     } source, ${result.info.ram?.duplicate} zero and ${result.info.ram?.normal} normal pages\n`,
   );
   if (dumpDir !== undefined) io.writeOut(`RAM written to ${dumpDir}\n`);

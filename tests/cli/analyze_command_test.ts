@@ -1,0 +1,94 @@
+import assert from "node:assert/strict";
+import { encodeMigrationRecords, type MigrationRecord } from "../../mod.ts";
+import { run, tempFile } from "./_cli.ts";
+
+const ESC = "\x1b";
+
+/** A small valid stream whose machine, block and device names hold `odd`. */
+function streamNamed(odd: string): Uint8Array {
+  const vmdesc = {
+    "page_size": 4096,
+    devices: [{
+      name: `dev${odd}`,
+      "instance_id": 0,
+      "vmsd_name": "dev",
+      version: 1,
+      fields: [],
+    }],
+  };
+  const records: MigrationRecord[] = [
+    { type: "header", version: 3 },
+    { type: "configuration", machine: `pc${odd}` },
+    {
+      type: "section-start",
+      sectionId: 2,
+      idstr: "ram",
+      instanceId: 0,
+      versionId: 4,
+    },
+    {
+      type: "ram-mem-size",
+      blocks: [{ idstr: `ram${odd}`, usedLength: 4096 }],
+    },
+    { type: "ram-zero", block: `ram${odd}`, offset: 0, fill: 0 },
+    { type: "ram-eos" },
+    { type: "section-footer", sectionId: 2 },
+    {
+      type: "section-full",
+      sectionId: 3,
+      idstr: `dev${odd}`,
+      instanceId: 0,
+      versionId: 1,
+    },
+    {
+      type: "device-state",
+      sectionId: 3,
+      idstr: `dev${odd}`,
+      instanceId: 0,
+      data: new Uint8Array(),
+    },
+    { type: "section-footer", sectionId: 3 },
+    { type: "eof" },
+    {
+      type: "vmdesc",
+      data: new TextEncoder().encode(JSON.stringify(vmdesc)),
+      document: vmdesc,
+    },
+  ];
+  return encodeMigrationRecords(records);
+}
+
+Deno.test("cli analyze prints names from the stream escaped", async () => {
+  const path = await tempFile(streamNamed(`${ESC}[31m\u202e`));
+  try {
+    const { code, out, err } = await run(["analyze", path]);
+    assert.equal(code, 0, err);
+    assert.ok(!out.includes(ESC) && !out.includes("\u202e"), out);
+    assert.match(out, /machine +pc\\x1b\[31m\\u\{202e\}, page size 4096/);
+    assert.match(out, /\n +ram\\x1b\[31m\\u\{202e\} +4096 +1 +0 +0\n/);
+    assert.match(out, /\n +dev\\x1b\[31m\\u\{202e\} \(0\) +v1 +0 bytes\n/);
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("cli analyze escapes a name from the stream in its error", async () => {
+  const path = await tempFile(encodeMigrationRecords([
+    { type: "header", version: 3 },
+    {
+      type: "section-start",
+      sectionId: 2,
+      idstr: `${ESC}]0;owned${"\x07"}`,
+      instanceId: 0,
+      versionId: 4,
+    },
+  ]));
+  try {
+    const { code, err } = await run(["analyze", path]);
+    assert.equal(code, 1);
+    assert.ok(!err.includes(ESC), err);
+    assert.match(err, /"\\x1b\]0;owned\\x07"/);
+  } finally {
+    await Deno.remove(path);
+  }
+});
