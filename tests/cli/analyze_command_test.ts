@@ -92,3 +92,56 @@ Deno.test("cli analyze escapes a name from the stream in its error", async () =>
     await Deno.remove(path);
   }
 });
+
+Deno.test("cli analyze --offset reads a stream that starts inside the file", async () => {
+  const stream = await Deno.readFile(
+    new URL("../../fixtures/qemu/idle/stream.bin", import.meta.url),
+  );
+  const bytes = new Uint8Array(4096 + stream.byteLength);
+  bytes.fill(0xee, 0, 4096);
+  bytes.set(stream, 4096);
+  const path = await tempFile(bytes);
+  try {
+    const at = await run(["analyze", path, "--offset", "4096", "--json"]);
+    assert.equal(at.code, 0, at.err);
+    const analysis = JSON.parse(at.out);
+    assert.equal(analysis.machine, "pc-i440fx-7.2");
+    assert.equal(analysis.bytes, stream.byteLength);
+    assert.equal((await run(["analyze", path, "--offset", "4K"])).code, 0);
+    assert.equal((await run(["analyze", path])).code, 1);
+    const bad = await run(["analyze", path, "--offset", "far"]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.err, /--offset "far"/);
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("cli analyze --offset reads a mapped-ram file written at an offset", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".mr" });
+  try {
+    const written = await run([
+      "migrate",
+      `file:${path},offset=8192`,
+      "--ram",
+      "1MiB",
+      "--prefill",
+      "-c",
+      "mapped-ram=on",
+    ]);
+    assert.equal(written.code, 0, written.err);
+    const { code, out, err } = await run([
+      "analyze",
+      path,
+      "--offset",
+      "8192",
+      "--json",
+    ]);
+    assert.equal(code, 0, err);
+    const analysis = JSON.parse(out);
+    assert.equal(analysis.format, "mapped-ram");
+    assert.equal(analysis.ram.normal, 256);
+  } finally {
+    await Deno.remove(path);
+  }
+});
