@@ -3,6 +3,8 @@ import {
   connectTransport,
   DestinationMigration,
   listenForMigration,
+  migrateToUri,
+  MigrationAbortedError,
   openRandomAccessFile,
   ramSha256,
   SimulatedGuest,
@@ -78,4 +80,74 @@ Deno.test("listenForMigration() with mappedRam refuses a URI that names no file"
       'Cannot load mapped-ram from "tcp:127.0.0.1:0": it needs a file: URI',
     ),
   );
+});
+
+async function mappedRamFile(path: string, guest: SimulatedGuest) {
+  const file = await openRandomAccessFile(path, { create: true });
+  try {
+    await new SourceMigration(guest, { capabilities: { "mapped-ram": true } })
+      .migrateToFile(file);
+  } finally {
+    await file.close();
+  }
+}
+
+Deno.test("listenForMigration() loads a mapped-ram file as one when not told", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".mr" });
+  try {
+    const guest = newGuest();
+    await mappedRamFile(path, guest);
+    const destination = new DestinationMigration({ autostart: false });
+    const listener = await listenForMigration(destination, `file:${path}`);
+    assert.equal(listener.format, "mapped-ram");
+    const loaded = await listener.incoming();
+    await listener.close();
+    assert.equal(loaded.info.ram?.normal, 256);
+    assert.deepEqual(
+      await ramSha256(loaded.guest.memory),
+      await ramSha256(guest.memory),
+    );
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("listenForMigration() fails a mapped-ram file it is told is a stream", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".mr" });
+  try {
+    await mappedRamFile(path, newGuest());
+    const destination = new DestinationMigration({ autostart: false });
+    const listener = await listenForMigration(destination, `file:${path}`, {
+      mappedRam: false,
+    });
+    assert.equal(listener.format, "stream");
+    await assert.rejects(
+      listener.incoming(),
+      (error: unknown) =>
+        error instanceof MigrationAbortedError &&
+        /Cannot load a mapped-ram stream as a stream/.test(error.message),
+    );
+    await listener.close();
+    assert.equal(destination.status, "failed");
+    assert.match(destination.query()["error-desc"]!, /fixed offsets/);
+  } finally {
+    await Deno.remove(path);
+  }
+});
+
+Deno.test("listenForMigration() fails a stream file it is told is mapped-ram", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".mig" });
+  try {
+    await migrateToUri(new SourceMigration(newGuest()), `file:${path}`);
+    const destination = new DestinationMigration({ autostart: false });
+    const listener = await listenForMigration(destination, `file:${path}`, {
+      mappedRam: true,
+    });
+    assert.equal(listener.format, "mapped-ram");
+    await assert.rejects(listener.incoming(), /a plain migration stream/);
+    await listener.close();
+    assert.equal(destination.status, "failed");
+  } finally {
+    await Deno.remove(path);
+  }
 });
