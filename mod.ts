@@ -92,6 +92,7 @@ export * from "./lib/transport/exec_command_error.ts";
 export * from "./lib/transport/exec_transport.ts";
 export * from "./lib/transport/file_transport.ts";
 export * from "./lib/transport/huge_page_allocator.ts";
+export * from "./lib/transport/listen_options.ts";
 export * from "./lib/transport/memory_transport.ts";
 export * from "./lib/transport/open_transport.ts";
 export * from "./lib/transport/tcp_transport.ts";
