@@ -220,6 +220,11 @@ export class DestinationMigration extends EventTarget {
     return this.#state.status;
   }
 
+  /** Whether a postcopy-preempt connection is expected (`preempt`). */
+  get preempt(): boolean {
+    return this.#options.preempt ?? false;
+  }
+
   /** The guest, once the block list arrived. */
   get guest(): MigratableGuest | undefined {
     return this.#loader.guest;
@@ -375,7 +380,14 @@ export class DestinationMigration extends EventTarget {
    * return path exists, so nothing answers a PING and no SHUT is sent.
    */
   async #receive(load: () => Promise<void>): Promise<IncomingResult> {
-    this.#start();
+    this.listen(); // from none or setup to active
+    if (this.status !== "setup") {
+      throw new TypeError(
+        `Cannot receive a migration: the destination is in "${this.status}"`,
+      );
+    }
+    this.#startTime = this.#clock.now();
+    this.#state.moveTo("active");
     let guest: MigratableGuest;
     try {
       await load();
@@ -390,18 +402,6 @@ export class DestinationMigration extends EventTarget {
       throw await this.#fail(error, "destination-failed");
     }
     return await this.#complete(guest);
-  }
-
-  /** From `none` or `setup` to `active`. */
-  #start(): void {
-    this.listen();
-    if (this.status !== "setup") {
-      throw new TypeError(
-        `Cannot receive a migration: the destination is in "${this.status}"`,
-      );
-    }
-    this.#startTime = this.#clock.now();
-    this.#state.moveTo("active");
   }
 
   /**

@@ -1,5 +1,7 @@
 import { isMappedRamFile } from "../mapped_ram/is_mapped_ram_file.ts";
+import type { Clock } from "../streams/clock.ts";
 import { openRandomAccessFile } from "../transport/file_transport.ts";
+import type { ListenOptions } from "../transport/listen_options.ts";
 import { listenTransport } from "../transport/open_transport.ts";
 import {
   type FileTransportUri,
@@ -23,6 +25,27 @@ export interface ListenForMigrationOptions {
    * @default {undefined}
    */
   mappedRam?: boolean;
+  /**
+   * For `tcp:` and `unix:`: milliseconds a read may wait without a byte
+   * from the source before the migration fails (see
+   * {@linkcode ListenOptions.idleTimeoutMs}); 0 waits forever.
+   *
+   * @default {0}
+   */
+  idleTimeoutMs?: number;
+  /**
+   * Time source of the idle timeout.
+   *
+   * @default {SYSTEM_CLOCK}
+   */
+  clock?: Clock;
+  /**
+   * Called with each connection refused while the migration is in
+   * progress: for `tcp:` and `unix:`, a connection beyond the first (and
+   * beyond the postcopy-preempt one when the destination expects it) is
+   * closed at once.
+   */
+  onRefused?: (peer: string) => void;
 }
 
 /** Where a destination waits for its migration: {@linkcode listenForMigration}. */
@@ -52,7 +75,8 @@ export interface IncomingMigrationListener {
 
 /**
  * Makes `destination` wait for a migration at `uri`, as QEMU's
- * `-incoming URI` does: listens on `tcp:` or `unix:`, starts an `exec:`
+ * `-incoming URI` does: listens on `tcp:` or `unix:` (refusing at once a
+ * connection that is not part of the migration), starts an `exec:`
  * command or opens a `file:` stream; a mapped-ram file named by a
  * `file:PATH[,offset=N]` URI is read as one (`format` says which).
  *
@@ -99,7 +123,14 @@ export async function listenForMigration(
   destination.listen();
   const mappedRam = options.mappedRam ?? await holdsMappedRam(uri);
   if (mappedRam) return mappedRamListener(destination, uri);
-  const listener = await listenTransport(uri);
+  const listener = await listenTransport(uri, {
+    // The first connection is the migration; a second one only carries
+    // postcopy-preempt pages: any other is refused at once.
+    spareConnections: destination.preempt ? 1 : 0,
+    ...(options.idleTimeoutMs ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
+    ...(options.clock ? { clock: options.clock } : {}),
+    ...(options.onRefused ? { onRefused: options.onRefused } : {}),
+  });
   return {
     address: listener.address,
     format: "stream",

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { createManualClock } from "../_helpers/manual_clock.ts";
 import {
   connectTransport,
   DestinationMigration,
@@ -149,5 +150,63 @@ Deno.test("listenForMigration() fails a stream file it is told is mapped-ram", a
     assert.equal(destination.status, "failed");
   } finally {
     await Deno.remove(path);
+  }
+});
+
+Deno.test("listenForMigration() refuses a second source at once while a migration runs", async () => {
+  const refused: string[] = [];
+  const destination = new DestinationMigration({ autostart: false });
+  const listener = await listenForMigration(destination, "tcp:127.0.0.1:0", {
+    onRefused: (peer) => refused.push(peer),
+  });
+  try {
+    const guest = new SimulatedGuest({
+      ramBytes: 4 * MIB,
+      prefill: true,
+      running: false,
+    });
+    const source = new SourceMigration(guest, {
+      parameters: { "max-bandwidth": 8 * MIB },
+    });
+    const outgoing = await connectTransport(listener.address);
+    const loaded = listener.incoming();
+    const sent = source.migrate(outgoing);
+    const intruder = await connectTransport(listener.address);
+    assert.deepEqual(await Array.fromAsync(intruder.readable), []);
+    await intruder.close();
+    assert.equal(refused.length, 1);
+    assert.equal(destination.status, "active");
+    const [info, result] = await Promise.all([sent, loaded]);
+    assert.equal(info.status, "completed");
+    assert.equal(result.info.status, "completed");
+  } finally {
+    await listener.close();
+  }
+});
+
+Deno.test("listenForMigration() with idleTimeoutMs fails a source that sends nothing", async () => {
+  const clock = createManualClock();
+  const destination = new DestinationMigration();
+  const listener = await listenForMigration(destination, "tcp:127.0.0.1:0", {
+    idleTimeoutMs: 10_000,
+    clock,
+  });
+  try {
+    const silent = await connectTransport(listener.address);
+    const loaded = listener.incoming();
+    await clock.untilSleeping();
+    clock.advance(10_000);
+    await assert.rejects(loaded, (error: unknown) => {
+      assert.ok(error instanceof MigrationAbortedError);
+      assert.match(
+        error.message,
+        /^Cannot complete the incoming migration: Cannot read from "tcp:[^"]+": nothing arrived for 10000 ms \(idle timeout\)/,
+      );
+      return true;
+    });
+    assert.equal(destination.status, "failed");
+    await silent.close();
+  } finally {
+    await listener.close();
   }
 });

@@ -1,46 +1,11 @@
 import assert from "node:assert/strict";
+import { createManualClock } from "../_helpers/manual_clock.ts";
 import {
-  type Clock,
   connectTransport,
   listenTransport,
   type Transport,
   TransportError,
 } from "../../mod.ts";
-
-/** A clock whose sleeps end only when the test advances it past them. */
-function manualClock() {
-  let now = 0;
-  const sleepers: { until: number; resolve: () => void }[] = [];
-  const clock: Clock & { advance(ms: number): void; sleeping(): number } = {
-    now: () => now,
-    sleep(ms: number, signal?: AbortSignal) {
-      return new Promise<void>((resolve, reject) => {
-        const sleeper = { until: now + ms, resolve };
-        sleepers.push(sleeper);
-        signal?.addEventListener("abort", () => {
-          sleepers.splice(sleepers.indexOf(sleeper), 1);
-          reject(signal.reason);
-        }, { once: true });
-      });
-    },
-    advance(ms: number) {
-      now += ms;
-      for (const sleeper of sleepers.filter((s) => s.until <= now)) {
-        sleepers.splice(sleepers.indexOf(sleeper), 1);
-        sleeper.resolve();
-      }
-    },
-    sleeping: () => sleepers.length,
-  };
-  return clock;
-}
-
-/** Waits until a read has started its idle timer. */
-async function waitForSleep(clock: { sleeping(): number }): Promise<void> {
-  while (clock.sleeping() === 0) {
-    await new Promise((resolve) => setTimeout(resolve, 0));
-  }
-}
 
 async function closeAll(...transports: Transport[]): Promise<void> {
   await Promise.all(transports.map((t) => t.close()));
@@ -128,7 +93,7 @@ Deno.test("listenTransport() without spareConnections leaves a second connection
 });
 
 Deno.test("listenTransport() with idleTimeoutMs fails a read that waits that long", async () => {
-  const clock = manualClock();
+  const clock = createManualClock();
   const listener = await listenTransport("tcp:127.0.0.1:0", {
     idleTimeoutMs: 100,
     clock,
@@ -142,13 +107,13 @@ Deno.test("listenTransport() with idleTimeoutMs fails a read that waits that lon
     const writer = client.writable.getWriter();
     // Bytes within the timeout keep the connection.
     const first = reader.read();
-    await waitForSleep(clock);
+    await clock.untilSleeping();
     clock.advance(99);
     await writer.write(new Uint8Array([1]));
     assert.deepEqual((await first).value, new Uint8Array([1]));
     // A read that waits 100 ms fails and says why.
     const second = reader.read();
-    await waitForSleep(clock);
+    await clock.untilSleeping();
     clock.advance(100);
     await assert.rejects(second, (error: unknown) => {
       assert.ok(error instanceof TransportError, String(error));
