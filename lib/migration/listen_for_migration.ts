@@ -1,7 +1,6 @@
 import { isMappedRamFile } from "../mapped_ram/is_mapped_ram_file.ts";
 import type { Clock } from "../streams/clock.ts";
 import { openRandomAccessFile } from "../transport/file_transport.ts";
-import type { ListenOptions } from "../transport/listen_options.ts";
 import { listenTransport } from "../transport/open_transport.ts";
 import {
   type FileTransportUri,
