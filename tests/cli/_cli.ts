@@ -61,3 +61,55 @@ export async function tempFile(
   await Deno.writeFile(path, bytes);
   return path;
 }
+
+/** A command running in this process. */
+export interface Running {
+  /** What it has written so far. */
+  io: CapturedIo;
+  /** Resolves with the first match of `pattern` in stderr. */
+  waitForErr(pattern: RegExp): Promise<RegExpExecArray>;
+  /** The exit code and what was written, once it ends. */
+  done: Promise<{ code: number; out: string; err: string }>;
+}
+
+/**
+ * Starts `livemig ARGS` in this process without waiting for it.
+ *
+ * @param args The arguments.
+ * @returns The running command.
+ */
+export function start(args: string[]): Running {
+  const io = capture();
+  const waiters: { pattern: RegExp; resolve: (m: RegExpExecArray) => void }[] =
+    [];
+  const writeErr = io.writeErr.bind(io);
+  io.writeErr = (text: string) => {
+    writeErr(text);
+    for (const waiter of [...waiters]) {
+      const match = waiter.pattern.exec(io.err);
+      if (match) {
+        waiters.splice(waiters.indexOf(waiter), 1);
+        waiter.resolve(match);
+      }
+    }
+  };
+  const done = main(args, io).then((code) => ({
+    code,
+    out: io.out,
+    err: io.err,
+  }));
+  return {
+    io,
+    done,
+    waitForErr(pattern) {
+      const match = pattern.exec(io.err);
+      if (match) return Promise.resolve(match);
+      return new Promise((resolve, reject) => {
+        waiters.push({ pattern, resolve });
+        done.then(() =>
+          reject(new Error(`the command ended before printing ${pattern}`))
+        );
+      });
+    },
+  };
+}
