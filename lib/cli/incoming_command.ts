@@ -8,7 +8,6 @@ import {
   listenForMigration,
   MigrationAbortedError,
   type MigrationCapabilities,
-  parseDuration,
   parseSize,
   parseTransportUri,
   ramSha256,
@@ -19,6 +18,7 @@ import { describeCliError } from "./describe_cli_error.ts";
 import { dumpRam } from "./dump_ram.ts";
 import { formatIncomingSummary } from "./format_incoming_summary.ts";
 import { guestRamAllocator } from "./guest_ram_allocator.ts";
+import { parseIdleTimeout } from "./parse_idle_timeout.ts";
 import { parseMigrationSettings } from "./parse_migration_settings.ts";
 import { PROGRESS_MODES, type ProgressMode } from "./show_progress.ts";
 import { asUsageError, UsageError } from "./usage_error.ts";
@@ -188,10 +188,7 @@ function parseIncomingFlags(flags: {
   return {
     capabilities,
     maxRamBytes: parseSize(flags["max-ram"] ?? "16GiB", "--max-ram"),
-    idleTimeoutMs: parseDuration(
-      flags["idle-timeout"] ?? "0",
-      "--idle-timeout",
-    ),
+    idleTimeoutMs: parseIdleTimeout(flags["idle-timeout"], USAGE),
     recoverUri: flags.recover,
     progress: progress as ProgressMode,
     dumpDir: flags["ram-dump"],
