@@ -11,6 +11,7 @@ import {
 } from "../../mod.ts";
 import type { CliIo } from "./cli_io.ts";
 import { type Command, defineCommand } from "./define_command.ts";
+import { formatJson } from "./format_json.ts";
 import { asUsageError, UsageError } from "./usage_error.ts";
 
 const USAGE = `Usage: livemig analyze FILE [options]
@@ -90,11 +91,11 @@ export const ANALYZE_COMMAND: Command = defineCommand({
       const json: Record<string, unknown> = { ...analysis };
       if (state) json.state = state;
       if (dir !== undefined) json["extracted"] = written;
-      io.writeOut(JSON.stringify(json) + "\n");
+      io.writeOut(formatJson(json) + "\n");
     } else {
       io.writeOut(formatStreamAnalysis(analysis));
       for (const target of written) io.writeOut(`wrote ${target}\n`);
-      if (state) io.writeOut(JSON.stringify(state, null, 2) + "\n");
+      if (state) io.writeOut(formatJson(state, 2) + "\n");
     }
     const check = analysis["check-xbzrle"];
     return check && check.identical < check.records ? 1 : 0;

@@ -7,6 +7,7 @@ import {
 } from "../../mod.ts";
 import type { CliIo } from "./cli_io.ts";
 import { type Command, defineCommand } from "./define_command.ts";
+import { formatJson } from "./format_json.ts";
 import { isSameFile } from "./is_same_file.ts";
 import { replaceFile } from "./replace_file.ts";
 import { UsageError } from "./usage_error.ts";
@@ -99,7 +100,7 @@ async function toMappedRam(
   });
   io.writeOut(
     json
-      ? JSON.stringify({ to: "mapped-ram", ...result }) + "\n"
+      ? formatJson({ to: "mapped-ram", ...result }) + "\n"
       : `wrote ${output}: mapped-ram, ${result.blocks.length} blocks, ${result.storedPages} pages stored, ${result.zeroPages} zero pages, ${result.size} bytes\n`,
   );
 }
@@ -123,7 +124,7 @@ async function toStream(
     });
     io.writeOut(
       json
-        ? JSON.stringify({ to: "stream", ...result }) + "\n"
+        ? formatJson({ to: "stream", ...result }) + "\n"
         : `wrote ${output}: stream, ${result.blocks.length} blocks, ${result.pages} pages (${result.zeroPages} zero), ${result.bytes} bytes\n`,
     );
   } finally {

@@ -14,6 +14,7 @@ import {
 } from "../../mod.ts";
 import type { CliIo } from "./cli_io.ts";
 import { type Command, defineCommand } from "./define_command.ts";
+import { formatJson } from "./format_json.ts";
 import { describeCliError } from "./describe_cli_error.ts";
 import { dumpRam } from "./dump_ram.ts";
 import { formatIncomingSummary } from "./format_incoming_summary.ts";
@@ -248,7 +249,7 @@ function report(
   const { io, dumpDir } = options;
   if (options.json) {
     io.writeOut(
-      JSON.stringify({ ...result.info, "ram-sha256": options.digests }) + "\n",
+      formatJson({ ...result.info, "ram-sha256": options.digests }) + "\n",
     );
     return;
   }
@@ -270,7 +271,7 @@ function reportFailure(
     destination.abort(describeError(error));
   }
   const info = destination.query();
-  if (json) io.writeOut(JSON.stringify(info) + "\n");
+  if (json) io.writeOut(formatJson(info) + "\n");
   const message = error instanceof MigrationAbortedError
     ? describeCliError(error)
     : `Cannot complete the incoming migration: ${

@@ -145,3 +145,18 @@ Deno.test("cli analyze --offset reads a mapped-ram file written at an offset", a
     await Deno.remove(path);
   }
 });
+
+Deno.test("cli analyze --json writes names from the stream with C1 and bidi controls escaped", async () => {
+  const odd = "\x9b31m\u202e";
+  const path = await tempFile(streamNamed(odd));
+  try {
+    const { code, out, err } = await run(["analyze", path, "--json"]);
+    assert.equal(code, 0, err);
+    assert.ok(!out.includes("\x9b") && !out.includes("\u202e"), out);
+    const analysis = JSON.parse(out);
+    assert.equal(analysis.machine, `pc${odd}`);
+    assert.equal(analysis.ram.blocks[0].name, `ram${odd}`);
+  } finally {
+    await Deno.remove(path);
+  }
+});
