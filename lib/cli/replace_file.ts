@@ -1,4 +1,4 @@
-import { basename, dirname } from "node:path";
+import { basename, dirname, join } from "node:path";
 
 /**
  * Writes the file at `path` all at once: `write` fills a temporary file in
@@ -35,11 +35,14 @@ export async function replaceFile<T>(
   write: (temp: string) => Promise<T>,
 ): Promise<T> {
   const mode = await existingMode(path);
-  const temp = await Deno.makeTempFile({
-    dir: dirname(path),
-    prefix: `.${basename(path)}.`,
-    suffix: ".tmp",
-  });
+  const temp = join(
+    dirname(path),
+    `.${basename(path)}.${crypto.randomUUID().slice(0, 8)}.tmp`,
+  );
+  // Created as open(2) creates files (0666 less the umask), never over
+  // another file.
+  (await Deno.open(temp, { write: true, createNew: true, mode: 0o666 }))
+    .close();
   try {
     const result = await write(temp);
     if (mode !== undefined) await Deno.chmod(temp, mode);
@@ -51,13 +54,13 @@ export async function replaceFile<T>(
   }
 }
 
-/** The mode `path` has, or that a new file gets; none off Unix. */
+/** The mode of the file at `path`; none if there is none (or off Unix). */
 async function existingMode(path: string): Promise<number | undefined> {
   try {
     const mode = (await Deno.stat(path)).mode;
     return mode === null ? undefined : mode & 0o7777;
   } catch (error) {
     if (!(error instanceof Deno.errors.NotFound)) throw error;
-    return Deno.build.os === "windows" ? undefined : 0o666 & ~Deno.umask();
+    return undefined;
   }
 }

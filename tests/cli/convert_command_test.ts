@@ -113,3 +113,24 @@ Deno.test("cli convert replaces an earlier OUT once it succeeds, keeping its mod
     await Deno.remove(dir, { recursive: true });
   }
 });
+
+Deno.test("cli convert gives a new OUT the mode any new file gets", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await Deno.writeTextFile(`${dir}/plain`, "");
+    const { code, err } = await run([
+      "convert",
+      IDLE.pathname,
+      `${dir}/new.mr`,
+      "--to",
+      "mapped-ram",
+    ]);
+    assert.equal(code, 0, err);
+    assert.equal(
+      (await Deno.stat(`${dir}/new.mr`)).mode! & 0o777,
+      (await Deno.stat(`${dir}/plain`)).mode! & 0o777,
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
