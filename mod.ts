@@ -15,6 +15,7 @@
  * @module
  */
 export * from "./lib/bytes/byte_writer.ts";
+export * from "./lib/bytes/escape_untrusted_text.ts";
 export * from "./lib/bytes/human_units.ts";
 export * from "./lib/bytes/is_zero_page.ts";
 export * from "./lib/bytes/seeded_random.ts";
@@ -31,13 +32,14 @@ export * from "./lib/inspect/analyze_migration_stream.ts";
 export * from "./lib/inspect/convert_mapped_ram_to_stream.ts";
 export * from "./lib/inspect/convert_stream_to_mapped_ram.ts";
 export * from "./lib/inspect/format_stream_analysis.ts";
-export * from "./lib/inspect/is_mapped_ram_file.ts";
+export * from "./lib/mapped_ram/is_mapped_ram_file.ts";
 export * from "./lib/mapped_ram/mapped_ram_bitmap.ts";
 export * from "./lib/mapped_ram/mapped_ram_encoder_stream.ts";
 export * from "./lib/mapped_ram/mapped_ram_layout.ts";
 export * from "./lib/mapped_ram/mapped_ram_reader.ts";
 export * from "./lib/mapped_ram/mapped_ram_stream_readable.ts";
 export * from "./lib/mapped_ram/mapped_ram_writer.ts";
+export * from "./lib/mapped_ram/read_mapped_ram_head.ts";
 export * from "./lib/mapped_ram/read_mapped_ram_records.ts";
 export * from "./lib/migration/destination_auto_recovery.ts";
 export * from "./lib/migration/destination_migration.ts";
@@ -91,6 +93,7 @@ export * from "./lib/transport/exec_command_error.ts";
 export * from "./lib/transport/exec_transport.ts";
 export * from "./lib/transport/file_transport.ts";
 export * from "./lib/transport/huge_page_allocator.ts";
+export * from "./lib/transport/listen_options.ts";
 export * from "./lib/transport/memory_transport.ts";
 export * from "./lib/transport/open_transport.ts";
 export * from "./lib/transport/tcp_transport.ts";

@@ -4,13 +4,15 @@ import {
   formatStreamAnalysis,
   isMappedRamFile,
   openRandomAccessFile,
+  parseSize,
   ramBlockFileName,
   type RamImage,
   type StreamAnalysisResult,
 } from "../../mod.ts";
 import type { CliIo } from "./cli_io.ts";
 import { type Command, defineCommand } from "./define_command.ts";
-import { UsageError } from "./usage_error.ts";
+import { formatJson } from "./format_json.ts";
+import { asUsageError, UsageError } from "./usage_error.ts";
 
 const USAGE = `Usage: livemig analyze FILE [options]
 
@@ -20,6 +22,8 @@ sections walked through the vmdesc trailer. Mapped-ram files (QEMU 9.0+
 file layout) are recognised and summarised too.
 
 Options:
+  --offset N           Where the stream starts in FILE, in bytes (as in a
+                       file:PATH,offset=N URI; default 0)
   --json               Print the summary as one JSON object (last line)
   --extract-ram DIR    Write each RAM block's final content to DIR/<name>.bin
                        (<name> = block idstr, characters outside
@@ -57,6 +61,7 @@ export const ANALYZE_COMMAND: Command = defineCommand({
     "extract-ram": { type: "string" },
     dump: { type: "string" },
     "check-xbzrle": { type: "boolean" },
+    offset: { type: "string" },
   },
   positionals: [{ name: "FILE" }],
   wrongCount: (count) =>
@@ -70,7 +75,12 @@ export const ANALYZE_COMMAND: Command = defineCommand({
         USAGE,
       );
     }
+    const offset = asUsageError(
+      USAGE,
+      () => parseSize(flags.offset ?? "0", "--offset"),
+    );
     const { analysis, ram, state } = await analyze(path, io, {
+      offset,
       keepRam: flags["extract-ram"] !== undefined,
       dumpState: flags.dump === "state",
       checkXbzrle: flags["check-xbzrle"] ?? false,
@@ -81,11 +91,11 @@ export const ANALYZE_COMMAND: Command = defineCommand({
       const json: Record<string, unknown> = { ...analysis };
       if (state) json.state = state;
       if (dir !== undefined) json["extracted"] = written;
-      io.writeOut(JSON.stringify(json) + "\n");
+      io.writeOut(formatJson(json) + "\n");
     } else {
       io.writeOut(formatStreamAnalysis(analysis));
       for (const target of written) io.writeOut(`wrote ${target}\n`);
-      if (state) io.writeOut(JSON.stringify(state, null, 2) + "\n");
+      if (state) io.writeOut(formatJson(state, 2) + "\n");
     }
     const check = analysis["check-xbzrle"];
     return check && check.identical < check.records ? 1 : 0;
@@ -96,9 +106,14 @@ export const ANALYZE_COMMAND: Command = defineCommand({
 async function analyze(
   path: string,
   io: CliIo,
-  options: { keepRam: boolean; dumpState: boolean; checkXbzrle: boolean },
+  options: {
+    offset: number;
+    keepRam: boolean;
+    dumpState: boolean;
+    checkXbzrle: boolean;
+  },
 ): Promise<StreamAnalysisResult> {
-  const { checkXbzrle, ...common } = options;
+  const { checkXbzrle, offset, ...common } = options;
   const progress = io.errIsTerminal
     ? (bytes: number) =>
       io.writeErr(`\ranalyzing ${path}: ${(bytes / 1e6).toFixed(1)} MB`)
@@ -106,13 +121,15 @@ async function analyze(
   const shared = { ...common, ...(progress ? { onProgress: progress } : {}) };
   const random = await openRandomAccessFile(path, { readOnly: true });
   try {
-    if (await isMappedRamFile(random)) {
-      return await analyzeMappedRamFile(random, shared);
+    if (await isMappedRamFile(random, { offset })) {
+      return await analyzeMappedRamFile(random, { ...shared, offset });
     }
     const file = await Deno.open(path);
+    await file.seek(offset, Deno.SeekMode.Start);
     return await analyzeMigrationStream(file.readable, {
       ...shared,
       checkXbzrle,
+      decoder: { startOffset: offset },
     });
   } finally {
     await random.close();

@@ -7,6 +7,9 @@ import {
 } from "../../mod.ts";
 import type { CliIo } from "./cli_io.ts";
 import { type Command, defineCommand } from "./define_command.ts";
+import { formatJson } from "./format_json.ts";
+import { isSameFile } from "./is_same_file.ts";
+import { replaceFile } from "./replace_file.ts";
 import { UsageError } from "./usage_error.ts";
 
 const USAGE = `Usage: livemig convert IN OUT --to mapped-ram|stream
@@ -15,13 +18,16 @@ Converts a QEMU migration stream file to a mapped-ram file (QEMU 10.0's
 layout: pages at fixed offsets, a written-pages bitmap per block) or a
 mapped-ram file back to a stream that QEMU 7.2 can load (only records 7.2
 knows). RAM ends up identical; device state is carried across as is.
+OUT is written to a temporary file beside it and renamed once complete, so
+a failed conversion leaves an earlier OUT as it was; OUT may not be IN.
 
 Options:
   --to FORMAT          mapped-ram or stream (required)
   --json               Print what was converted as JSON (last line)
   -h, --help           Show this help
 
-Exit status: 0 converted, 1 bad input or I/O error, 2 usage error.
+Exit status: 0 converted, 1 bad input or I/O error, 2 usage error (OUT is
+IN included).
 `;
 
 /**
@@ -56,6 +62,12 @@ export const CONVERT_COMMAND: Command = defineCommand({
         USAGE,
       );
     }
+    if (await isSameFile(input, output)) {
+      throw new UsageError(
+        `Cannot convert "${input}" into "${output}": they are the same file, which would be lost; choose another OUT`,
+        USAGE,
+      );
+    }
     const json = flags.json ?? false;
     if (flags.to === "mapped-ram") {
       await toMappedRam(input, output, { io, json });
@@ -77,21 +89,20 @@ async function toMappedRam(
   output: string,
   { io, json }: Report,
 ): Promise<void> {
-  const source = await Deno.open(input);
-  const target = await openRandomAccessFile(output, {
-    create: true,
-    truncate: true,
+  const result = await replaceFile(output, async (temp) => {
+    const source = await Deno.open(input);
+    const target = await openRandomAccessFile(temp, { truncate: true });
+    try {
+      return await convertStreamToMappedRam(source.readable, target);
+    } finally {
+      await target.close();
+    }
   });
-  try {
-    const result = await convertStreamToMappedRam(source.readable, target);
-    io.writeOut(
-      json
-        ? JSON.stringify({ to: "mapped-ram", ...result }) + "\n"
-        : `wrote ${output}: mapped-ram, ${result.blocks.length} blocks, ${result.storedPages} pages stored, ${result.zeroPages} zero pages, ${result.size} bytes\n`,
-    );
-  } finally {
-    await target.close();
-  }
+  io.writeOut(
+    json
+      ? formatJson({ to: "mapped-ram", ...result }) + "\n"
+      : `wrote ${output}: mapped-ram, ${result.blocks.length} blocks, ${result.storedPages} pages stored, ${result.zeroPages} zero pages, ${result.size} bytes\n`,
+  );
 }
 
 async function toStream(
@@ -107,15 +118,13 @@ async function toStream(
         { offset: 0 },
       );
     }
-    const target = await Deno.open(output, {
-      write: true,
-      create: true,
-      truncate: true,
+    const result = await replaceFile(output, async (temp) => {
+      const target = await Deno.open(temp, { write: true, truncate: true });
+      return await convertMappedRamToStream(source, target.writable);
     });
-    const result = await convertMappedRamToStream(source, target.writable);
     io.writeOut(
       json
-        ? JSON.stringify({ to: "stream", ...result }) + "\n"
+        ? formatJson({ to: "stream", ...result }) + "\n"
         : `wrote ${output}: stream, ${result.blocks.length} blocks, ${result.pages} pages (${result.zeroPages} zero), ${result.bytes} bytes\n`,
     );
   } finally {

@@ -1,8 +1,10 @@
-import { describeError } from "../../mod.ts";
+import { describeError, escapeUntrustedText } from "../../mod.ts";
 
 /**
  * The line the command line prints for an error: the library's
- * {@linkcode describeError}, with a missing file said as such.
+ * {@linkcode describeError}, with a missing file said as such, and
+ * escaped: messages quote names from the stream (blocks, devices,
+ * sections), which must not reach the terminal as control characters.
  *
  * @example Usage
  * ```ts
@@ -12,14 +14,15 @@ import { describeError } from "../../mod.ts";
  * const missing = new Deno.errors.NotFound("No such file or directory (os error 2): open '/x.bin'");
  * assert.equal(describeCliError(missing), "Cannot open file: No such file or directory (os error 2): open '/x.bin'");
  * assert.equal(describeCliError(new RangeError("Cannot use -1")), "Cannot use -1");
+ * assert.equal(describeCliError(new Error('Cannot load "\x1b[2J"')), 'Cannot load "\\x1b[2J"');
  * ```
  *
  * @param error What was thrown.
  * @returns One line of text, without a line break.
  */
 export function describeCliError(error: unknown): string {
-  if (error instanceof Deno.errors.NotFound) {
-    return `Cannot open file: ${error.message}`;
-  }
-  return describeError(error);
+  const text = error instanceof Deno.errors.NotFound
+    ? `Cannot open file: ${error.message}`
+    : describeError(error);
+  return escapeUntrustedText(text);
 }

@@ -37,6 +37,7 @@ export const GUEST_FLAGS_USAGE =
                        A migration parameter (repeatable), with units:
                        max-bandwidth=1GiB/s, downtime-limit=300ms,
                        avail-switchover-bandwidth=100MB/s, xbzrle-cache-size=64MiB
+                       (bandwidths: B/s, MB/s, MiB/s, Mbit/s, Gbit/s, ...)
   --json               Print the final query-migrate info (plus ram-sha256
                        per block) as one JSON object, the last line
   -h, --help           Show this help`;
@@ -102,12 +103,7 @@ export function parseGuestFlags(
   options: ParseGuestFlagsOptions,
 ): GuestSettings {
   return asUsageError(options.usage, () => {
-    const ramBytes = parseSize(flags.ram ?? "256MiB", "--ram");
-    if (ramBytes < 4096 || ramBytes % 4096 !== 0) {
-      throw new RangeError(
-        `Cannot use --ram ${flags.ram}: it must be a positive multiple of 4096 bytes`,
-      );
-    }
+    const ramBytes = parseRamSize(flags.ram ?? "256MiB");
     const seed = Number(flags.seed ?? "1");
     if (!Number.isSafeInteger(seed)) {
       throw new TypeError(
@@ -156,4 +152,23 @@ export function createGuest(
     prefill: settings.prefill,
     ...(allocate ? { allocate } : {}),
   });
+}
+
+/**
+ * Reads `--ram`: a positive multiple of the page size; a decimal unit that
+ * misses it (`1GB`) gets its binary twin suggested (`1GiB`).
+ */
+function parseRamSize(text: string): number {
+  const bytes = parseSize(text, "--ram");
+  if (bytes >= 4096 && bytes % 4096 === 0) return bytes;
+  const decimal = /^\s*([\d.]+)\s*([KMGT])B\s*$/i.exec(text);
+  const binary = decimal ? `${decimal[1]}${decimal[2]!.toUpperCase()}iB` : "";
+  const twin = decimal ? parseSize(binary) : 0;
+  throw new RangeError(
+    `Cannot use --ram ${text}: it must be a positive multiple of 4096 bytes${
+      twin >= 4096 && twin % 4096 === 0
+        ? ` (${text} is ${bytes} bytes; did you mean ${binary}?)`
+        : ""
+    }`,
+  );
 }

@@ -1,52 +1,81 @@
 import {
   DEFAULT_CAPABILITIES,
-  DestinationAutoRecovery,
+  describeError,
   DestinationMigration,
-  formatBytes,
-  type GuestMemory,
+  escapeUntrustedText,
+  type IncomingMigrationListener,
   type IncomingResult,
   listenForMigration,
   MigrationAbortedError,
   type MigrationCapabilities,
-  type MigrationEventDetail,
   parseSize,
   parseTransportUri,
-  ramBlockFileName,
   ramSha256,
 } from "../../mod.ts";
 import type { CliIo } from "./cli_io.ts";
 import { type Command, defineCommand } from "./define_command.ts";
+import { formatJson } from "./format_json.ts";
+import { describeCliError } from "./describe_cli_error.ts";
+import { dumpRam } from "./dump_ram.ts";
+import { formatIncomingSummary } from "./format_incoming_summary.ts";
 import { guestRamAllocator } from "./guest_ram_allocator.ts";
+import { parseIdleTimeout } from "./parse_idle_timeout.ts";
 import { parseMigrationSettings } from "./parse_migration_settings.ts";
+import { PROGRESS_MODES, type ProgressMode } from "./show_progress.ts";
 import { asUsageError, UsageError } from "./usage_error.ts";
+import { watchIncoming } from "./watch_incoming.ts";
 
 const USAGE = `Usage: livemig incoming URI [options]
 
 Waits for a migration at URI (tcp:HOST:PORT, unix:PATH, exec:COMMAND reading
 the stream from COMMAND's stdout, file:PATH[,offset=N]) and loads it into a
 new guest, which resumes once the whole stream is loaded. Accepts streams
-from livemig and from QEMU 7.2.
+from livemig and from QEMU 7.2; a file: URI naming a mapped-ram file is
+loaded as one. While a migration runs, another connection to URI is closed
+at once.
 
 Options:
   --ram-dump DIR       Write each RAM block to DIR/<name>.bin before the
-                       guest resumes
+                       guest resumes (if that fails, the migration fails)
   --max-ram SIZE       Largest RAM a source may announce (default 16GiB)
+  --idle-timeout DURATION
+                       Fail when the source sends nothing for DURATION,
+                       e.g. 30s (default: wait forever, as QEMU does)
   --hugepages          Back guest RAM with transparent huge pages and fault it
                        in on another thread while the stream arrives (Linux,
                        needs --allow-ffi)
   --recover URI        When postcopy pauses, wait for the source at URI and
                        recover
+  --progress MODE      auto (default), tty (one line rewritten), lines (a
+                       line every 5 s) or off
   -c, --capability NAME=on|off
-                       events, postcopy-ram, postcopy-preempt, mapped-ram
-                       (with a file: URI: load a mapped-ram file)
+                       events (print each MIGRATION event as a JSON line on
+                       stderr), postcopy-ram, postcopy-preempt, mapped-ram
+                       (on: URI must be a mapped-ram file; off: a stream)
   -p, --parameter NAME=VALUE
                        accepted and checked as on a source; they shape what
                        the source sends, so none changes the loading
   --json               Print the final info (plus ram-sha256) as JSON
   -h, --help           Show this help
 
-Exit status: 0 completed, 1 failed, 2 usage error.
+Ctrl-C (or SIGTERM) fails the migration, the source keeping its guest; in
+postcopy, where the guest is split between both ends, a first Ctrl-C only
+warns and a second within 5 s (or SIGTERM) quits with status
+postcopy-paused, losing the guest.
+
+Exit status: 0 completed, 1 failed (or given up in postcopy), 2 usage error.
 `;
+
+/** The command line of `incoming`, checked. */
+interface IncomingSettings {
+  capabilities: Partial<MigrationCapabilities>;
+  maxRamBytes: number;
+  recoverUri: string | undefined;
+  idleTimeoutMs: number;
+  progress: ProgressMode;
+  dumpDir: string | undefined;
+  json: boolean;
+}
 
 /**
  * `livemig incoming URI`: waits for a migration at URI (from
@@ -75,7 +104,9 @@ export const INCOMING_COMMAND: Command = defineCommand({
   flags: {
     "ram-dump": { type: "string" },
     "max-ram": { type: "string" },
+    "idle-timeout": { type: "string" },
     recover: { type: "string" },
+    progress: { type: "string" },
     capability: { type: "string", short: "c", multiple: true },
     parameter: { type: "string", short: "p", multiple: true },
     hugepages: { type: "boolean" },
@@ -85,106 +116,124 @@ export const INCOMING_COMMAND: Command = defineCommand({
   wrongCount: (count) =>
     count === 0 ? "incoming needs a URI" : "incoming takes one URI",
   async run({ flags, positionals: [uri] }, io) {
-    // Parameters are checked as QEMU checks them; none of them changes how a
-    // destination loads (they shape what a source sends).
-    const { capabilities } = asUsageError(
-      USAGE,
-      () => parseMigrationSettings(flags.capability, flags.parameter),
-    );
-    const maxRamBytes = asUsageError(
-      USAGE,
-      () => parseSize(flags["max-ram"] ?? "16GiB", "--max-ram"),
-    );
-    const recoverUri = flags.recover;
-    if (recoverUri !== undefined) {
-      asUsageError(USAGE, () => parseTransportUri(recoverUri));
-    }
-    const settings = { ...DEFAULT_CAPABILITIES, ...capabilities };
-    const json = flags.json ?? false;
-    const dumpDir = flags["ram-dump"];
+    const settings = asUsageError(USAGE, () => parseIncomingFlags(flags));
+    const capabilities = { ...DEFAULT_CAPABILITIES, ...settings.capabilities };
     const digests: { loaded: Record<string, string> } = { loaded: {} };
     const allocate = guestRamAllocator(io, {
       hugePages: flags.hugepages ?? false,
       populate: true,
     });
+    const { json, dumpDir } = settings;
     const destination = new DestinationMigration({
       ...(allocate ? { allocate } : {}),
-      maxRamBytes,
-      events: settings.events,
-      postcopy: settings["postcopy-ram"],
-      preempt: settings["postcopy-preempt"],
+      maxRamBytes: settings.maxRamBytes,
+      events: capabilities.events,
+      postcopy: capabilities["postcopy-ram"],
+      preempt: capabilities["postcopy-preempt"],
       beforeResume: async (guest) => {
         if (json) digests.loaded = await ramSha256(guest.memory);
         if (dumpDir !== undefined) await dumpRam(guest.memory, dumpDir);
       },
     });
-    destination.listen();
-    const listener = await listen(destination, uri, settings);
-    io.writeErr(`livemig: waiting for a migration at ${listener.address}\n`);
-    destination.addEventListener("status", (event) => {
-      const { status } = (event as CustomEvent<MigrationEventDetail>).detail;
-      if (status.startsWith("postcopy")) io.writeErr(`livemig: ${status}\n`);
+    let listener: IncomingMigrationListener | undefined;
+    const watching = watchIncoming(destination, io, {
+      ...settings,
+      events: capabilities.events,
+      stopListening: () => void listener?.close(),
     });
-    const healing = recoverUri === undefined
-      ? undefined
-      : healAt(destination, recoverUri, io);
     try {
+      destination.listen(); // status setup, the first MIGRATION event
+      listener = await listen(destination, uri, settings, io);
       const result = await listener.incoming();
-      await healing?.stop();
+      await watching.stop();
       result.guest.pause();
       report(result, { io, json, digests: digests.loaded, dumpDir });
       return 0;
     } catch (error) {
-      await healing?.stop();
+      await watching.stop();
+      if (error instanceof UsageError) throw error;
       destination.guest?.pause();
-      if (json) io.writeOut(JSON.stringify(destination.query()) + "\n");
-      if (error instanceof MigrationAbortedError) {
-        io.writeErr(`livemig: ${error.message}\n`);
-        return 1;
-      }
-      throw error;
+      return reportFailure(destination, error, { io, json });
     } finally {
-      await listener.close();
+      await listener?.close();
     }
   },
 });
 
-/** Listens at `uri`: a stream, or with mapped-ram a file (else exit 2). */
-function listen(
+/** Checks the flags of `incoming`. */
+function parseIncomingFlags(flags: {
+  capability?: string[] | undefined;
+  parameter?: string[] | undefined;
+  "max-ram"?: string | undefined;
+  "idle-timeout"?: string | undefined;
+  recover?: string | undefined;
+  progress?: string | undefined;
+  "ram-dump"?: string | undefined;
+  json?: boolean | undefined;
+}): IncomingSettings {
+  // Parameters are checked as QEMU checks them; none of them changes how a
+  // destination loads (they shape what a source sends).
+  const { capabilities } = parseMigrationSettings(
+    flags.capability,
+    flags.parameter,
+  );
+  const progress = flags.progress ?? "auto";
+  if (!PROGRESS_MODES.includes(progress as ProgressMode)) {
+    throw new TypeError(
+      `Cannot use --progress "${progress}": expected ${
+        PROGRESS_MODES.join(", ")
+      }`,
+    );
+  }
+  if (flags.recover !== undefined) parseTransportUri(flags.recover);
+  return {
+    capabilities,
+    maxRamBytes: parseSize(flags["max-ram"] ?? "16GiB", "--max-ram"),
+    idleTimeoutMs: parseIdleTimeout(flags["idle-timeout"], USAGE),
+    recoverUri: flags.recover,
+    progress: progress as ProgressMode,
+    dumpDir: flags["ram-dump"],
+    json: flags.json ?? false,
+  };
+}
+
+/**
+ * Listens at `uri`: a stream, or a mapped-ram file (said on stderr when
+ * `-c mapped-ram` did not say so).
+ */
+async function listen(
   destination: DestinationMigration,
   uri: string,
-  settings: MigrationCapabilities,
-) {
-  const target = asUsageError(USAGE, () => parseTransportUri(uri));
-  if (settings["mapped-ram"] && target.scheme !== "file") {
+  settings: IncomingSettings,
+  io: CliIo,
+): Promise<IncomingMigrationListener> {
+  const target = parseTransportUri(uri);
+  const mappedRam = settings.capabilities["mapped-ram"];
+  if (mappedRam && target.scheme !== "file") {
     throw new UsageError(
       `-c mapped-ram=on needs a file: URI, not "${uri}"`,
       USAGE,
     );
   }
-  return listenForMigration(destination, uri, {
-    mappedRam: settings["mapped-ram"],
-  });
-}
-
-/** Recovers at `uri` whenever postcopy pauses, saying so on stderr. */
-function healAt(
-  destination: DestinationMigration,
-  uri: string,
-  io: CliIo,
-): DestinationAutoRecovery {
-  return new DestinationAutoRecovery(destination, uri, {
-    onWaiting: (address) =>
+  const listener = await listenForMigration(destination, uri, {
+    ...(mappedRam === undefined ? {} : { mappedRam }),
+    ...(settings.idleTimeoutMs > 0
+      ? { idleTimeoutMs: settings.idleTimeoutMs }
+      : {}),
+    onRefused: (peer) =>
       io.writeErr(
-        `livemig: postcopy paused; waiting for the source at ${address}\n`,
-      ),
-    onError: (error) =>
-      io.writeErr(
-        `livemig: cannot recover at ${uri}: ${
-          error instanceof Error ? error.message : error
-        }\n`,
+        `livemig: refused a connection from ${
+          escapeUntrustedText(peer)
+        }: a migration is in progress\n`,
       ),
   });
+  io.writeErr(`livemig: waiting for a migration at ${listener.address}\n`);
+  if (listener.format === "mapped-ram" && mappedRam === undefined) {
+    io.writeErr(
+      `livemig: ${uri} is a mapped-ram file: loading its pages from their fixed offsets (as -c mapped-ram=on does)\n`,
+    );
+  }
+  return listener;
 }
 
 /** Prints what was loaded. */
@@ -200,24 +249,34 @@ function report(
   const { io, dumpDir } = options;
   if (options.json) {
     io.writeOut(
-      JSON.stringify({ ...result.info, "ram-sha256": options.digests }) + "\n",
+      formatJson({ ...result.info, "ram-sha256": options.digests }) + "\n",
     );
     return;
   }
-  io.writeOut(
-    `completed: ${formatBytes(result.info.ram?.total ?? 0)} of RAM from a ${
-      result.livemig ? "livemig" : `${result.machine ?? "QEMU"}`
-    } source, ${result.info.ram?.duplicate} zero and ${result.info.ram?.normal} normal pages\n`,
-  );
+  io.writeOut(`${formatIncomingSummary(result)}\n`);
   if (dumpDir !== undefined) io.writeOut(`RAM written to ${dumpDir}\n`);
 }
 
-async function dumpRam(memory: GuestMemory, dir: string): Promise<void> {
-  await Deno.mkdir(dir, { recursive: true });
-  for (const block of memory.blocks) {
-    await Deno.writeFile(
-      `${dir}/${ramBlockFileName(block.idstr)}`,
-      block.bytes,
-    );
+/**
+ * Prints why the migration did not complete: the JSON status, the exit
+ * status and the message agree (a destination that never got its source
+ * is failed first, so its status says so).
+ */
+function reportFailure(
+  destination: DestinationMigration,
+  error: unknown,
+  { io, json }: { io: CliIo; json: boolean },
+): number {
+  if (destination.status === "none" || destination.status === "setup") {
+    destination.abort(describeError(error));
   }
+  const info = destination.query();
+  if (json) io.writeOut(formatJson(info) + "\n");
+  const message = error instanceof MigrationAbortedError
+    ? describeCliError(error)
+    : `Cannot complete the incoming migration: ${
+      describeCliError(info["error-desc"] ?? error)
+    }`;
+  io.writeErr(`livemig: ${message}\n`);
+  return 1;
 }

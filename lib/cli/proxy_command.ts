@@ -9,6 +9,7 @@ import type { CliIo } from "./cli_io.ts";
 import { type Command, defineCommand } from "./define_command.ts";
 import { describeCliError } from "./describe_cli_error.ts";
 import { formatProxySummary } from "./format_proxy_summary.ts";
+import { parseIdleTimeout } from "./parse_idle_timeout.ts";
 import { onInterrupt } from "./on_interrupt.ts";
 import {
   type MigrationSettings,
@@ -34,6 +35,9 @@ Options:
                        max-postcopy-bandwidth=RATE for the background copy
                        once the source starts postcopy (default: no limit);
                        xbzrle-cache-size=SIZE (default 64MiB)
+  --idle-timeout DURATION
+                       Fail when the source sends nothing for DURATION,
+                       e.g. 30s (default: wait forever, as QEMU does)
   --json               Print the final statistics as one JSON object, the
                        last line
   -h, --help           Show this help
@@ -70,6 +74,7 @@ export const PROXY_COMMAND: Command = defineCommand({
   flags: {
     capability: { type: "string", short: "c", multiple: true },
     parameter: { type: "string", short: "p", multiple: true },
+    "idle-timeout": { type: "string" },
     json: { type: "boolean" },
   },
   positionals: [
@@ -83,9 +88,15 @@ export const PROXY_COMMAND: Command = defineCommand({
       USAGE,
       () => proxySettings(flags.capability, flags.parameter),
     );
+    const idleTimeoutMs = parseIdleTimeout(flags["idle-timeout"], USAGE);
     const proxy = new MigrationProxy(settings);
     proxy.listen();
-    const listener = await listenTransport(listenUri);
+    const listener = await listenTransport(listenUri, {
+      idleTimeoutMs,
+      spareConnections: 0, // a second source is refused at once
+      onRefused: (peer) =>
+        io.writeErr(`livemig: refused a connection from ${peer}\n`),
+    });
     io.writeErr(
       `livemig: waiting for a migration at ${listener.address}, forwarding to ${targetUri}\n`,
     );

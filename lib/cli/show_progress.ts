@@ -1,10 +1,62 @@
-import { formatProgressLine, type MigrationInfo } from "../../mod.ts";
+import {
+  type Clock,
+  formatProgressLine,
+  type MigrationInfo,
+  SYSTEM_CLOCK,
+} from "../../mod.ts";
 import type { CliIo } from "./cli_io.ts";
 
 /**
- * Shows a migration's `"progress"` events as one line on standard error,
- * rewritten in place, when standard error is a terminal; returns the
- * function that stops showing them and clears the line.
+ * How progress is shown on standard error (`--progress`): `tty` rewrites
+ * one line in place, `lines` prints a line every few seconds (for logs and
+ * pipes), `off` shows nothing, `auto` is `tty` on a terminal and `lines`
+ * elsewhere.
+ */
+export type ProgressMode = "auto" | "tty" | "lines" | "off";
+
+/** The values `--progress` takes. */
+export const PROGRESS_MODES: readonly ProgressMode[] = [
+  "auto",
+  "tty",
+  "lines",
+  "off",
+];
+
+/** Options for {@linkcode showProgress}. */
+export interface ShowProgressOptions<I> {
+  /**
+   * How to show it.
+   *
+   * @default {"auto"}
+   */
+  mode?: ProgressMode;
+  /**
+   * Formats the info as one line.
+   *
+   * @default {formatProgressLine}
+   */
+  format?: (info: I) => string;
+  /**
+   * Milliseconds between two lines in `lines` mode.
+   *
+   * @default {5000}
+   */
+  linesEveryMs?: number;
+  /**
+   * Time source of the updates.
+   *
+   * @default {SYSTEM_CLOCK}
+   */
+  clock?: Clock;
+}
+
+/** How often the line is rewritten on a terminal. */
+const TTY_EVERY_MS = 200;
+
+/**
+ * Shows a migration's progress on standard error while it runs, asking it
+ * for its `query()` info at intervals; returns the function that stops
+ * (and clears the line on a terminal).
  *
  * @example Usage
  * ```ts
@@ -12,31 +64,46 @@ import type { CliIo } from "./cli_io.ts";
  * import assert from "node:assert/strict";
  *
  * let err = "";
- * const io = { writeOut: () => {}, writeErr: (text: string) => (err += text), errIsTerminal: true };
- * const migration = new EventTarget();
- * const done = showProgress(migration, io);
- * migration.dispatchEvent(new CustomEvent("progress", { detail: { status: "setup" } }));
- * done();
- * assert.equal(err, "\r\x1b[Ksetup\r\x1b[K");
+ * const io = { writeOut: () => {}, writeErr: (text: string) => (err += text), errIsTerminal: false };
+ * const ticks: (() => void)[] = []; // each sleep ends when the test says so
+ * const clock = { now: () => 0, sleep: () => new Promise<void>((end) => ticks.push(end)) };
+ * const stop = showProgress({ query: () => ({ status: "active" as const }) }, io, { clock });
+ * ticks.shift()!();
+ * await new Promise((resolve) => setTimeout(resolve, 0));
+ * stop();
+ * assert.equal(err, "livemig: active\n");
  * ```
  *
- * @param target The migration: it dispatches `"progress"` events whose
- *   detail is its {@linkcode MigrationInfo}.
+ * @typeParam I What the migration's `query()` returns.
+ * @param migration The migration.
  * @param io Where to write.
+ * @param options The mode, the format, the clock.
  * @returns Stops showing progress.
  */
-export function showProgress(target: EventTarget, io: CliIo): () => void {
-  if (!io.errIsTerminal) return () => {};
-  const listener = (event: Event) => {
-    io.writeErr(
-      `\r\x1b[K${
-        formatProgressLine((event as CustomEvent<MigrationInfo>).detail)
-      }`,
-    );
-  };
-  target.addEventListener("progress", listener);
+export function showProgress<I = MigrationInfo>(
+  migration: { query(): I },
+  io: CliIo,
+  options: ShowProgressOptions<I> = {},
+): () => void {
+  const requested = options.mode ?? "auto";
+  const mode = requested === "auto"
+    ? (io.errIsTerminal ? "tty" : "lines")
+    : requested;
+  if (mode === "off") return () => {};
+  const format = options.format ??
+    (formatProgressLine as unknown as (info: I) => string);
+  const clock = options.clock ?? SYSTEM_CLOCK;
+  const everyMs = mode === "tty" ? TTY_EVERY_MS : options.linesEveryMs ?? 5000;
+  const stopped = new AbortController();
+  (async () => {
+    while (true) {
+      await clock.sleep(everyMs, stopped.signal);
+      const line = format(migration.query());
+      io.writeErr(mode === "tty" ? `\r\x1b[K${line}` : `livemig: ${line}\n`);
+    }
+  })().catch(() => {});
   return () => {
-    target.removeEventListener("progress", listener);
-    io.writeErr("\r\x1b[K");
+    stopped.abort();
+    if (mode === "tty") io.writeErr("\r\x1b[K");
   };
 }

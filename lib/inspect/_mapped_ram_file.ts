@@ -4,9 +4,9 @@
  * the mapped-ram reader handles the block list and the pages.
  *
  * ```
- * pass 1  decoder over the first bytes, one record per batch, stopped right
- *         after the RAM START section header: its offset is where the
- *         MEM_SIZE word starts → MappedRamReader.open(file, that offset)
+ * pass 1  readMappedRamHead(): the records up to the RAM START section
+ *         header, which ends where the MEM_SIZE word starts
+ *         → MappedRamReader.open(file, that offset)
  * pass 2  decoder over the whole stream with every block region delivered
  *         as zeros (never read), so only the metadata costs reads
  * ```
@@ -17,6 +17,7 @@
 import { StreamFormatError } from "../errors.ts";
 import { MappedRamReader } from "../mapped_ram/mapped_ram_reader.ts";
 import { createMappedRamStreamReadable } from "../mapped_ram/mapped_ram_stream_readable.ts";
+import { readMappedRamHead } from "../mapped_ram/read_mapped_ram_head.ts";
 import type { RamBlockInfo } from "../ram/ram_record.ts";
 import { ByteReader } from "../streams/byte_reader.ts";
 import type { RandomAccessFile } from "../transport/transport.ts";
@@ -30,7 +31,6 @@ import type {
   MigrationRecord,
   SectionStartRecord,
 } from "../wire/migration_record.ts";
-import { QEMU_VM_FILE_MAGIC, QEMU_VM_FILE_VERSION } from "../wire/qemu_vm.ts";
 
 /** The capability that announces the mapped-ram layout. */
 export const MAPPED_RAM = "mapped-ram";
@@ -62,124 +62,26 @@ export interface MappedRamFileHead {
 }
 
 /**
- * Reads the first records of a stream in a file, one per batch, until
- * `stop` says so; returns them with the file offset right after the last.
- */
-async function readFirstRecords(
-  file: RandomAccessFile,
-  options: MappedRamFileOptions,
-  stop: (record: MigrationRecord) => boolean,
-): Promise<
-  { records: MigrationRecord[]; end: number; decoder: MigrationDecoder }
-> {
-  const offset = options.offset ?? 0;
-  const reader = new ByteReader(
-    createMappedRamStreamReadable(file, [], { offset, chunkBytes: 4096 }),
-    offset,
-  );
-  const decoder = new MigrationDecoder({
-    ...options.decoder,
-    startOffset: offset,
-    batchRecords: 1,
-  });
-  const records: MigrationRecord[] = [];
-  try {
-    for await (const batch of decoder.decode(reader)) {
-      records.push(...batch);
-      // With one record per batch the decoder yields each record before it
-      // reads the next one, so the reader's offset is right after it.
-      if (batch.some(stop)) {
-        if (!stop(batch.at(-1)!)) {
-          throw new Error(
-            "Cannot locate the mapped-ram block list: the decoder read past the RAM START header",
-          );
-        }
-        return { records, end: reader.offset, decoder };
-      }
-    }
-    return { records, end: reader.offset, decoder };
-  } finally {
-    await reader.cancel().catch(() => {});
-  }
-}
-
-/**
- * Tells whether a file holds a migration stream whose CONFIGURATION lists
- * the `mapped-ram` capability.
- */
-export async function hasMappedRamConfiguration(
-  file: RandomAccessFile,
-  options: MappedRamFileOptions,
-): Promise<boolean> {
-  const offset = options.offset ?? 0;
-  if (await file.size() < offset + 8) return false;
-  const head = new DataView((await file.readAt(offset, 8)).buffer);
-  if (
-    head.getUint32(0) !== QEMU_VM_FILE_MAGIC ||
-    head.getUint32(4) !== QEMU_VM_FILE_VERSION
-  ) {
-    return false;
-  }
-  const { records } = await readFirstRecords(
-    file,
-    options,
-    (record) => record.type !== "header",
-  );
-  return records.some((record) =>
-    record.type === "configuration" &&
-    record.capabilities?.includes(MAPPED_RAM) === true
-  );
-}
-
-/**
  * Reads the head of a mapped-ram file: everything up to the block list.
  *
  * @throws {StreamFormatError} If the file is no mapped-ram stream.
  */
-export async function readMappedRamHead(
+export async function readMappedRamFileHead(
   file: RandomAccessFile,
   options: MappedRamFileOptions,
 ): Promise<MappedRamFileHead> {
-  const offset = options.offset ?? 0;
-  const { records, end, decoder } = await readFirstRecords(
-    file,
-    options,
-    (record) =>
-      record.type !== "header" && record.type !== "configuration" &&
-      record.type !== "command",
-  );
-  const last = records.at(-1);
-  if (last?.type !== "section-start") {
-    throw new StreamFormatError(
-      `Cannot read mapped-ram file: ${
-        last === undefined || last.type === "header"
-          ? "the stream ends before its RAM START section"
-          : `a "${last.type}" record comes before the RAM START section`
-      }`,
-      { offset: end },
-    );
-  }
-  const configuration = records.find((record) =>
-    record.type === "configuration"
-  );
-  if (!configuration?.capabilities?.includes(MAPPED_RAM)) {
-    throw new StreamFormatError(
-      `Cannot read mapped-ram file at offset ${offset + 8}: ${
-        configuration
-          ? 'its CONFIGURATION does not list the "mapped-ram" capability'
-          : "it has no CONFIGURATION section to announce mapped-ram"
-      }`,
-      { offset: offset + 8 },
-    );
-  }
+  const head = await readMappedRamHead(file, options);
+  const { records } = head;
   return {
     header: records[0] as HeaderRecord,
-    configuration,
+    configuration: records.find((record) =>
+      record.type === "configuration"
+    ) as ConfigurationRecord,
     commands: records.filter((record) => record.type === "command"),
-    ramSection: last,
-    memSizeOffset: end,
-    pageSize: decoder.pageSize,
-    capabilities: [...decoder.capabilities],
+    ramSection: records.at(-1) as SectionStartRecord,
+    memSizeOffset: head.memSizeOffset,
+    pageSize: head.pageSize,
+    capabilities: [...head.capabilities],
   };
 }
 
@@ -192,7 +94,7 @@ export async function openMappedRamFile(
   file: RandomAccessFile,
   options: MappedRamFileOptions,
 ): Promise<{ head: MappedRamFileHead; reader: MappedRamReader }> {
-  const head = await readMappedRamHead(file, options);
+  const head = await readMappedRamFileHead(file, options);
   const reader = await MappedRamReader.open(file, head.memSizeOffset, {
     pageSize: head.pageSize,
     ignoreShared: head.capabilities.includes("x-ignore-shared"),

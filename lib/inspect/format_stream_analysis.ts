@@ -1,3 +1,4 @@
+import { escapeUntrustedText as escape } from "../bytes/escape_untrusted_text.ts";
 import type {
   DeviceAnalysis,
   StreamAnalysis,
@@ -6,7 +7,9 @@ import type {
 /**
  * Formats a {@linkcode StreamAnalysis} as the human summary `analyze`
  * prints: header, machine, commands, sections, RAM per block, devices,
- * vmdesc.
+ * vmdesc. Names that come from the stream (machine, capabilities, blocks,
+ * devices) are printed escaped (see {@linkcode escapeUntrustedText}), so a
+ * crafted stream cannot send escape sequences to the terminal.
  *
  * @example Usage
  * ```ts
@@ -42,11 +45,15 @@ function headerLines(analysis: StreamAnalysis): string[] {
     `QEMU ${
       analysis.format === "mapped-ram" ? "mapped-ram file" : "migration stream"
     }, version ${analysis.version ?? "?"}, ${analysis.bytes} bytes`,
-    `machine       ${analysis.machine ?? "(no CONFIGURATION)"}, page size ${
-      analysis["page-size"]
-    }`,
+    `machine       ${
+      analysis.machine === null
+        ? "(no CONFIGURATION)"
+        : escape(analysis.machine)
+    }, page size ${analysis["page-size"]}`,
     `capabilities  ${
-      analysis.capabilities.length ? analysis.capabilities.join(", ") : "(none)"
+      analysis.capabilities.length
+        ? analysis.capabilities.map(escape).join(", ")
+        : "(none)"
     }`,
     `commands      ${commands.length ? commands.join(", ") : "(none)"}`,
     `sections      ${s.start} START, ${s.part} PART, ${s.end} END, ${s.full} FULL, ${s.footer} footers`,
@@ -61,15 +68,16 @@ function ramLines(ram: StreamAnalysis["ram"]): string[] {
     } pages; ${ram.eos} EOS, ${ram.continue} with CONTINUE`,
   ];
   if (ram.blocks.length === 0) return lines;
-  const width = Math.max(5, ...ram.blocks.map((b) => b.name.length));
+  const names = ram.blocks.map((b) => escape(b.name));
+  const width = Math.max(5, ...names.map((name) => name.length));
   lines.push(
     `  ${"block".padEnd(width)}  ${"size".padStart(11)}  ${
       "zero".padStart(8)
     }  ${"normal".padStart(8)}  ${"xbzrle".padStart(8)}`,
   );
-  for (const block of ram.blocks) {
+  for (const [i, block] of ram.blocks.entries()) {
     lines.push(
-      `  ${block.name.padEnd(width)}  ${String(block.size).padStart(11)}  ${
+      `  ${names[i]!.padEnd(width)}  ${String(block.size).padStart(11)}  ${
         String(block.zero).padStart(8)
       }  ${String(block.normal).padStart(8)}  ${
         String(block.xbzrle).padStart(8)
@@ -83,7 +91,7 @@ function ramLines(ram: StreamAnalysis["ram"]): string[] {
 function deviceLines(devices: DeviceAnalysis[]): string[] {
   if (devices.length === 0) return [];
   const total = devices.reduce((sum, d) => sum + d.size, 0);
-  const names = devices.map((d) => `${d.name} (${d["instance-id"]})`);
+  const names = devices.map((d) => `${escape(d.name)} (${d["instance-id"]})`);
   const width = Math.max(4, ...names.map((name) => name.length));
   return [
     `devices       ${devices.length} sections, ${total} bytes of state`,

@@ -28,6 +28,7 @@ import type { MigrationRecord } from "../wire/migration_record.ts";
 import { MAPPED_RAM_LOAD_BUF_SIZE } from "./mapped_ram_layout.ts";
 import { MappedRamReader } from "./mapped_ram_reader.ts";
 import { createMappedRamStreamReadable } from "./mapped_ram_stream_readable.ts";
+import { readMappedRamHead } from "./read_mapped_ram_head.ts";
 
 /** Options for {@linkcode readMappedRamRecords}. */
 export interface ReadMappedRamRecordsOptions {
@@ -157,97 +158,17 @@ async function* records(
   file: RandomAccessFile,
   options: ReadOptions,
 ): AsyncGenerator<MigrationRecord[]> {
-  const head = await readHead(file, options);
+  const head = await readMappedRamHead(file, options);
   const reader = await MappedRamReader.open(file, head.memSizeOffset, {
     pageSize: head.pageSize,
     ignoreShared: head.capabilities.has("x-ignore-shared"),
     readBytes: options.readBytes,
   });
-  yield [...head.records, { type: "ram-mem-size", blocks: reader.blocks }];
+  // Commands concern the channel the file was written over, not the guest.
+  const records = head.records.filter((record) => record.type !== "command");
+  yield [...records, { type: "ram-mem-size", blocks: reader.blocks }];
   yield* reader.records();
   yield* rest(file, reader, options);
-}
-
-/** What precedes the block list. */
-interface Head {
-  /** Header, CONFIGURATION and RAM START (commands left out). */
-  records: MigrationRecord[];
-  /** File offset of the MEM_SIZE word that opens the block list. */
-  memSizeOffset: number;
-  /** The target page size. */
-  pageSize: number;
-  /** The capabilities the CONFIGURATION announced. */
-  capabilities: ReadonlySet<string>;
-}
-
-/**
- * Decodes the stream, one record per batch, up to the RAM START header:
- * with one record per batch the decoder yields each record before it
- * reads the next, so the reader's offset is then where the block list
- * starts.
- */
-async function readHead(
-  file: RandomAccessFile,
-  options: ReadOptions,
-): Promise<Head> {
-  const { offset } = options;
-  const reader = new ByteReader(
-    createMappedRamStreamReadable(file, [], { offset, chunkBytes: 4096 }),
-    offset,
-  );
-  const decoder = new MigrationDecoder({
-    ...options.decoder,
-    startOffset: offset,
-    batchRecords: 1,
-  });
-  const records: MigrationRecord[] = [];
-  try {
-    for await (const batch of decoder.decode(reader)) {
-      records.push(...batch.filter((record) => record.type !== "command"));
-      const last = records.at(-1);
-      if (last?.type !== "header" && last?.type !== "configuration") break;
-    }
-  } finally {
-    await reader.cancel().catch(() => {});
-  }
-  const capabilities = decoder.capabilities;
-  checkHead(records, capabilities, options.offset, reader.offset);
-  return {
-    records,
-    memSizeOffset: reader.offset,
-    pageSize: decoder.pageSize,
-    capabilities,
-  };
-}
-
-function checkHead(
-  records: readonly MigrationRecord[],
-  capabilities: ReadonlySet<string>,
-  offset: number,
-  end: number,
-): void {
-  const last = records.at(-1);
-  if (last?.type !== "section-start") {
-    throw new StreamFormatError(
-      `Cannot read mapped-ram file: ${
-        last === undefined || last.type === "header" ||
-          last.type === "configuration"
-          ? "the stream ends before its RAM START section"
-          : `a "${last.type}" record comes before the RAM START section`
-      }`,
-      { offset: end },
-    );
-  }
-  if (!capabilities.has("mapped-ram")) {
-    throw new StreamFormatError(
-      `Cannot read mapped-ram file at offset ${offset + 8}: ${
-        records.some((record) => record.type === "configuration")
-          ? 'its CONFIGURATION does not list the "mapped-ram" capability'
-          : "it has no CONFIGURATION section to announce mapped-ram"
-      }`,
-      { offset: offset + 8 },
-    );
-  }
 }
 
 /**

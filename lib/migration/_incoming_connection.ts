@@ -13,6 +13,7 @@ import { MigrationProtocolError } from "../errors.ts";
 import { ByteReader } from "../streams/byte_reader.ts";
 import type { Transport } from "../transport/transport.ts";
 import { MigrationDecoder } from "../wire/migration_decoder.ts";
+import type { MigrationRecord } from "../wire/migration_record.ts";
 import {
   encodeReturnPathMessage,
   type ReturnPathMessage,
@@ -98,7 +99,7 @@ export class IncomingConnection {
       bufferBytes: 1 << 20,
     });
     try {
-      await loader.load(decoder.decode(reader), {
+      await loader.load(refuseMappedRam(decoder.decode(reader)), {
         accept,
         position: () => reader.offset,
       });
@@ -131,6 +132,29 @@ export class IncomingConnection {
    */
   close(): Promise<void> {
     return this.transport.close();
+  }
+}
+
+/**
+ * Passes the batches on, refusing a stream whose CONFIGURATION announces
+ * mapped-ram: its pages lie at fixed offsets of a file, not in the stream,
+ * so loading it as a stream would leave the guest's RAM empty.
+ */
+async function* refuseMappedRam(
+  batches: AsyncIterable<MigrationRecord[]>,
+): AsyncGenerator<MigrationRecord[]> {
+  let checking = true;
+  for await (const batch of batches) {
+    for (const record of checking ? batch : []) {
+      if (record.type === "configuration") {
+        if (record.capabilities?.includes("mapped-ram")) {
+          throw new MigrationProtocolError(
+            "Cannot load a mapped-ram stream as a stream: its pages lie at fixed offsets of a file, not in the stream; load the file as mapped-ram (the mapped-ram capability)",
+          );
+        }
+      } else if (record.type !== "header") checking = false;
+    }
+    yield batch;
   }
 }
 

@@ -22,6 +22,7 @@ import { MigrationProtocolError } from "../errors.ts";
 import type { DirtyBitmap } from "../guest/dirty_bitmap.ts";
 import type { GuestMemory } from "../guest/guest_memory.ts";
 import type { MigratableGuest } from "../guest/migratable_guest.ts";
+import { SimulatedGuest } from "../guest/simulated_guest.ts";
 import { applyRamRecord } from "../ram/apply_ram_record.ts";
 import type { RamBlockInfo, RamPageCarrier } from "../ram/ram_record.ts";
 import type { Clock } from "../streams/clock.ts";
@@ -45,7 +46,7 @@ import {
 } from "./_incoming_connection.ts";
 import { yieldToIo } from "./_yield_to_io.ts";
 import { GUEST_SECTION_IDSTR, RAM_SECTION_ID } from "./guest_device_section.ts";
-import type { RamStats } from "./migration_info.ts";
+import type { MigrationInfo, RamStats } from "./migration_info.ts";
 import type { MigrationState } from "./migration_state.ts";
 
 /** Options for {@linkcode RecordLoader}. */
@@ -214,6 +215,19 @@ export class RecordLoader {
       "downtime-bytes": 0,
       "postcopy-bytes": received.postcopy,
       "dirty-sync-missed-zero-copy": 0,
+    };
+  }
+
+  /** `postcopy-blocktime` in postcopy, for a simulated guest. */
+  blocktime(): Partial<MigrationInfo> {
+    const guest = this.#guest;
+    if (this.#postcopy === undefined || !(guest instanceof SimulatedGuest)) {
+      return {};
+    }
+    const blockedMs = Math.round(guest.blockedMs);
+    return {
+      "postcopy-blocktime": blockedMs,
+      "postcopy-vcpu-blocktime": [blockedMs],
     };
   }
 

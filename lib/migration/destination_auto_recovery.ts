@@ -63,6 +63,7 @@ export class DestinationAutoRecovery {
   readonly #options: DestinationAutoRecoveryOptions;
   readonly #onStatus = (event: Event) => this.#handle(event);
   #listener: TransportListener | undefined;
+  #stopped = false;
 
   /**
    * Starts watching `destination`.
@@ -86,8 +87,12 @@ export class DestinationAutoRecovery {
     destination.addEventListener("status", this.#onStatus);
   }
 
-  /** Stops watching, and stops listening at the recovery address. */
+  /**
+   * Stops watching, and stops listening at the recovery address; a wait
+   * for the source that this ends is not reported to `onError`.
+   */
   async stop(): Promise<void> {
+    this.#stopped = true;
     this.#destination.removeEventListener("status", this.#onStatus);
     await this.#listener?.close();
   }
@@ -104,7 +109,7 @@ export class DestinationAutoRecovery {
       const transport = await listener.accept();
       this.#destination.recover(transport, { accept: () => listener.accept() });
     } catch (error) {
-      this.#options.onError?.(error);
+      if (!this.#stopped) this.#options.onError?.(error);
     }
   }
 }

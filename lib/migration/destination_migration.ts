@@ -11,15 +11,19 @@
  *   block list       → create the guest (size capped by maxRamBytes)
  *   ZERO/PAGE/XBZRLE → apply to guest RAM in stream order
  *   livemig-guest    → load the guest's device state
- *   EOF (+ vmdesc)   → completed, SHUT 0, resume the guest
+ *   EOF (+ vmdesc)   → beforeResume (e.g. a RAM dump), then completed,
+ *                      SHUT 0, resume the guest
  * postcopy (DestinationPostcopy):
  *   ADVISE, DISCARD  → the discarded pages are missing
  *   PACKAGED         → LISTEN: postcopy-active; device state; RUN: the guest
  *                      runs; a write to a missing page blocks and sends
  *                      REQ_PAGES(_ID) on the return path
  *   connection lost  → postcopy-paused, until recover(): RECV_BITMAP
- *                      answered with what arrived, RESUME → RESUME_ACK
- * any other error    → failed, SHUT 1, the guest is never resumed
+ *                      answered with what arrived, RESUME → RESUME_ACK;
+ *                      or abandon(): the app gives the guest up, the
+ *                      status stays postcopy-paused
+ * any other error    → failed, SHUT 1, the guest is never resumed (also
+ *                      when beforeResume fails)
  * ```
  *
  * This file holds the session (status, connections, recovery, the end);
@@ -30,15 +34,19 @@
  * @module
  */
 
-import { describeError, MigrationAbortedError } from "../errors.ts";
+import {
+  describeError,
+  MigrationAbortedError,
+  type MigrationAbortReason,
+} from "../errors.ts";
 import type { GuestMemoryOptions } from "../guest/guest_memory.ts";
 import type { MigratableGuest } from "../guest/migratable_guest.ts";
-import { SimulatedGuest } from "../guest/simulated_guest.ts";
 import type { RamBlockInfo } from "../ram/ram_record.ts";
 import { type Clock, SYSTEM_CLOCK } from "../streams/clock.ts";
 import { readMappedRamRecords } from "../mapped_ram/read_mapped_ram_records.ts";
 import type { RandomAccessFile, Transport } from "../transport/transport.ts";
 import { IncomingConnection } from "./_incoming_connection.ts";
+import { PostcopyPause } from "./_postcopy_pause.ts";
 import { RecordLoader } from "./_record_loader.ts";
 import type { MigrationInfo } from "./migration_info.ts";
 import {
@@ -84,8 +92,10 @@ export interface DestinationMigrationOptions {
   /** Time source. Defaults to the real clock. */
   clock?: Clock;
   /**
-   * Called with the loaded guest after EOF, before it is resumed in
-   * precopy (e.g. to dump its RAM); in postcopy, once all RAM is in.
+   * Called with the loaded guest after EOF, before the status moves to
+   * `completed` and the guest is resumed (e.g. to dump its RAM); in
+   * postcopy, once all RAM is in. If it throws, the migration fails (SHUT 1
+   * to a source with a return path) and the guest is not resumed.
    */
   beforeResume?: (guest: MigratableGuest) => void | Promise<void>;
   /**
@@ -170,7 +180,7 @@ export class DestinationMigration extends EventTarget {
   #errorDesc: string | undefined;
   /** The connection being loaded (none while postcopy is paused). */
   #connection: IncomingConnection | undefined;
-  #recoverWaiter: PromiseWithResolvers<IncomingConnectionOffer> | undefined;
+  readonly #pause = new PostcopyPause<IncomingConnectionOffer>();
 
   /**
    * Constructs a new instance in status `none`.
@@ -210,6 +220,11 @@ export class DestinationMigration extends EventTarget {
     return this.#state.status;
   }
 
+  /** Whether a postcopy-preempt connection is expected (`preempt`). */
+  get preempt(): boolean {
+    return this.#options.preempt ?? false;
+  }
+
   /** The guest, once the block list arrived. */
   get guest(): MigratableGuest | undefined {
     return this.#loader.guest;
@@ -227,13 +242,7 @@ export class DestinationMigration extends EventTarget {
       (this.#endTime ?? this.#clock.now()) - this.#startTime,
     );
     info.ram = this.#loader.ramStats();
-    const guest = this.#loader.guest;
-    if (
-      this.#loader.postcopy !== undefined && guest instanceof SimulatedGuest
-    ) {
-      info["postcopy-blocktime"] = Math.round(guest.blockedMs);
-      info["postcopy-vcpu-blocktime"] = [Math.round(guest.blockedMs)];
-    }
+    Object.assign(info, this.#loader.blocktime());
     if (this.#errorDesc !== undefined) info["error-desc"] = this.#errorDesc;
     return info;
   }
@@ -249,19 +258,48 @@ export class DestinationMigration extends EventTarget {
   /**
    * Closes the current connection: before postcopy the migration fails;
    * in postcopy it pauses (`migrate-pause`), waiting for
-   * {@linkcode DestinationMigration.recover}.
+   * {@linkcode DestinationMigration.recover}. A destination still waiting
+   * for its source (status `setup`) fails at once.
    *
    * @param reason Why.
    */
   abort(reason = "the incoming migration was aborted"): void {
     if (this.#loader.postcopy === undefined) this.#errorDesc ??= reason;
+    if (this.status === "none" || this.status === "setup") {
+      this.#startTime = this.#endTime = this.#clock.now();
+      this.#state.moveTo("failed");
+      return;
+    }
     void this.#connection?.close();
   }
 
   /**
-   * Pauses a postcopy migration (`migrate-pause`): the connection is
-   * closed, the guest keeps running, and pages it touches wait for a
-   * recovery.
+   * Gives up a postcopy migration: the app will not wait for a recovery
+   * (QEMU has no such command; quitting the process is its way). The
+   * connection, if any, is closed, and {@linkcode DestinationMigration.incoming}
+   * rejects with a {@linkcode MigrationAbortedError} (reason `cancelled`).
+   * The status stays `postcopy-paused`: the guest runs here without the
+   * pages that never arrived, so it is neither completed nor safe.
+   *
+   * @param reason Why, for the error.
+   * @throws {TypeError} Outside postcopy (before it, `abort()`).
+   */
+  abandon(reason = "the postcopy migration was given up"): void {
+    const status = this.status;
+    if (
+      status !== "postcopy-active" && status !== "postcopy-paused" &&
+      status !== "postcopy-recover"
+    ) {
+      throw new TypeError(
+        `Cannot abandon migration in "${status}": only a postcopy migration can be given up`,
+      );
+    }
+    if (!this.#pause.abandon(reason)) void this.#connection?.close();
+  }
+
+  /**
+   * Pauses a postcopy migration (`migrate-pause`): the connection closes,
+   * the guest keeps running, pages it touches wait for a recovery.
    *
    * @throws {TypeError} Outside postcopy-active.
    */
@@ -283,14 +321,12 @@ export class DestinationMigration extends EventTarget {
    * @throws {TypeError} Outside postcopy-paused.
    */
   recover(transport: Transport, options: IncomingOptions = {}): void {
-    if (
-      this.status !== "postcopy-paused" || this.#recoverWaiter === undefined
-    ) {
+    if (this.status !== "postcopy-paused" || !this.#pause.waiting) {
       throw new TypeError(
         `Cannot recover migration in "${this.status}": it must be in "postcopy-paused"`,
       );
     }
-    this.#recoverWaiter.resolve({ transport, ...options });
+    this.#pause.recover({ transport, ...options });
   }
 
   /**
@@ -344,18 +380,7 @@ export class DestinationMigration extends EventTarget {
    * return path exists, so nothing answers a PING and no SHUT is sent.
    */
   async #receive(load: () => Promise<void>): Promise<IncomingResult> {
-    this.#start();
-    try {
-      await load();
-      return await this.#complete(await this.#loader.finish());
-    } catch (error) {
-      throw await this.#fail(error);
-    }
-  }
-
-  /** From `none` or `setup` to `active`. */
-  #start(): void {
-    this.listen();
+    this.listen(); // from none or setup to active
     if (this.status !== "setup") {
       throw new TypeError(
         `Cannot receive a migration: the destination is in "${this.status}"`,
@@ -363,6 +388,20 @@ export class DestinationMigration extends EventTarget {
     }
     this.#startTime = this.#clock.now();
     this.#state.moveTo("active");
+    let guest: MigratableGuest;
+    try {
+      await load();
+      guest = await this.#loader.finish();
+    } catch (error) {
+      throw await this.#fail(error, "stream-error");
+    }
+    try {
+      // Before "completed": a failing step (a RAM dump) fails the migration.
+      await this.#options.beforeResume?.(guest);
+    } catch (error) {
+      throw await this.#fail(error, "destination-failed");
+    }
+    return await this.#complete(guest);
   }
 
   /**
@@ -374,8 +413,10 @@ export class DestinationMigration extends EventTarget {
     let next = first;
     let recovery = false;
     while (true) {
+      const connection = new IncomingConnection(next.transport, { recovery });
+      this.#connection = connection;
       try {
-        await this.#load(next.transport, recovery, next.accept);
+        await connection.load(this.#loader, next.accept);
         return;
       } catch (error) {
         await this.#connection?.close().catch(() => {});
@@ -383,38 +424,20 @@ export class DestinationMigration extends EventTarget {
         if (status !== "postcopy-active" && status !== "postcopy-recover") {
           throw error;
         }
-        next = await this.#pauseUntilRecovered(error);
+        // Postcopy: the guest already runs here, so a lost connection waits
+        // for a new one instead of failing.
+        this.#errorDesc = describeError(error);
+        this.#connection = undefined;
+        this.#state.moveTo("postcopy-paused");
+        next = await this.#pause.wait(() =>
+          `the guest is lost in ${this.status} (${
+            this.#loader.guest?.memory.missingPages ?? 0
+          } pages never arrived)`
+        );
+        this.#state.moveTo("postcopy-recover");
         recovery = true;
       }
     }
-  }
-
-  /**
-   * Postcopy: the guest already runs here, so a lost connection waits for
-   * a new one instead of failing.
-   */
-  async #pauseUntilRecovered(
-    error: unknown,
-  ): Promise<IncomingConnectionOffer> {
-    this.#errorDesc = describeError(error);
-    this.#connection = undefined;
-    this.#state.moveTo("postcopy-paused");
-    this.#recoverWaiter = Promise.withResolvers();
-    const next = await this.#recoverWaiter.promise;
-    this.#recoverWaiter = undefined;
-    this.#state.moveTo("postcopy-recover");
-    return next;
-  }
-
-  /** Decodes one connection until EOF. */
-  async #load(
-    transport: Transport,
-    recovery: boolean,
-    accept: (() => Promise<Transport>) | undefined,
-  ): Promise<void> {
-    const connection = new IncomingConnection(transport, { recovery });
-    this.#connection = connection;
-    await connection.load(this.#loader, accept);
   }
 
   /**
@@ -429,7 +452,6 @@ export class DestinationMigration extends EventTarget {
     if (connection?.returnPath) {
       await connection.reply({ type: "SHUT", value: 0 });
     }
-    await this.#options.beforeResume?.(guest);
     if (!this.#loader.guestStarted && (this.#options.autostart ?? true)) {
       guest.resume();
     }
@@ -443,12 +465,22 @@ export class DestinationMigration extends EventTarget {
   }
 
   /**
-   * The migration failed: `failed`, SHUT 1, the connection closed.
+   * The migration failed: `failed`, SHUT 1, the connection closed. A
+   * postcopy migration the app gave up stays `postcopy-paused`.
    *
    * @returns The error to throw.
    */
-  async #fail(error: unknown): Promise<MigrationAbortedError> {
+  async #fail(
+    error: unknown,
+    reason: MigrationAbortReason,
+  ): Promise<MigrationAbortedError> {
     this.#endTime = this.#clock.now();
+    if (
+      this.#pause.abandoned !== undefined &&
+      error instanceof MigrationAbortedError
+    ) {
+      return error; // given up in postcopy-paused, which it stays in
+    }
     const message = this.#errorDesc ?? describeError(error);
     this.#errorDesc = message;
     if ((this.status as MigrationStatus) !== "failed") {
@@ -461,7 +493,7 @@ export class DestinationMigration extends EventTarget {
     await connection?.close().catch(() => {});
     return new MigrationAbortedError(
       `Cannot complete the incoming migration: ${message}`,
-      { reason: "stream-error", cause: error },
+      { reason, cause: error },
     );
   }
 }

@@ -1,6 +1,11 @@
+import { isMappedRamFile } from "../mapped_ram/is_mapped_ram_file.ts";
+import type { Clock } from "../streams/clock.ts";
 import { openRandomAccessFile } from "../transport/file_transport.ts";
 import { listenTransport } from "../transport/open_transport.ts";
-import { parseTransportUri } from "../transport/transport_uri.ts";
+import {
+  type FileTransportUri,
+  parseTransportUri,
+} from "../transport/transport_uri.ts";
 import type {
   DestinationMigration,
   IncomingResult,
@@ -11,11 +16,35 @@ export interface ListenForMigrationOptions {
   /**
    * Whether the migration arrives as a mapped-ram file (the destination's
    * `mapped-ram` capability): `uri` must then be a `file:` URI, whose
-   * pages are read from their fixed offsets instead of as a stream.
+   * pages are read from their fixed offsets instead of as a stream. When
+   * left out, a `file:` URI is loaded as what the file holds (see
+   * {@linkcode isMappedRamFile}) and anything else as a stream; when given,
+   * a file of the other kind fails the migration.
    *
-   * @default {false}
+   * @default {undefined}
    */
   mappedRam?: boolean;
+  /**
+   * For `tcp:` and `unix:`: milliseconds a read may wait without a byte
+   * from the source before the migration fails (see
+   * {@linkcode ListenOptions.idleTimeoutMs}); 0 waits forever.
+   *
+   * @default {0}
+   */
+  idleTimeoutMs?: number;
+  /**
+   * Time source of the idle timeout.
+   *
+   * @default {SYSTEM_CLOCK}
+   */
+  clock?: Clock;
+  /**
+   * Called with each connection refused while the migration is in
+   * progress: for `tcp:` and `unix:`, a connection beyond the first (and
+   * beyond the postcopy-preempt one when the destination expects it) is
+   * closed at once.
+   */
+  onRefused?: (peer: string) => void;
 }
 
 /** Where a destination waits for its migration: {@linkcode listenForMigration}. */
@@ -25,6 +54,11 @@ export interface IncomingMigrationListener {
    * (port 0 picks a free port), for a mapped-ram file the URI as given.
    */
   readonly address: string;
+  /**
+   * How the migration is loaded: as a stream, or from a mapped-ram file's
+   * fixed offsets.
+   */
+  readonly format: "stream" | "mapped-ram";
   /**
    * Loads the migration: accepts the first connection and loads what
    * arrives on it (further connections are the postcopy-preempt channel),
@@ -40,9 +74,10 @@ export interface IncomingMigrationListener {
 
 /**
  * Makes `destination` wait for a migration at `uri`, as QEMU's
- * `-incoming URI` does: listens on `tcp:` or `unix:`, starts an `exec:`
- * command or opens a `file:` stream; with `mappedRam`, reads a mapped-ram
- * file named by a `file:PATH[,offset=N]` URI instead.
+ * `-incoming URI` does: listens on `tcp:` or `unix:` (refusing at once a
+ * connection that is not part of the migration), starts an `exec:`
+ * command or opens a `file:` stream; a mapped-ram file named by a
+ * `file:PATH[,offset=N]` URI is read as one (`format` says which).
  *
  * @example Usage
  * ```ts
@@ -61,8 +96,9 @@ export interface IncomingMigrationListener {
  * await migrateToUri(source, `file:${path}`);
  *
  * const destination = new DestinationMigration({ autostart: false });
- * const listener = await listenForMigration(destination, `file:${path}`, { mappedRam: true });
+ * const listener = await listenForMigration(destination, `file:${path}`);
  * assert.equal(listener.address, `file:${path}`);
+ * assert.equal(listener.format, "mapped-ram");
  * const loaded = await listener.incoming();
  * await listener.close();
  * assert.equal(loaded.info.status, "completed");
@@ -84,10 +120,19 @@ export async function listenForMigration(
   options: ListenForMigrationOptions = {},
 ): Promise<IncomingMigrationListener> {
   destination.listen();
-  if (options.mappedRam) return mappedRamListener(destination, uri);
-  const listener = await listenTransport(uri);
+  const mappedRam = options.mappedRam ?? await holdsMappedRam(uri);
+  if (mappedRam) return mappedRamListener(destination, uri);
+  const listener = await listenTransport(uri, {
+    // The first connection is the migration; a second one only carries
+    // postcopy-preempt pages: any other is refused at once.
+    spareConnections: destination.preempt ? 1 : 0,
+    ...(options.idleTimeoutMs ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
+    ...(options.clock ? { clock: options.clock } : {}),
+    ...(options.onRefused ? { onRefused: options.onRefused } : {}),
+  });
   return {
     address: listener.address,
+    format: "stream",
     async incoming() {
       return await destination.incoming(await listener.accept(), {
         accept: () => listener.accept(),
@@ -109,6 +154,7 @@ function mappedRamListener(
   }
   return {
     address: uri,
+    format: "mapped-ram",
     async incoming() {
       const file = await openRandomAccessFile(target.path, { readOnly: true });
       try {
@@ -121,4 +167,24 @@ function mappedRamListener(
     },
     close: () => Promise.resolve(),
   };
+}
+
+/**
+ * Whether `uri` names a mapped-ram file; `false` for other URIs, and for a
+ * file that cannot be read or decoded (loading it as a stream then says
+ * why).
+ */
+async function holdsMappedRam(uri: string): Promise<boolean> {
+  const target = parseTransportUri(uri);
+  if (target.scheme !== "file") return false;
+  return await fileHoldsMappedRam(target).catch(() => false);
+}
+
+async function fileHoldsMappedRam(target: FileTransportUri): Promise<boolean> {
+  const file = await openRandomAccessFile(target.path, { readOnly: true });
+  try {
+    return await isMappedRamFile(file, { offset: target.offset });
+  } finally {
+    await file.close();
+  }
 }

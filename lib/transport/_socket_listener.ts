@@ -2,45 +2,63 @@
  * The {@linkcode TransportListener} over a `Deno.Listener`, shared by `tcp:`
  * and `unix:`. Private to lib/transport/.
  *
+ * With `spareConnections` finite, the listener keeps accepting once its
+ * first connection was taken: a new connection goes to a waiting
+ * `accept()`, else waits as a spare (up to that many), else is closed at
+ * once, so that a second source learns right away that it is not wanted.
+ *
  * @module
  */
 
 import { describeError } from "../errors.ts";
 import type { Transport, TransportListener } from "./transport.ts";
 import { abortable } from "./_abortable.ts";
+import { watchIdle } from "./_idle_conn.ts";
+import type { ListenOptions } from "./listen_options.ts";
 import { TransportError } from "./transport_error.ts";
 
-/**
- * A `Deno.Listener` as a {@linkcode TransportListener}, shared with
- * `unix:`.
- */
+/** What {@linkcode SocketListener} needs besides the listen options. */
+export interface SocketListenerOptions extends ListenOptions {
+  /** Called once the listener is closed (removes a unix socket file). */
+  onClose?: () => Promise<void>;
+}
+
+/** A `Deno.Listener` as a {@linkcode TransportListener}. */
 export class SocketListener implements TransportListener {
   readonly address: string;
   readonly #listener: Deno.Listener;
   readonly #wrap: (conn: Deno.Conn) => Transport;
-  readonly #signal: AbortSignal | undefined;
+  readonly #options: SocketListenerOptions;
   readonly #onAbort = () => void this.close();
-  readonly #onClose: (() => Promise<void>) | undefined;
+  /** Accepts waiting for the background loop, in order. */
+  readonly #waiting: PromiseWithResolvers<Transport>[] = [];
+  /** Connections accepted while no accept() waited. */
+  readonly #spares: Transport[] = [];
+  #looping = false;
   #closed = false;
 
   constructor(
     listener: Deno.Listener,
     address: string,
-    signal: AbortSignal | undefined,
     wrap: (conn: Deno.Conn) => Transport,
-    onClose?: () => Promise<void>,
+    options: SocketListenerOptions = {},
   ) {
     this.#listener = listener;
     this.address = address;
-    this.#wrap = wrap;
-    this.#signal = signal;
-    this.#onClose = onClose;
-    signal?.addEventListener("abort", this.#onAbort, { once: true });
+    const { idleTimeoutMs = 0, clock } = options;
+    this.#wrap = idleTimeoutMs > 0
+      ? (conn) => wrap(watchIdle(conn, idleTimeoutMs, clock))
+      : wrap;
+    this.#options = options;
+    options.signal?.addEventListener("abort", this.#onAbort, { once: true });
   }
 
   async accept(signal?: AbortSignal): Promise<Transport> {
     signal?.throwIfAborted();
     if (this.#closed) throw this.#closedError();
+    const spare = this.#spares.shift();
+    if (spare !== undefined) return spare;
+    if (this.#looping) return await this.#waitForLoop(signal);
     let conn: Deno.Conn;
     try {
       conn = await abortable(
@@ -50,23 +68,79 @@ export class SocketListener implements TransportListener {
       );
     } catch (error) {
       if (signal?.aborted) throw signal.reason;
-      if (this.#closed) throw this.#closedError(error);
-      throw new TransportError(
-        `Cannot accept a connection on "${this.address}": ${
-          describeError(error)
-        }`,
-        { uri: this.address, cause: error },
-      );
+      throw this.#acceptError(error);
     }
-    return this.#wrap(conn);
+    const transport = this.#wrap(conn);
+    if ((this.#options.spareConnections ?? Infinity) < Infinity) {
+      this.#looping = true;
+      void this.#loop();
+    }
+    return transport;
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    this.#signal?.removeEventListener("abort", this.#onAbort);
+    this.#options.signal?.removeEventListener("abort", this.#onAbort);
     this.#listener.close();
-    await this.#onClose?.();
+    for (const waiter of this.#waiting.splice(0)) {
+      waiter.reject(this.#closedError());
+    }
+    await Promise.all(
+      this.#spares.splice(0).map((spare) => spare.close().catch(() => {})),
+    );
+    await this.#options.onClose?.();
+  }
+
+  /** Hands connections to waiting accepts, keeps spares, refuses others. */
+  async #loop(): Promise<void> {
+    while (!this.#closed) {
+      let transport: Transport;
+      try {
+        transport = this.#wrap(await this.#listener.accept());
+      } catch (error) {
+        this.#looping = false;
+        if (this.#closed) return;
+        for (const waiter of this.#waiting.splice(0)) {
+          waiter.reject(this.#acceptError(error));
+        }
+        return;
+      }
+      const waiter = this.#waiting.shift();
+      if (waiter !== undefined) waiter.resolve(transport);
+      else if (this.#spares.length < this.#options.spareConnections!) {
+        this.#spares.push(transport);
+      } else {
+        await transport.close().catch(() => {});
+        this.#options.onRefused?.(transport.description);
+      }
+    }
+  }
+
+  async #waitForLoop(signal: AbortSignal | undefined): Promise<Transport> {
+    const waiter = Promise.withResolvers<Transport>();
+    this.#waiting.push(waiter);
+    const onAbort = () => {
+      const at = this.#waiting.indexOf(waiter);
+      if (at >= 0) this.#waiting.splice(at, 1);
+      waiter.reject(signal!.reason);
+    };
+    signal?.addEventListener("abort", onAbort, { once: true });
+    try {
+      return await waiter.promise;
+    } finally {
+      signal?.removeEventListener("abort", onAbort);
+    }
+  }
+
+  #acceptError(error: unknown): TransportError {
+    if (this.#closed) return this.#closedError(error);
+    return new TransportError(
+      `Cannot accept a connection on "${this.address}": ${
+        describeError(error)
+      }`,
+      { uri: this.address, cause: error },
+    );
   }
 
   #closedError(cause?: unknown): TransportError {

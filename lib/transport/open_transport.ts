@@ -9,6 +9,7 @@ import { connectUnix, listenUnix } from "./unix_transport.ts";
 import { spawnExecTransport } from "./exec_transport.ts";
 import { openFileTransport } from "./file_transport.ts";
 import { SingleTransportListener } from "./_single_listener.ts";
+import type { ListenOptions } from "./listen_options.ts";
 
 /** Options for {@linkcode connectTransport}. */
 export interface ConnectTransportOptions {
@@ -19,11 +20,11 @@ export interface ConnectTransportOptions {
   signal?: AbortSignal;
 }
 
-/** Options for {@linkcode listenTransport}. */
-export interface ListenTransportOptions {
-  /** Closes the listener when aborted; pending accepts reject. */
-  signal?: AbortSignal;
-}
+/**
+ * Options for {@linkcode listenTransport}: see {@linkcode ListenOptions};
+ * only the signal applies to `exec:` and `file:`.
+ */
+export type ListenTransportOptions = ListenOptions;
 
 /**
  * Opens the outgoing side of a migration URI, as QEMU's `migrate URI` does:
@@ -113,7 +114,8 @@ export async function connectTransport(
  * ```
  *
  * @param uri The URI, as a string or parsed by {@linkcode parseTransportUri}.
- * @param options An abort signal that closes the listener.
+ * @param options An abort signal that closes the listener; for `tcp:` and
+ *   `unix:` an idle timeout and how many spare connections to keep.
  * @returns The listener.
  * @throws {TypeError} If the URI is malformed.
  * @throws {NotSupportedError} For `vsock:`, `rdma:` and `fd:`.

@@ -3,6 +3,7 @@ import type { Transport, TransportListener } from "./transport.ts";
 import { formatTransportUri, type TcpTransportUri } from "./transport_uri.ts";
 import { ConnTransport } from "./_conn_transport.ts";
 import { SocketListener } from "./_socket_listener.ts";
+import type { ListenOptions } from "./listen_options.ts";
 import { abortable } from "./_abortable.ts";
 import { TransportError } from "./transport_error.ts";
 
@@ -15,11 +16,8 @@ export interface ConnectTcpOptions {
   signal?: AbortSignal;
 }
 
-/** Options for {@linkcode listenTcp}. */
-export interface ListenTcpOptions {
-  /** Closes the listener when aborted. */
-  signal?: AbortSignal;
-}
+/** Options for {@linkcode listenTcp}: see {@linkcode ListenOptions}. */
+export type ListenTcpOptions = ListenOptions;
 
 /**
  * Connects to a `tcp:` address, with `TCP_NODELAY` set (and keep-alive when
@@ -100,7 +98,8 @@ export async function connectTcp(
  * ```
  *
  * @param uri Where to listen.
- * @param options An abort signal that closes the listener.
+ * @param options An abort signal that closes the listener, an idle
+ *   timeout for connections, how many spare connections to keep.
  * @returns The listener.
  * @throws {TransportError} If no port in the range can be bound.
  */
@@ -141,14 +140,14 @@ function bindTcp(
     host: uri.host,
     port: listener.addr.port,
   });
-  return new SocketListener(listener, address, signal, (conn) => {
+  return new SocketListener(listener, address, (conn) => {
     configure(conn as Deno.TcpConn, uri);
     const peer = conn.remoteAddr as Deno.NetAddr;
     return new ConnTransport(
       conn,
       `${address} (peer ${formatHostPort(peer.hostname, peer.port)})`,
     );
-  });
+  }, options);
 }
 
 function configure(conn: Deno.TcpConn, uri: TcpTransportUri): void {

@@ -2,6 +2,7 @@ import { describeError } from "../errors.ts";
 import type { Transport, TransportListener } from "./transport.ts";
 import { ConnTransport } from "./_conn_transport.ts";
 import { SocketListener } from "./_socket_listener.ts";
+import type { ListenOptions } from "./listen_options.ts";
 import { abortable } from "./_abortable.ts";
 import { TransportError } from "./transport_error.ts";
 
@@ -11,11 +12,8 @@ export interface ConnectUnixOptions {
   signal?: AbortSignal;
 }
 
-/** Options for {@linkcode listenUnix}. */
-export interface ListenUnixOptions {
-  /** Closes the listener when aborted. */
-  signal?: AbortSignal;
-}
+/** Options for {@linkcode listenUnix}: see {@linkcode ListenOptions}. */
+export type ListenUnixOptions = ListenOptions;
 
 /**
  * Connects to a Unix domain socket, as `unix:PATH` does.
@@ -78,7 +76,8 @@ export async function connectUnix(
  * ```
  *
  * @param path File system path of the socket.
- * @param options An abort signal that closes the listener.
+ * @param options An abort signal that closes the listener, an idle
+ *   timeout for connections, how many spare connections to keep.
  * @returns The listener; its address is `unix:PATH`.
  * @throws {TransportError} If the socket cannot be created.
  */
@@ -102,9 +101,8 @@ export async function listenUnix(
   return new SocketListener(
     listener,
     uri,
-    signal,
     (conn) => new ConnTransport(conn, uri),
-    () => removeStaleSocket(path),
+    { ...options, onClose: () => removeStaleSocket(path) },
   );
 }
 

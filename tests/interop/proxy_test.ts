@@ -301,7 +301,7 @@ interopTest("livemig proxy holds max-bandwidth", async () => {
     await using _destination = pair.destination;
     const limit = 256 * 1024;
     const { code, info, err } = await proxyInProcess(pair, {
-      args: ["-p", `max-bandwidth=${limit}`],
+      args: ["-p", `max-bandwidth=${limit}B/s`],
     });
     assert.equal(code, 0, err);
     await checkCompleted(pair, false);

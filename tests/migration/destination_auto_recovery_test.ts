@@ -164,3 +164,37 @@ Deno.test("DestinationAutoRecovery ignores other statuses and pauses after stop(
   assert.equal(listens, 0);
   assert.deepEqual(fake.recovered, []);
 });
+
+Deno.test("DestinationAutoRecovery does not report the wait that stop() ends", async () => {
+  const fake = fakeDestination();
+  const errors: unknown[] = [];
+  const accepting = Promise.withResolvers<void>();
+  const recovery = new DestinationAutoRecovery(
+    fake.destination,
+    "tcp:127.0.0.1:4445",
+    {
+      listen: () => {
+        let closed = () => {};
+        return Promise.resolve({
+          address: "tcp:127.0.0.1:4445",
+          accept() {
+            accepting.resolve();
+            return new Promise<Transport>((_, reject) =>
+              closed = () => reject(new Error("the listener is closed"))
+            );
+          },
+          close() {
+            closed();
+            return Promise.resolve();
+          },
+        });
+      },
+      onError: (error) => errors.push(error),
+    },
+  );
+  fake.moveTo("postcopy-paused");
+  await accepting.promise;
+  await recovery.stop();
+  await turn();
+  assert.deepEqual(errors, []);
+});

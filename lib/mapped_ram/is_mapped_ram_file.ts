@@ -1,6 +1,7 @@
 import type { RandomAccessFile } from "../transport/transport.ts";
 import type { MigrationDecoderOptions } from "../wire/migration_decoder.ts";
-import { hasMappedRamConfiguration } from "./_mapped_ram_file.ts";
+import { QEMU_VM_FILE_MAGIC, QEMU_VM_FILE_VERSION } from "../wire/qemu_vm.ts";
+import { decodeFirstRecords } from "./_decode_first_records.ts";
 
 /** Options for {@linkcode isMappedRamFile}. */
 export interface IsMappedRamFileOptions {
@@ -56,8 +57,22 @@ export async function isMappedRamFile(
   file: RandomAccessFile,
   options: IsMappedRamFileOptions = {},
 ): Promise<boolean> {
-  return await hasMappedRamConfiguration(file, {
-    ...(options.offset === undefined ? {} : { offset: options.offset }),
-    decoder: { kind: "prefix", ...options.decoder },
-  });
+  const offset = options.offset ?? 0;
+  if (await file.size() < offset + 8) return false;
+  const head = new DataView((await file.readAt(offset, 8)).buffer);
+  if (
+    head.getUint32(0) !== QEMU_VM_FILE_MAGIC ||
+    head.getUint32(4) !== QEMU_VM_FILE_VERSION
+  ) {
+    return false;
+  }
+  const { records } = await decodeFirstRecords(
+    file,
+    { offset, decoder: { kind: "prefix", ...options.decoder } },
+    (record) => record.type !== "header",
+  );
+  return records.some((record) =>
+    record.type === "configuration" &&
+    record.capabilities?.includes("mapped-ram") === true
+  );
 }
