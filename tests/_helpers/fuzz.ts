@@ -1,0 +1,305 @@
+/**
+ * The fuzz harness: mutated copies of the committed stream fixtures go into
+ * `analyze`, the bare decoder stream and a destination, each under a time
+ * bound and under two chunkings; every case must end in a completed load or
+ * a typed error that names where the bytes went wrong, the same for both
+ * chunkings.
+ *
+ * @module
+ */
+import {
+  analyzeMigrationStream,
+  DestinationMigration,
+  MigrationAbortedError,
+  MigrationDecoderStream,
+  MigrationProtocolError,
+  StreamFormatError,
+  type Transport,
+} from "../../mod.ts";
+import { type Chunking, chunks } from "./chunking.ts";
+import { mutate, type Mutation } from "./mutation.ts";
+
+/** Where a fuzz case goes. */
+export type FuzzTarget = "analyze" | "decoder" | "destination";
+
+/** Every target, for loops. */
+export const FUZZ_TARGETS: readonly FuzzTarget[] = [
+  "analyze",
+  "decoder",
+  "destination",
+];
+
+/** How one run of a case ended. */
+export type FuzzOutcome =
+  | { kind: "ok" }
+  | { kind: "typed"; name: string; offset: number | undefined; message: string }
+  | { kind: "untyped"; name: string; message: string }
+  | { kind: "hang" };
+
+/** A committed stream fixture to mutate. */
+export interface FuzzInput {
+  /** The fixture's name. */
+  name: string;
+  /** Its bytes. */
+  bytes: Uint8Array;
+  /** Ranges where mutations concentrate (headers and the device tail). */
+  focus: readonly (readonly [number, number])[];
+}
+
+/** Loads the stream fixtures under fixtures/qemu/. */
+export async function loadFuzzInputs(): Promise<FuzzInput[]> {
+  const root = new URL("../../fixtures/qemu/", import.meta.url);
+  const inputs: FuzzInput[] = [];
+  for await (const entry of Deno.readDir(root)) {
+    if (!entry.isDirectory) continue;
+    const url = new URL(`${entry.name}/stream.bin`, root);
+    let bytes: Uint8Array;
+    try {
+      bytes = await Deno.readFile(url);
+    } catch {
+      continue;
+    }
+    const length = bytes.byteLength;
+    inputs.push({
+      name: entry.name,
+      bytes,
+      focus: [[0, Math.min(length, 4096)], [
+        Math.max(0, length - 48 * 1024),
+        length,
+      ]],
+    });
+  }
+  return inputs.sort((a, b) => a.name.localeCompare(b.name));
+}
+
+/**
+ * Runs `bytes` through `target` once.
+ *
+ * @param target Where the bytes go.
+ * @param bytes The stream.
+ * @param chunking How the bytes arrive.
+ * @param timeoutMs When a run counts as hung.
+ */
+export async function runFuzzTarget(
+  target: FuzzTarget,
+  bytes: Uint8Array,
+  chunking: Chunking | Uint8Array[],
+  timeoutMs: number,
+): Promise<FuzzOutcome> {
+  const abort = new AbortController();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const hang = new Promise<FuzzOutcome>((resolve) => {
+    timer = setTimeout(() => {
+      abort.abort();
+      resolve({ kind: "hang" });
+    }, timeoutMs);
+  });
+  try {
+    return await Promise.race([
+      attempt(target, bytes, chunking, abort.signal),
+      hang,
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+async function attempt(
+  target: FuzzTarget,
+  bytes: Uint8Array,
+  chunking: Chunking | Uint8Array[],
+  signal: AbortSignal,
+): Promise<FuzzOutcome> {
+  try {
+    const readable = ReadableStream.from(
+      typeof chunking === "string"
+        ? chunks(bytes, chunking, bytes.byteLength, 61)
+        : chunking,
+    );
+    switch (target) {
+      case "analyze":
+        await analyzeMigrationStream(readable);
+        break;
+      case "decoder":
+        await readable
+          .pipeThrough(
+            new MigrationDecoderStream({ deviceState: "walk", checkEnd: true }),
+          )
+          .pipeTo(new WritableStream(), { signal });
+        break;
+      case "destination":
+        await loadIntoDestination(readable, signal);
+        break;
+    }
+    return { kind: "ok" };
+  } catch (error) {
+    return classify(error);
+  }
+}
+
+async function loadIntoDestination(
+  readable: ReadableStream<Uint8Array>,
+  signal: AbortSignal,
+): Promise<void> {
+  const transport: Transport = {
+    readable,
+    writable: new WritableStream(),
+    description: "fuzz input",
+    close: () => Promise.resolve(),
+  };
+  const destination = new DestinationMigration({
+    autostart: false,
+    maxRamBytes: 256 * 1024 * 1024,
+  });
+  signal.addEventListener("abort", () => destination.abort("hung"), {
+    once: true,
+  });
+  const result = await destination.incoming(transport);
+  result.guest.pause();
+}
+
+/**
+ * Sorts a thrown value: typed (a decode error with its offset, a protocol
+ * or aborted migration error whose cause chain is typed, a RangeError from
+ * a documented limit) or not.
+ */
+export function classify(error: unknown): FuzzOutcome {
+  for (
+    let e: unknown = error, depth = 0;
+    e !== undefined && depth < 8;
+    depth++
+  ) {
+    if (e instanceof StreamFormatError) {
+      return {
+        kind: "typed",
+        name: e.name,
+        offset: e.offset,
+        message: e.message,
+      };
+    }
+    if (e instanceof MigrationProtocolError) {
+      return {
+        kind: "typed",
+        name: e.name,
+        offset: undefined,
+        message: e.message,
+      };
+    }
+    if (e instanceof RangeError && /^Cannot /.test(e.message)) {
+      return {
+        kind: "typed",
+        name: e.name,
+        offset: undefined,
+        message: e.message,
+      };
+    }
+    if (!(e instanceof MigrationAbortedError)) break;
+    e = e.cause;
+  }
+  const name = error instanceof Error ? error.name : typeof error;
+  const message = error instanceof Error ? error.message : String(error);
+  return { kind: "untyped", name, message };
+}
+
+/** One fuzz case: a mutation of an input into a target. */
+export interface FuzzCase {
+  /** The fixture mutated. */
+  input: FuzzInput;
+  /** The mutation. */
+  mutation: Mutation;
+  /** Where the bytes go. */
+  target: FuzzTarget;
+  /** The seed that made the mutation. */
+  seed: number;
+}
+
+/**
+ * The `index`-th case of a run seeded with `seed`: inputs and targets in
+ * turn, each with its own mutation seed.
+ */
+export function fuzzCase(
+  inputs: readonly FuzzInput[],
+  seed: number,
+  index: number,
+): FuzzCase {
+  const input = inputs[index % inputs.length]!;
+  const target =
+    FUZZ_TARGETS[Math.floor(index / inputs.length) % FUZZ_TARGETS.length]!;
+  const caseSeed = (seed * 0x9e37_79b1 + index * 0x85eb_ca6b) >>> 0;
+  return {
+    input,
+    target,
+    seed: caseSeed,
+    mutation: mutate(input.bytes, caseSeed, input.focus),
+  };
+}
+
+/** What one case showed. */
+export interface FuzzResult {
+  /** The outcome with whole chunks. */
+  whole: FuzzOutcome;
+  /** The outcome with small chunks. */
+  small: FuzzOutcome;
+  /** Why the case fails, or undefined when it passed. */
+  failure: string | undefined;
+}
+
+/**
+ * Runs one case whole and in small chunks (bytewise for inputs up to
+ * `bytewiseLimit` bytes, 1–121-byte random chunks above).
+ */
+export async function runFuzzCase(
+  fuzz: FuzzCase,
+  options: { timeoutMs?: number; bytewiseLimit?: number } = {},
+): Promise<FuzzResult> {
+  const timeoutMs = options.timeoutMs ?? 10_000;
+  const bytes = fuzz.mutation.bytes;
+  const smallChunking: Chunking =
+    bytes.byteLength <= (options.bytewiseLimit ?? 16 * 1024)
+      ? "bytewise"
+      : "random";
+  const whole = await runFuzzTarget(fuzz.target, bytes, "whole", timeoutMs);
+  const small = await runFuzzTarget(
+    fuzz.target,
+    bytes,
+    smallChunking,
+    timeoutMs,
+  );
+  return { whole, small, failure: failureOf(whole, small) };
+}
+
+function failureOf(whole: FuzzOutcome, small: FuzzOutcome): string | undefined {
+  for (
+    const [label, outcome] of [["whole", whole], ["small", small]] as const
+  ) {
+    if (outcome.kind === "hang") return `${label} chunks: no result in time`;
+    if (outcome.kind === "untyped") {
+      return `${label} chunks: untyped ${outcome.name}: ${outcome.message}`;
+    }
+  }
+  if (whole.kind !== small.kind) {
+    return `chunking changes the result: whole ${describe(whole)}, small ${
+      describe(small)
+    }`;
+  }
+  if (
+    whole.kind === "typed" && small.kind === "typed" &&
+    (whole.offset !== small.offset || whole.name !== small.name)
+  ) {
+    return `chunking changes the error: whole ${describe(whole)}, small ${
+      describe(small)
+    }`;
+  }
+  return undefined;
+}
+
+function describe(outcome: FuzzOutcome): string {
+  switch (outcome.kind) {
+    case "typed":
+      return `${outcome.name} at ${outcome.offset ?? "-"}: ${outcome.message}`;
+    case "untyped":
+      return `${outcome.name}: ${outcome.message}`;
+    default:
+      return outcome.kind;
+  }
+}
