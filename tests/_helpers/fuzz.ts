@@ -123,7 +123,7 @@ async function attempt(
       case "decoder":
         await readable
           .pipeThrough(
-            new MigrationDecoderStream({ deviceState: "walk", checkEnd: true }),
+            new MigrationDecoderStream({ kind: "file" }),
           )
           .pipeTo(new WritableStream(), { signal });
         break;
