@@ -18,6 +18,7 @@ import {
 } from "../../mod.ts";
 import { type Chunking, chunks } from "./chunking.ts";
 import { mutate, type Mutation } from "./mutation.ts";
+import { createPrng } from "./prng.ts";
 
 /** Where a fuzz case goes. */
 export type FuzzTarget = "analyze" | "decoder" | "destination";
@@ -73,11 +74,54 @@ export async function loadFuzzInputs(): Promise<FuzzInput[]> {
 }
 
 /**
+ * Cuts a mutated stream for the small-chunk run: one byte per chunk where
+ * a decoder makes its decisions about a mutation — the first 512 bytes
+ * (header, configuration), 1 KiB either side of the mutation and the last
+ * 2 KiB (EOF, the vmdesc trailer, what follows it) — and seeded random
+ * chunks of 1–4096 bytes elsewhere, so a 700 KB stream is a few thousand
+ * chunks rather than 700,000.
+ *
+ * @param bytes The stream.
+ * @param at Where the mutation is.
+ * @param seed Seed for the random chunk sizes.
+ * @returns The chunks.
+ */
+export function focusedChunks(
+  bytes: Uint8Array,
+  at: number,
+  seed: number,
+): Uint8Array[] {
+  const length = bytes.byteLength;
+  const windows = [
+    [0, 512],
+    [at - 1024, at + 1024],
+    [length - 2048, length],
+  ];
+  const inWindow = (pos: number) =>
+    windows.some(([start, end]) => pos >= start! && pos < end!);
+  const nextWindow = (pos: number) =>
+    Math.min(
+      length,
+      ...windows.map(([start]) => start!).filter((s) => s > pos),
+    );
+  const prng = createPrng(seed);
+  const out: Uint8Array[] = [];
+  for (let pos = 0; pos < length;) {
+    const size = inWindow(pos)
+      ? 1
+      : Math.min(1 + prng.nextInt(4096), nextWindow(pos) - pos);
+    out.push(bytes.subarray(pos, pos + size));
+    pos += size;
+  }
+  return out;
+}
+
+/**
  * Runs `bytes` through `target` once.
  *
  * @param target Where the bytes go.
  * @param bytes The stream.
- * @param chunking How the bytes arrive.
+ * @param chunking How the bytes arrive: a named chunking or the chunks.
  * @param timeoutMs When a run counts as hung.
  */
 export async function runFuzzTarget(
@@ -164,11 +208,8 @@ async function loadIntoDestination(
  * a documented limit) or not.
  */
 export function classify(error: unknown): FuzzOutcome {
-  for (
-    let e: unknown = error, depth = 0;
-    e !== undefined && depth < 8;
-    depth++
-  ) {
+  let e: unknown = error;
+  for (let depth = 0; e !== undefined && depth < 8; depth++) {
     if (e instanceof StreamFormatError) {
       return {
         kind: "typed",
@@ -244,20 +285,45 @@ export interface FuzzResult {
   failure: string | undefined;
 }
 
+/** Options for {@linkcode runFuzzCase}. */
+export interface RunFuzzCaseOptions {
+  /**
+   * When a run counts as hung, in milliseconds (three times this for the
+   * one-byte-per-chunk run).
+   *
+   * @default {10_000}
+   */
+  timeoutMs?: number;
+  /**
+   * Inputs up to this size run one byte per chunk as their small chunking.
+   *
+   * @default {16 * 1024}
+   */
+  bytewiseLimit?: number;
+  /**
+   * Whether to also run one byte per chunk throughout, however large the
+   * input, and compare it with the whole run.
+   *
+   * @default {false}
+   */
+  bytewise?: boolean;
+}
+
 /**
- * Runs one case whole and in small chunks (bytewise for inputs up to
- * `bytewiseLimit` bytes, 1–121-byte random chunks above).
+ * Runs one case whole and in small chunks: one byte per chunk for inputs
+ * up to `bytewiseLimit` bytes, {@linkcode focusedChunks} above; with
+ * `bytewise`, also one byte per chunk throughout.
  */
 export async function runFuzzCase(
   fuzz: FuzzCase,
-  options: { timeoutMs?: number; bytewiseLimit?: number } = {},
+  options: RunFuzzCaseOptions = {},
 ): Promise<FuzzResult> {
   const timeoutMs = options.timeoutMs ?? 10_000;
   const bytes = fuzz.mutation.bytes;
-  const smallChunking: Chunking =
+  const smallChunking: Chunking | Uint8Array[] =
     bytes.byteLength <= (options.bytewiseLimit ?? 16 * 1024)
       ? "bytewise"
-      : "random";
+      : focusedChunks(bytes, fuzz.mutation.at, fuzz.seed);
   const whole = await runFuzzTarget(fuzz.target, bytes, "whole", timeoutMs);
   const small = await runFuzzTarget(
     fuzz.target,
@@ -265,29 +331,43 @@ export async function runFuzzCase(
     smallChunking,
     timeoutMs,
   );
-  return { whole, small, failure: failureOf(whole, small) };
+  let failure = failureOf(whole, ["small", small]);
+  if (failure === undefined && options.bytewise) {
+    const bytewise = await runFuzzTarget(
+      fuzz.target,
+      bytes,
+      "bytewise",
+      3 * timeoutMs,
+    );
+    failure = failureOf(whole, ["one-byte", bytewise]);
+  }
+  return { whole, small, failure };
 }
 
-function failureOf(whole: FuzzOutcome, small: FuzzOutcome): string | undefined {
-  for (
-    const [label, outcome] of [["whole", whole], ["small", small]] as const
-  ) {
-    if (outcome.kind === "hang") return `${label} chunks: no result in time`;
+function failureOf(
+  whole: FuzzOutcome,
+  [label, other]: [string, FuzzOutcome],
+): string | undefined {
+  for (const [name, outcome] of [["whole", whole], [label, other]] as const) {
+    if (outcome.kind === "hang") return `${name} chunks: no result in time`;
     if (outcome.kind === "untyped") {
-      return `${label} chunks: untyped ${outcome.name}: ${outcome.message}`;
+      return `${name} chunks: untyped ${outcome.name}: ${outcome.message}`;
+    }
+    if (outcome.kind === "typed" && outcome.offset === undefined) {
+      return `${name} chunks: ${outcome.name} names no offset: ${outcome.message}`;
     }
   }
-  if (whole.kind !== small.kind) {
-    return `chunking changes the result: whole ${describe(whole)}, small ${
-      describe(small)
+  if (whole.kind !== other.kind) {
+    return `chunking changes the result: whole ${describe(whole)}, ${label} ${
+      describe(other)
     }`;
   }
   if (
-    whole.kind === "typed" && small.kind === "typed" &&
-    (whole.offset !== small.offset || whole.name !== small.name)
+    whole.kind === "typed" && other.kind === "typed" &&
+    (whole.offset !== other.offset || whole.name !== other.name)
   ) {
-    return `chunking changes the error: whole ${describe(whole)}, small ${
-      describe(small)
+    return `chunking changes the error: whole ${describe(whole)}, ${label} ${
+      describe(other)
     }`;
   }
   return undefined;
