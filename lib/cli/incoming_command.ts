@@ -42,7 +42,8 @@ Options:
   -p, --parameter NAME=VALUE
                        accepted and checked as on a source; they shape what
                        the source sends, so none changes the loading
-  --json               Print the final info (plus ram-sha256) as JSON
+  --json               Print the final info (plus ram-sha256, and
+                       ram-sha256-received: RAM as it arrived) as JSON
   -h, --help           Show this help
 
 Exit status: 0 completed, 1 failed, 2 usage error.
@@ -113,6 +114,7 @@ export const INCOMING_COMMAND: Command = defineCommand({
       events: settings.events,
       postcopy: settings["postcopy-ram"],
       preempt: settings["postcopy-preempt"],
+      ramSha256Received: json,
       beforeResume: async (guest) => {
         if (json) digests.loaded = await ramSha256(guest.memory);
         if (dumpDir !== undefined) await dumpRam(guest.memory, dumpDir);
@@ -200,7 +202,11 @@ function report(
   const { io, dumpDir } = options;
   if (options.json) {
     io.writeOut(
-      JSON.stringify({ ...result.info, "ram-sha256": options.digests }) + "\n",
+      JSON.stringify({
+        ...result.info,
+        "ram-sha256": options.digests,
+        "ram-sha256-received": result.ramSha256Received,
+      }) + "\n",
     );
     return;
   }
