@@ -16,6 +16,7 @@ import {
   SourceMigration,
   type Transport,
 } from "../../mod.ts";
+import { runCutCase } from "./_cut_case.ts";
 
 const MIB = 1024 * 1024;
 
@@ -78,6 +79,18 @@ Deno.test("ram-sha256-received equals the source's digest after postcopy, while 
 Deno.test("without ramSha256Received a destination reports no digest", async () => {
   const run = await migrate(true, false);
   assert.equal(run.result.ramSha256Received, undefined);
+});
+
+Deno.test("ram-sha256-received equals the source's digest after a postcopy recovery", async () => {
+  for (const inPostcopy of [0.2, 0.6]) {
+    const outcome = await runCutCase("postcopy-recover", { inPostcopy });
+    assert.equal(outcome.cut, true);
+    assert.equal(outcome.recovered, true);
+    assert.equal(outcome.source, "completed");
+    assert.equal(outcome.destination, "completed");
+    assert.ok(outcome.sourceSha256 !== undefined);
+    assert.deepEqual(outcome.receivedSha256, outcome.sourceSha256);
+  }
 });
 
 // ---------------------------------------------------------------------
