@@ -55,7 +55,8 @@ Options:
   -p, --parameter NAME=VALUE
                        accepted and checked as on a source; they shape what
                        the source sends, so none changes the loading
-  --json               Print the final info (plus ram-sha256) as JSON
+  --json               Print the final info (plus ram-sha256, and
+                       ram-sha256-received: RAM as it arrived) as JSON
   -h, --help           Show this help
 
 Ctrl-C (or SIGTERM) fails the migration, the source keeping its guest; in
@@ -130,6 +131,7 @@ export const INCOMING_COMMAND: Command = defineCommand({
       events: capabilities.events,
       postcopy: capabilities["postcopy-ram"],
       preempt: capabilities["postcopy-preempt"],
+      ramSha256Received: json,
       beforeResume: async (guest) => {
         if (json) digests.loaded = await ramSha256(guest.memory);
         if (dumpDir !== undefined) await dumpRam(guest.memory, dumpDir);
@@ -249,7 +251,11 @@ function report(
   const { io, dumpDir } = options;
   if (options.json) {
     io.writeOut(
-      formatJson({ ...result.info, "ram-sha256": options.digests }) + "\n",
+      formatJson({
+        ...result.info,
+        "ram-sha256": options.digests,
+        "ram-sha256-received": result.ramSha256Received,
+      }) + "\n",
     );
     return;
   }

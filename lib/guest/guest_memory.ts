@@ -1,4 +1,6 @@
 import { DirtyBitmap } from "./dirty_bitmap.ts";
+import { MissingPages } from "./_missing_pages.ts";
+import { ReceivedPages } from "./_received_pages.ts";
 
 /** One RAM block to create, or to wrap when `bytes` is given. */
 export interface GuestRamBlockSpec {
@@ -67,6 +69,21 @@ export interface GuestMemoryOptions {
  * assert.ok(dirty!.test(1));
  * assert.equal(memory.syncDirtyLog()[0]!.count(), 0);
  * ```
+ *
+ * @example Keeping pages as received while an app writes them
+ * ```ts
+ * import { GuestMemory } from "@livemig/livemig";
+ * import assert from "node:assert/strict";
+ *
+ * const state = new Uint8Array(2 * 4096).fill(7);
+ * const memory = new GuestMemory([{ idstr: "app.state", bytes: state }]);
+ * memory.keepReceivedPages();
+ * await memory.prepareWrite("app.state", 4096, 1); // waits in postcopy
+ * state[4096] = 1;
+ * memory.markDirty("app.state", 4096, 1);
+ * assert.equal(memory.receivedCopies(0).get(1)![0], 7);
+ * assert.equal(memory.keptPages, 1);
+ * ```
  */
 export class GuestMemory {
   readonly #pageSize: number;
@@ -75,10 +92,8 @@ export class GuestMemory {
   readonly #logs: DirtyBitmap[] = [];
   #logging = false;
   #totalBytes = 0;
-  #missing: DirtyBitmap[] | undefined;
-  #missingCount = 0;
-  #waiters = new Map<number, PromiseWithResolvers<void>>();
-  #onFault: ((blockIndex: number, page: number) => void) | undefined;
+  #missing: MissingPages | undefined;
+  #received: ReceivedPages | undefined;
 
   /**
    * Constructs a new instance.
@@ -187,11 +202,15 @@ export class GuestMemory {
   }
 
   /**
-   * Writes bytes into a block and marks their pages dirty.
+   * Writes bytes into a block and marks their pages dirty. In postcopy
+   * every page written must have arrived (see
+   * {@linkcode GuestMemory.prepareWrite}).
    *
    * @param idstr The block idstr.
    * @param offset Byte offset in the block.
    * @param bytes The bytes.
+   * @throws {RangeError} If the bytes do not lie inside the block.
+   * @throws {TypeError} If a page written has not arrived yet (postcopy).
    */
   write(idstr: string, offset: number, bytes: Uint8Array): void {
     const block = this.block(idstr);
@@ -200,8 +219,108 @@ export class GuestMemory {
         `Cannot write ${bytes.byteLength} bytes at offset ${offset} of RAM block "${idstr}": the block is ${block.bytes.byteLength} bytes`,
       );
     }
+    if (bytes.byteLength === 0) return;
+    const [first, last] = this.#pages(offset, bytes.byteLength);
+    for (let page = first; page <= last; page++) {
+      if (!this.preparePageWrite(block.index, page)) {
+        throw new TypeError(
+          `Cannot write to page ${page} of RAM block "${idstr}": it has not arrived yet (postcopy); await prepareWrite() first`,
+        );
+      }
+    }
     block.bytes.set(bytes, offset);
     this.markDirty(idstr, offset, bytes.byteLength);
+  }
+
+  /**
+   * Makes the pages covering `length` bytes at `offset` ready to be
+   * written in place: waits for any that has not arrived yet (postcopy)
+   * and, while received pages are kept, keeps each page's content before
+   * its first write. An app writing straight into memory it handed over
+   * awaits this before each write while its migration is still arriving,
+   * and calls {@linkcode GuestMemory.markDirty} after.
+   *
+   * @param idstr The block idstr.
+   * @param offset Byte offset in the block.
+   * @param length How many bytes will be written.
+   * @returns When every page is there.
+   * @throws {RangeError} If the bytes do not lie inside the block.
+   */
+  async prepareWrite(
+    idstr: string,
+    offset: number,
+    length: number,
+  ): Promise<void> {
+    const block = this.block(idstr);
+    if (offset < 0 || length < 0 || offset + length > block.bytes.byteLength) {
+      throw new RangeError(
+        `Cannot prepare ${length} bytes at offset ${offset} of RAM block "${idstr}" for writing: the block is ${block.bytes.byteLength} bytes`,
+      );
+    }
+    if (length === 0) return;
+    const [first, last] = this.#pages(offset, length);
+    for (let page = first; page <= last; page++) {
+      while (!this.preparePageWrite(block.index, page)) {
+        await this.waitForPage(block.index, page);
+      }
+    }
+  }
+
+  /**
+   * The synchronous form of {@linkcode GuestMemory.prepareWrite} for one
+   * page: whether it may be written now (false: it has not arrived yet,
+   * wait with {@linkcode GuestMemory.waitForPage}); when it may, its
+   * content is kept first if received pages are being kept.
+   *
+   * @param blockIndex The block's index.
+   * @param page The page.
+   * @returns Whether the page may be written.
+   */
+  preparePageWrite(blockIndex: number, page: number): boolean {
+    if (this.isMissing(blockIndex, page)) return false;
+    const received = this.#received;
+    if (received !== undefined) {
+      const block = this.#blocks[blockIndex]!;
+      const at = page * this.#pageSize;
+      received.keep(
+        blockIndex,
+        page,
+        block.bytes.subarray(at, at + this.#pageSize),
+      );
+    }
+    return true;
+  }
+
+  /**
+   * Starts keeping pages as they were received: from now on a page is
+   * copied before its first write through `prepareWrite()`,
+   * `preparePageWrite()` or `write()`, so the RAM as it arrived stays
+   * known while the guest runs (a destination in postcopy). Memory grows
+   * by a page per page written, until `releaseReceivedPages()`.
+   */
+  keepReceivedPages(): void {
+    this.#received ??= new ReceivedPages(this.#blocks.length);
+  }
+
+  /** Stops keeping received pages and drops the copies. */
+  releaseReceivedPages(): void {
+    this.#received = undefined;
+  }
+
+  /** How many pages are kept as they were received. */
+  get keptPages(): number {
+    return this.#received?.count ?? 0;
+  }
+
+  /**
+   * The pages of a block kept as they were received, before the guest
+   * first wrote them (empty when none are kept).
+   *
+   * @param blockIndex The block's index.
+   * @returns Page index → the page's bytes as received.
+   */
+  receivedCopies(blockIndex: number): ReadonlyMap<number, Uint8Array> {
+    return this.#received?.copies(blockIndex) ?? NO_COPIES;
   }
 
   /**
@@ -215,8 +334,7 @@ export class GuestMemory {
   markDirty(idstr: string, offset: number, length: number): void {
     if (!this.#logging || length <= 0) return;
     const block = this.block(idstr);
-    const first = Math.floor(offset / this.#pageSize);
-    const last = Math.floor((offset + length - 1) / this.#pageSize);
+    const [first, last] = this.#pages(offset, length);
     if (first < 0 || last >= block.pageCount) {
       throw new RangeError(
         `Cannot mark bytes ${offset}..${
@@ -263,7 +381,7 @@ export class GuestMemory {
 
   /** Pages still missing in postcopy (0 otherwise). */
   get missingPages(): number {
-    return this.#missingCount;
+    return this.#missing?.count ?? 0;
   }
 
   /**
@@ -286,12 +404,7 @@ export class GuestMemory {
         `Cannot start postcopy: expected ${this.#blocks.length} bitmaps, received ${missing.length}`,
       );
     }
-    this.#missing = missing;
-    this.#missingCount = missing.reduce(
-      (sum, bitmap) => sum + bitmap.count(),
-      0,
-    );
-    this.#onFault = onFault;
+    this.#missing = new MissingPages(missing, onFault);
   }
 
   /**
@@ -303,7 +416,7 @@ export class GuestMemory {
    * @returns Whether the page is missing.
    */
   isMissing(blockIndex: number, page: number): boolean {
-    return this.#missing !== undefined && this.#missing[blockIndex]!.test(page);
+    return this.#missing !== undefined && this.#missing.test(blockIndex, page);
   }
 
   /**
@@ -315,14 +428,7 @@ export class GuestMemory {
    */
   waitForPage(blockIndex: number, page: number): Promise<void> {
     if (!this.isMissing(blockIndex, page)) return Promise.resolve();
-    const key = this.#key(blockIndex, page);
-    let waiter = this.#waiters.get(key);
-    if (waiter === undefined) {
-      waiter = Promise.withResolvers<void>();
-      this.#waiters.set(key, waiter);
-      this.#onFault?.(blockIndex, page);
-    }
-    return waiter.promise;
+    return this.#missing!.wait(blockIndex, page);
   }
 
   /**
@@ -332,10 +438,7 @@ export class GuestMemory {
    * @returns The pairs.
    */
   pendingFaults(): [number, number][] {
-    return [...this.#waiters.keys()].map((key) => [
-      Math.floor(key / 0x1_0000_0000),
-      key % 0x1_0000_0000,
-    ]);
+    return this.#missing?.pending() ?? [];
   }
 
   /**
@@ -347,18 +450,7 @@ export class GuestMemory {
    * @returns Whether the page was missing (false: a duplicate to ignore).
    */
   markReceived(blockIndex: number, page: number): boolean {
-    const missing = this.#missing;
-    if (missing === undefined || !missing[blockIndex]!.testAndClear(page)) {
-      return false;
-    }
-    this.#missingCount--;
-    const key = this.#key(blockIndex, page);
-    const waiter = this.#waiters.get(key);
-    if (waiter) {
-      this.#waiters.delete(key);
-      waiter.resolve();
-    }
-    return true;
+    return this.#missing?.arrived(blockIndex, page) ?? false;
   }
 
   /**
@@ -371,20 +463,23 @@ export class GuestMemory {
   receivedPages(blockIndex: number): DirtyBitmap {
     const received = new DirtyBitmap(this.#blocks[blockIndex]!.pageCount);
     received.setAll();
-    if (this.#missing) received.andNot(this.#missing[blockIndex]!);
+    if (this.#missing) received.andNot(this.#missing.of(blockIndex));
     return received;
   }
 
   /** Leaves postcopy: every page is present. */
   finishPostcopy(): void {
+    this.#missing?.release();
     this.#missing = undefined;
-    this.#missingCount = 0;
-    this.#onFault = undefined;
-    for (const waiter of this.#waiters.values()) waiter.resolve();
-    this.#waiters.clear();
   }
 
-  #key(blockIndex: number, page: number): number {
-    return blockIndex * 0x1_0000_0000 + page;
+  /** The first and last page covering `length` (> 0) bytes at `offset`. */
+  #pages(offset: number, length: number): [number, number] {
+    return [
+      Math.floor(offset / this.#pageSize),
+      Math.floor((offset + length - 1) / this.#pageSize),
+    ];
   }
 }
+
+const NO_COPIES: ReadonlyMap<number, Uint8Array> = new Map();

@@ -26,6 +26,20 @@ export interface HostedGuestOptions {
  * `Uint8Array` of its state by wrapping it in a {@linkcode GuestMemory},
  * marking what it writes, and stopping its writers when asked.
  *
+ * In postcopy the destination resumes the app before all of its memory
+ * has arrived, so there the app must go through its
+ * {@linkcode GuestMemory} for every access while the migration is in
+ * postcopy: `await memory.prepareWrite(idstr, offset, length)` before
+ * writing in place (or write with `memory.write()` once it resolved), and
+ * `await memory.waitForPage(blockIndex, page)` before reading a page. The
+ * first waits for pages that have not arrived (asking the source for
+ * them) and keeps a page's received content before its first write, so
+ * the destination's `ram-sha256-received` still describes the RAM that
+ * arrived. A write that bypasses it lands in a page that may still be
+ * missing, and is then overwritten when the page arrives. On a source,
+ * and on a destination in precopy (the app stays paused until all of its
+ * memory is in), writing and marking the pages dirty is enough.
+ *
  * @example Usage
  * ```ts
  * import { GuestMemory, HostedGuest } from "@livemig/livemig";

@@ -355,7 +355,9 @@ export class Workload {
         }
       }
       const [index, page] = this.#locate(write.flatPage);
-      if (this.#memory.isMissing(index, page)) {
+      // A page that has not arrived (postcopy) blocks the workload; one
+      // that has is kept as received before its first write, if asked.
+      if (!this.#memory.preparePageWrite(index, page)) {
         this.#pending = write;
         break;
       }

@@ -49,6 +49,7 @@ import { IncomingConnection } from "./_incoming_connection.ts";
 import { PostcopyPause } from "./_postcopy_pause.ts";
 import { RecordLoader } from "./_record_loader.ts";
 import type { MigrationInfo } from "./migration_info.ts";
+import { ramSha256 } from "./ram_sha256.ts";
 import {
   type MigrationEventDetail,
   MigrationState,
@@ -112,6 +113,16 @@ export interface DestinationMigrationOptions {
    */
   postcopy?: boolean;
   /**
+   * Whether the digest of RAM as it arrived goes into the result
+   * ({@linkcode IncomingResult.ramSha256Received}), to compare with the
+   * source's digest when its guest stopped. In postcopy, where the guest
+   * runs while pages arrive, each page it writes is first kept as it
+   * arrived (copy before first write), until the end.
+   *
+   * @default {false}
+   */
+  ramSha256Received?: boolean;
+  /**
    * Whether the source opens a postcopy-preempt connection at postcopy
    * start (QEMU's `postcopy-preempt`).
    *
@@ -130,6 +141,12 @@ export interface IncomingResult {
   machine: string | undefined;
   /** Whether the stream came from livemig (its own device section). */
   livemig: boolean;
+  /**
+   * SHA-256 of each RAM block as it arrived from the source, by idstr
+   * (with the `ramSha256Received` option): in postcopy, pages the guest
+   * wrote since it started count with the content they arrived with.
+   */
+  ramSha256Received?: Record<string, string>;
 }
 
 /** Options for {@linkcode DestinationMigration.incoming}. */
@@ -197,6 +214,10 @@ export class DestinationMigration extends EventTarget {
       this.dispatchEvent(new CustomEvent("status", { detail }));
       if (options.events) {
         this.dispatchEvent(new CustomEvent("migration", { detail }));
+      }
+      // The guest may run from here on, before all of its RAM arrived.
+      if (options.ramSha256Received && detail.status === "postcopy-active") {
+        this.#loader.guest?.memory.keepReceivedPages();
       }
     });
     this.#loader = new RecordLoader({
@@ -452,6 +473,10 @@ export class DestinationMigration extends EventTarget {
     if (connection?.returnPath) {
       await connection.reply({ type: "SHUT", value: 0 });
     }
+    const received = this.#options.ramSha256Received
+      ? await ramSha256(guest.memory, { received: true })
+      : undefined;
+    guest.memory.releaseReceivedPages();
     if (!this.#loader.guestStarted && (this.#options.autostart ?? true)) {
       guest.resume();
     }
@@ -461,6 +486,7 @@ export class DestinationMigration extends EventTarget {
       info: this.query(),
       machine: this.#loader.machine,
       livemig: this.#loader.livemig,
+      ...(received ? { ramSha256Received: received } : {}),
     };
   }
 
@@ -486,6 +512,7 @@ export class DestinationMigration extends EventTarget {
     if ((this.status as MigrationStatus) !== "failed") {
       this.#state.moveTo("failed");
     }
+    this.#loader.guest?.memory.releaseReceivedPages();
     const connection = this.#connection;
     if (connection?.returnPath) {
       await connection.reply({ type: "SHUT", value: 1 }).catch(() => {});

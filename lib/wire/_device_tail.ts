@@ -50,18 +50,31 @@ export interface DeviceTailCollectorOptions {
   footers: boolean;
 }
 
+/** What {@linkcode DeviceTailCollector.push} made of a chunk. */
+export interface TailPush {
+  /**
+   * Bytes of the chunk that belong to the tail: all of them, or those up
+   * to the end of the vmdesc trailer once it is recognised.
+   */
+  taken: number;
+  /** Whether the tail is now complete. */
+  complete: boolean;
+}
+
 /**
- * Buffers a device tail as it arrives and tells when it is complete: when
- * the bytes received so far end with a vmdesc trailer whose length covers
- * exactly the rest, whose JSON parses, and through which the whole tail
- * walks to an EOF right before it.
+ * Buffers a device tail as it arrives and tells when it is complete: at
+ * the first offset where a vmdesc trailer ends whose length covers exactly
+ * the bytes before it, whose JSON parses, and through which the whole tail
+ * walks to an EOF right before it. Every such end inside a chunk is
+ * checked, in order, so the tail ends at the same byte however the bytes
+ * are chunked; what follows that end is not part of the tail.
  */
 export class DeviceTailCollector {
   readonly #options: DeviceTailCollectorOptions;
   #buffer = new Uint8Array(64 * 1024);
   #length = 0;
   #scanned = 1; // next candidate position p for tail[p] = 0x06
-  #ends = new Map<number, number>(); // end offset → candidate position
+  #ends = new Map<number, number[]>(); // end offset → candidate positions
   #overflowed = false;
   #vmdesc: VmdescDocument | undefined;
   #items: TailItem[] | undefined;
@@ -101,43 +114,38 @@ export class DeviceTailCollector {
   }
 
   /**
-   * Adds bytes.
+   * Adds bytes, up to the end of the tail when it lies in `chunk`.
    *
-   * @param chunk The next bytes of the tail.
-   * @returns Whether the tail is now complete.
+   * @param chunk The next bytes of the stream.
+   * @returns How many of them belong to the tail, and whether it is now
+   *   complete.
    * @throws {StreamFormatError} If a vmdesc trailer arrived but the device
    *   sections do not walk through it.
    */
-  push(chunk: Uint8Array): boolean {
+  push(chunk: Uint8Array): TailPush {
+    const size = chunk.byteLength;
     if (this.#overflowed) {
-      this.#length += chunk.byteLength;
-      return false;
+      this.#length += size;
+      return { taken: size, complete: false };
     }
-    if (this.#length + chunk.byteLength > this.#options.maxBytes) {
+    const before = this.#length;
+    const fits = Math.min(size, this.#options.maxBytes - before);
+    this.#reserve(fits);
+    this.#buffer.set(chunk.subarray(0, fits), before);
+    this.#length += fits;
+    this.#scan();
+    const end = this.#completeIn(before);
+    if (end !== undefined) {
+      this.#length = end;
+      return { taken: end - before, complete: true };
+    }
+    if (fits < size) {
       this.#overflowed = true;
-      this.#length += chunk.byteLength;
+      this.#length += size - fits;
       this.#buffer = new Uint8Array(0);
-      return false;
+      this.#ends.clear();
     }
-    this.#reserve(chunk.byteLength);
-    this.#buffer.set(chunk, this.#length);
-    this.#length += chunk.byteLength;
-    const bytes = this.#buffer;
-    for (; this.#scanned + 5 < this.#length; this.#scanned++) {
-      const p = this.#scanned;
-      if (
-        bytes[p] === QEMU_VM.VMDESCRIPTION && bytes[p - 1] === QEMU_VM.EOF &&
-        bytes[p + 5] === 0x7b
-      ) {
-        const length = be32(bytes, p + 1);
-        if (length <= this.#options.maxVmdescBytes) {
-          this.#ends.set(p + 5 + length, p);
-        }
-      }
-    }
-    const candidate = this.#ends.get(this.#length);
-    if (candidate === undefined) return false;
-    return this.#tryComplete(candidate);
+    return { taken: size, complete: false };
   }
 
   /**
@@ -156,17 +164,59 @@ export class DeviceTailCollector {
     return { items: walk.items, complete: walk.complete };
   }
 
-  #tryComplete(candidate: number): boolean {
+  /** Notes every possible trailer start among the bytes new since the last scan. */
+  #scan(): void {
+    const bytes = this.#buffer;
+    for (; this.#scanned + 5 < this.#length; this.#scanned++) {
+      const p = this.#scanned;
+      if (
+        bytes[p] === QEMU_VM.VMDESCRIPTION && bytes[p - 1] === QEMU_VM.EOF &&
+        bytes[p + 5] === 0x7b
+      ) {
+        // The "{" at p + 5 is the JSON's first byte: a length of 0 is no
+        // trailer. Every end noted here lies past the bytes pushed before.
+        const length = be32(bytes, p + 1);
+        if (length >= 1 && length <= this.#options.maxVmdescBytes) {
+          const end = p + 5 + length;
+          const starts = this.#ends.get(end);
+          if (starts === undefined) this.#ends.set(end, [p]);
+          else starts.push(p);
+        }
+      }
+    }
+  }
+
+  /**
+   * The first trailer end in `(before, length]` that completes the tail,
+   * trying ends in order and, for one end, trailer starts in order. Ends
+   * checked are forgotten.
+   */
+  #completeIn(before: number): number | undefined {
+    const due = [...this.#ends.keys()]
+      .filter((end) => end > before && end <= this.#length)
+      .sort((a, b) => a - b);
+    for (const end of due) {
+      const starts = this.#ends.get(end)!;
+      this.#ends.delete(end);
+      for (const start of starts) {
+        if (this.#tryComplete(start, end)) return end;
+      }
+    }
+    return undefined;
+  }
+
+  #tryComplete(candidate: number, end: number): boolean {
+    const tail = this.#buffer.subarray(0, end);
     let document: VmdescDocument;
     try {
       document = parseVmdesc(
-        this.bytes.subarray(candidate + 5),
+        tail.subarray(candidate + 5),
         this.#options.baseOffset + candidate + 5,
       );
     } catch {
       return false; // JSON that does not parse: not the trailer after all
     }
-    const walk = walkTail(this.bytes, {
+    const walk = walkTail(tail, {
       baseOffset: this.#options.baseOffset,
       devices: [...document.devices, ...this.#options.layouts],
       footers: this.#options.footers,
@@ -254,9 +304,10 @@ export async function* collectDeviceTail(
   const opaque = options.mode === "opaque";
   let complete = false;
   while (!complete) {
-    const chunk = await reader.readChunk();
-    if (chunk === undefined) break;
-    complete = collector.push(chunk);
+    if (reader.buffered === 0 && !await reader.ensure(1)) break;
+    const pushed = collector.push(reader.peek(reader.buffered));
+    complete = pushed.complete;
+    const chunk = reader.take(pushed.taken);
     if (opaque) yield [{ type: "device-tail", data: chunk }];
   }
   if (!opaque && collector.overflowed) {

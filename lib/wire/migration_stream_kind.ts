@@ -4,7 +4,7 @@
  *
  * | kind | starts with | ends with | after the end | device sections |
  * |---|---|---|---|---|
- * | `live` | header | EOF [vmdesc] | not checked (the return path keeps the connection open) | raw |
+ * | `live` | header | EOF [vmdesc] | not read (the return path keeps the connection open) | raw |
  * | `file` | header | EOF [vmdesc] | nothing may follow | walked |
  * | `prefix` | header | anywhere between sections, or EOF [vmdesc] | not checked | walked |
  * | `packaged` | a section or command | anywhere between sections | not checked | walked |
@@ -27,9 +27,11 @@ export type DeviceStateMode = "opaque" | "walk";
  *
  * - `"live"`: a whole stream off a connection (QEMU's `migrate`), from
  *   its header to EOF and the vmdesc trailer. Decoding ends there, without
- *   waiting for the connection to close.
+ *   waiting for the connection to close, and what follows is left unread:
+ *   QEMU's destination too stops reading after the vmdesc.
  * - `"file"`: a whole stream in a file or pipe (`exec:`, `file:`); nothing
- *   may follow its end.
+ *   may follow its end (a byte there fails at its offset, right after the
+ *   trailer).
  * - `"prefix"`: the first part of a stream, from its header to wherever
  *   the bytes end between two sections; for reading the head of a file.
  * - `"packaged"`: the blob of a PACKAGED command, a stream without header

@@ -6,10 +6,13 @@ import assert from "node:assert/strict";
 import {
   analyzeMigrationStream,
   encodeMigrationRecords,
+  type MigrationDecoderOptions,
   MigrationDecoderStream,
+  StreamFormatError,
 } from "../../mod.ts";
-import { chunked, CHUNKINGS } from "../_helpers/chunking.ts";
+import { chunked, CHUNKINGS, chunks } from "../_helpers/chunking.ts";
 import { assertGoldenText, firstDifference } from "../_helpers/golden.ts";
+import { createPrng } from "../_helpers/prng.ts";
 
 const FIXTURES = new URL("../../fixtures/qemu/", import.meta.url);
 const LEGACY_WINDOW = [0xa0000, 0x100000] as const;
@@ -124,4 +127,75 @@ for (const name of cases) {
       assert.ok(check.records > 0, "the xbzrle case has XBZRLE records");
     }
   });
+}
+
+/**
+ * The ways bytes past the end are cut for the trailing-bytes tests: whole,
+ * seeded random sizes, and from the device tail on (where the decoder
+ * looks for the end) one byte or 7 bytes per chunk.
+ */
+const TRAILING_CHUNKINGS = ["whole", "random", "1-byte tail", "7-byte tail"];
+
+function cut(bytes: Uint8Array, how: string, tailAt: number): Uint8Array[] {
+  if (how === "whole") return [bytes];
+  if (how === "random") return chunks(bytes, "random", 7, 512);
+  const size = how === "1-byte tail" ? 1 : 7;
+  const out = [bytes.subarray(0, tailAt)];
+  for (let at = tailAt; at < bytes.byteLength; at += size) {
+    out.push(bytes.subarray(at, at + size));
+  }
+  return out;
+}
+
+async function decodeAs(
+  options: MigrationDecoderOptions,
+  pieces: Uint8Array[],
+): Promise<Uint8Array> {
+  const batches = await Array.fromAsync(
+    ReadableStream.from(pieces).pipeThrough(
+      new MigrationDecoderStream(options),
+    ),
+  );
+  return encodeMigrationRecords(batches.flat());
+}
+
+for (const name of cases) {
+  const stream = Deno.readFileSync(new URL(`${name}/stream.bin`, FIXTURES));
+  const { analysis } = await analyzeMigrationStream(
+    ReadableStream.from([stream]),
+  );
+  const tailAt = analysis["device-tail"]?.offset ??
+    stream.byteLength - 48 * 1024;
+  const suffixes: [string, Uint8Array][] = [
+    ["trailing garbage", createPrng(3).fill(new Uint8Array(333))],
+    // Issue 10's reproduction, for idle: bytes [103803, 104984) again.
+    ["a copy of its last 1181 bytes", stream.slice(stream.byteLength - 1181)],
+    ["a copy of its device tail", stream.slice(tailAt)],
+  ];
+  for (const [what, suffix] of suffixes) {
+    const bytes = new Uint8Array(stream.byteLength + suffix.byteLength);
+    bytes.set(stream);
+    bytes.set(suffix, stream.byteLength);
+    for (const how of TRAILING_CHUNKINGS) {
+      Deno.test(`QEMU fixture "${name}" followed by ${what}: a file fails right after the vmdesc, a live stream ends there (${how} chunks)`, async () => {
+        await assert.rejects(
+          decodeAs({ kind: "file" }, cut(bytes, how, tailAt)),
+          (error) =>
+            error instanceof StreamFormatError &&
+            error.offset === stream.byteLength &&
+            /bytes follow the end of the stream \(after the vmdesc\)/.test(
+              error.message,
+            ),
+        );
+        for (const deviceState of ["opaque", "walk"] as const) {
+          const live = await decodeAs(
+            { kind: "live", deviceState },
+            cut(bytes, how, tailAt),
+          );
+          const at = firstDifference(live, stream);
+          assert.equal(at, -1, `live ${deviceState} records differ at ${at}`);
+        }
+      });
+    }
+  }
 }
