@@ -70,6 +70,8 @@ export class OutgoingChannel {
   readonly #bitmaps = new Map<string, PromiseWithResolvers<Uint8Array>>();
   #reader: ReadableStreamDefaultReader | undefined;
   #closed = false;
+  /** Why the channel failed, once it did. */
+  #failedWith: { reason: unknown } | undefined;
 
   /**
    * A channel over a byte connection: records → encoder → byte counter →
@@ -225,13 +227,16 @@ export class OutgoingChannel {
    * @param records The records.
    */
   async write(records: readonly MigrationRecord[]): Promise<void> {
-    await Promise.race([this.#writer.write(records), this.#failure.promise]);
+    this.#throwIfFailed();
+    await Promise.race([this.#failure.promise, this.#writer.write(records)]);
   }
 
   /** Sends everything written and closes this direction (a half-close). */
   async finish(): Promise<void> {
-    await Promise.race([this.#writer.close(), this.#failure.promise]);
-    await Promise.race([this.#piped, this.#failure.promise]);
+    this.#throwIfFailed();
+    await Promise.race([this.#failure.promise, this.#writer.close()]);
+    await Promise.race([this.#failure.promise, this.#piped]);
+    this.#throwIfFailed();
     await this.#sink.finish();
   }
 
@@ -243,14 +248,22 @@ export class OutgoingChannel {
   fail(reason: unknown): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#failedWith = { reason };
     this.#failure.reject(reason);
     this.#shut.reject(reason);
     this.#resumeAck.reject(reason);
     for (const waiter of this.#bitmaps.values()) waiter.reject(reason);
+    // The writer stays locked: aborting the pipe errors the encoder's
+    // side, so a write still in flight rejects with `reason` too, and a
+    // later one never reaches the writer (see #throwIfFailed).
     this.#abort.abort(reason);
-    this.#writer.releaseLock();
     this.#reader?.cancel().catch(() => {});
     this.#sink.close().catch(() => {});
+  }
+
+  /** Throws why the channel failed, once it did: the real cause. */
+  #throwIfFailed(): void {
+    if (this.#failedWith !== undefined) throw this.#failedWith.reason;
   }
 
   /** Closes the connection after a success. */

@@ -178,6 +178,58 @@ Deno.test("SourceMigration wraps a transport error without its own 'Cannot …:'
   }
 });
 
+/**
+ * A transport whose writes fail with `error` from the `failAt`-th one on,
+ * at once: the pipeline fails while the source is between two writes.
+ */
+function resettingTransport(
+  error: Error,
+  options: { failAt: number; copiesWrites: boolean },
+): Transport {
+  let writes = 0;
+  return {
+    description: "resetting",
+    copiesWrites: options.copiesWrites,
+    readable: new ReadableStream(),
+    writable: new WritableStream({
+      write: () => {
+        if (writes++ >= options.failAt) throw error;
+      },
+    }),
+    close: () => Promise.resolve(),
+  };
+}
+
+Deno.test("SourceMigration reports the transport's error when it fails between two writes", async () => {
+  for (const copiesWrites of [false, true]) {
+    for (const failAt of [0, 1, 2, 3]) {
+      const error = new Error(
+        "Cannot write to resetting: Connection reset by peer (os error 104)",
+      );
+      const guest = new SimulatedGuest({
+        ramBytes: PAGES * 4096,
+        running: false,
+        prefill: true,
+      });
+      const source = sourceOf(guest);
+      await assert.rejects(
+        source.migrate(resettingTransport(error, { failAt, copiesWrites })),
+        (thrown) => {
+          assert.ok(thrown instanceof MigrationAbortedError);
+          assert.equal(
+            thrown.message,
+            "Cannot complete migration: Connection reset by peer (os error 104)",
+            `copiesWrites ${copiesWrites}, failing at write ${failAt}`,
+          );
+          assert.equal(thrown.cause, error);
+          return true;
+        },
+      );
+      assert.equal(source.status, "failed");
+    }
+  }
+});
+
 Deno.test("SourceMigration refuses commands outside their status", async () => {
   const source = sourceOf(idleGuest());
   assert.deepEqual(source.query(), { status: "none" });
