@@ -72,6 +72,10 @@ export class OutgoingChannel {
   #closed = false;
   /** Why the channel failed, once it did. */
   #failedWith: { reason: unknown } | undefined;
+  /** Whether finish() started: every record has been written. */
+  #finishing = false;
+  /** Set once the return path ended: no answer will come. */
+  #answers: Error | undefined;
 
   /**
    * A channel over a byte connection: records → encoder → byte counter →
@@ -215,6 +219,7 @@ export class OutgoingChannel {
     if (waiter === undefined) {
       waiter = Promise.withResolvers<Uint8Array>();
       waiter.promise.catch(() => {});
+      if (this.#answers) waiter.reject(this.#answers);
       this.#bitmaps.set(block, waiter);
     }
     return waiter.promise;
@@ -234,6 +239,7 @@ export class OutgoingChannel {
   /** Sends everything written and closes this direction (a half-close). */
   async finish(): Promise<void> {
     this.#throwIfFailed();
+    this.#finishing = true;
     await Promise.race([this.#failure.promise, this.#writer.close()]);
     await Promise.race([this.#failure.promise, this.#piped]);
     this.#throwIfFailed();
@@ -259,6 +265,25 @@ export class OutgoingChannel {
     this.#abort.abort(reason);
     this.#reader?.cancel().catch(() => {});
     this.#sink.close().catch(() => {});
+  }
+
+  /**
+   * The return path ended without SHUT. While the stream is still being
+   * written, the writes that follow fail with the real cause (a reset, a
+   * broken pipe, the exit status of an `exec:` command), so only the
+   * waits for an answer fail here; they fail the run once it waits.
+   */
+  #returnPathEnded(): void {
+    const error = new MigrationAbortedError(
+      this.#finishing
+        ? "Cannot complete migration: the destination closed the connection without SHUT, so it never confirmed that it loaded the stream"
+        : "Cannot complete migration: the destination closed its side of the connection before the end of the stream, without SHUT",
+      { reason: "destination-failed" },
+    );
+    this.#shut.reject(error);
+    this.#resumeAck.reject(error);
+    for (const waiter of this.#bitmaps.values()) waiter.reject(error);
+    this.#answers = error;
   }
 
   /** Throws why the channel failed, once it did: the real cause. */
@@ -325,10 +350,7 @@ export class OutgoingChannel {
           }
         }
       }
-      throw new MigrationAbortedError(
-        "Cannot complete migration: the destination closed the return path without SHUT",
-        { reason: "destination-failed" },
-      );
+      this.#returnPathEnded();
     };
     run().catch((error) => this.fail(error));
   }
