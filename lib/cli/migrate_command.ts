@@ -30,9 +30,10 @@ Options:
 ${GUEST_FLAGS_USAGE}
   With -c pause-before-switchover=on the guest stops and the migration waits
   in pre-switchover until the process gets SIGUSR1 (migrate-continue).
-  --postcopy-after N   Switch to postcopy after N dirty-bitmap passes (0: at
-                       once, before any page is sent; needs -c
-                       postcopy-ram=on here and on the destination)
+  --postcopy-after N   Switch to postcopy after N passes over RAM (0: at
+                       once, before any page is sent; 1: after every page
+                       went once; needs -c postcopy-ram=on here and on
+                       the destination)
   --recover URI        When postcopy pauses (connection lost), reconnect to
                        the destination's recovery address URI and resume
 

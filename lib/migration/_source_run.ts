@@ -46,7 +46,7 @@ export interface SourceConfig {
   readonly batchPages: number;
   /** Longest iteration step in milliseconds. */
   readonly stepMs: number;
-  /** Syncs without converging after which postcopy is requested. */
+  /** Complete passes over RAM after which postcopy is requested. */
   readonly postcopyAfterPasses: number | undefined;
   readonly capabilities: Readonly<MigrationCapabilities>;
   /** Changed in place by `setParameters()`: a run sees changes at once. */

@@ -96,8 +96,11 @@ export interface SourceMigrationOptions {
   stepMs?: number;
   /**
    * Request postcopy (as `migrate-start-postcopy` would) once this many
-   * dirty-bitmap syncs happened without converging; needs `postcopy-ram`.
-   * Off by default.
+   * passes over RAM are complete without converging: 0 before any page
+   * is sent, 1 after the first pass (every page once), 2 after the pages
+   * dirtied meanwhile went once more, and so on. A pass ends at a
+   * dirty-bitmap sync (QEMU's `MIGRATION_PASS`), so postcopy starts at
+   * `dirty-sync-count` N + 1. Needs `postcopy-ram`. Off by default.
    */
   postcopyAfterPasses?: number;
 }

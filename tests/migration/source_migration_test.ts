@@ -230,6 +230,74 @@ Deno.test("SourceMigration reports the transport's error when it fails between t
   }
 });
 
+/**
+ * Migrates a guest of PAGES pages in postcopy after `passes` passes, the
+ * guest writing 16 pages on every dirty-bitmap sync (so precopy never
+ * converges), and returns how many pages went out before postcopy. The
+ * threshold is one page (4 MB/s × 1 ms), so a sync happens exactly when
+ * a pass has sent every page it had.
+ */
+async function pagesBeforePostcopy(passes: number): Promise<number> {
+  const guest = new SimulatedGuest({
+    ramBytes: PAGES * 4096,
+    running: false,
+    prefill: true,
+  });
+  const block = guest.memory.blocks[0]!.idstr;
+  const source = new SourceMigration(guest, {
+    capabilities: { events: true, "postcopy-ram": true },
+    parameters: {
+      "avail-switchover-bandwidth": 4096 * 1000,
+      "downtime-limit": 1,
+    },
+    clock: createFakeClock(),
+    postcopyAfterPasses: passes,
+  });
+  let dirtied = 0;
+  source.addEventListener("pass", () => {
+    if (source.status !== "setup" && source.status !== "active") return;
+    const page = (dirtied++ * 16) % PAGES;
+    guest.memory.write(
+      block,
+      page * 4096,
+      new Uint8Array(16 * 4096).fill(dirtied),
+    );
+  });
+  let before: number | undefined;
+  source.addEventListener("status", (event) => {
+    if ((event as CustomEvent).detail.status !== "postcopy-active") return;
+    const ram = source.query().ram!;
+    before = ram.normal + ram.duplicate;
+  });
+  const [a, b] = createMemoryTransportPair();
+  const [info, result] = await Promise.all([
+    source.migrate(a),
+    new DestinationMigration({ postcopy: true, autostart: false }).incoming(b),
+  ]);
+  assert.equal(info.status, "completed");
+  assert.ok(
+    equalBytes(
+      result.guest.memory.blocks[0]!.bytes,
+      guest.memory.blocks[0]!.bytes,
+    ),
+    "the destination has the source's RAM",
+  );
+  assert.ok(before !== undefined, "postcopy started");
+  return before;
+}
+
+function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
+  return a.byteLength === b.byteLength && a.every((byte, i) => byte === b[i]);
+}
+
+Deno.test("SourceMigration starts postcopy after postcopyAfterPasses complete passes over RAM", async () => {
+  // 0: before any page; 1: after every page went once; then 16 more a pass.
+  assert.equal(await pagesBeforePostcopy(0), 0);
+  assert.equal(await pagesBeforePostcopy(1), PAGES);
+  assert.equal(await pagesBeforePostcopy(2), PAGES + 16);
+  assert.equal(await pagesBeforePostcopy(3), PAGES + 32);
+});
+
 Deno.test("SourceMigration refuses commands outside their status", async () => {
   const source = sourceOf(idleGuest());
   assert.deepEqual(source.query(), { status: "none" });
