@@ -1,6 +1,7 @@
 import {
   migrateToUri,
   MigrationAbortedError,
+  type MigrationCapabilities,
   parseTransportUri,
   ramSha256,
   SourceAutoRecovery,
@@ -25,6 +26,14 @@ const USAGE = `Usage: livemig migrate URI [options]
 Runs a simulated guest and live-migrates it to the destination at URI:
 tcp:HOST:PORT, unix:PATH, exec:COMMAND (the stream goes to COMMAND's stdin)
 or file:PATH[,offset=N]. Ctrl-C cancels the migration (not in postcopy).
+
+"completed" means the destination confirmed it loaded everything: to tcp:
+and unix: the return-path capability is on unless -c return-path=off (then
+"completed" only means the whole stream was sent, and a warning says so).
+exec: and file: cannot answer, so return-path is off there: "completed"
+means the command took the whole stream and exited with status 0, or the
+file was written; -c return-path=on is refused for file: and allowed for
+exec: commands that relay the destination's answers (exec:nc HOST PORT).
 
 Options:
 ${GUEST_FLAGS_USAGE}
@@ -81,7 +90,13 @@ export const MIGRATE_COMMAND: Command = defineCommand({
         checkPostcopyAfter(postcopyAfter, settings.capabilities);
       }
       if (recoverUri !== undefined) parseTransportUri(recoverUri);
+      settings.capabilities = withReturnPath(settings.capabilities, uri);
     });
+    if (!confirmsCompletion(settings.capabilities, uri)) {
+      io.writeErr(
+        `livemig: return-path is off: "completed" will mean that the whole stream was sent, not that the destination loaded it\n`,
+      );
+    }
     const hugePages = flags.hugepages ?? false;
     const guest = createGuest(settings, guestRamAllocator(io, { hugePages }));
     const source = new SourceMigration(guest, {
@@ -151,4 +166,39 @@ function checkPostcopyAfter(
       "Cannot use --postcopy-after: it needs -c postcopy-ram=on on both ends",
     );
   }
+}
+
+/**
+ * The capabilities with `return-path` on by default where the destination
+ * can answer (tcp:, unix:); refuses it for a file: URI, which cannot.
+ */
+function withReturnPath(
+  capabilities: Partial<MigrationCapabilities>,
+  uri: string,
+): Partial<MigrationCapabilities> {
+  const { scheme } = parseTransportUri(uri);
+  const asked = capabilities["return-path"];
+  if (scheme === "file" && asked) {
+    throw new TypeError(
+      `Cannot use return-path with "${uri}": a file cannot answer`,
+    );
+  }
+  if (asked !== undefined || (scheme !== "tcp" && scheme !== "unix")) {
+    return capabilities;
+  }
+  return { ...capabilities, "return-path": true };
+}
+
+/**
+ * Whether "completed" will be confirmed: by SHUT over a return path, or by
+ * the end of an exec: command or of a file write.
+ */
+function confirmsCompletion(
+  capabilities: Partial<MigrationCapabilities>,
+  uri: string,
+): boolean {
+  const { scheme } = parseTransportUri(uri);
+  return scheme === "exec" || scheme === "file" ||
+    capabilities["return-path"] === true ||
+    capabilities["postcopy-ram"] === true;
 }
