@@ -86,6 +86,7 @@ export class SourceRun {
   /** What went wrong last, for `error-desc` once failed. */
   errorDesc: string | undefined;
   readonly #abort = new AbortController();
+  readonly #abandon = new AbortController();
   readonly #onPass: (count: number) => void;
   readonly #onProgress: (force: boolean) => void;
   #channel: OutgoingChannel | undefined;
@@ -163,6 +164,21 @@ export class SourceRun {
   /** Whether postcopy was requested (`migrate-start-postcopy`). */
   get postcopyRequested(): boolean {
     return this.#postcopyRequested;
+  }
+
+  /** Aborted when the app gives up the migration in postcopy. */
+  get abandoned(): AbortSignal {
+    return this.#abandon.signal;
+  }
+
+  /**
+   * Gives the migration up in postcopy: the run stops serving the
+   * destination and ends in `postcopy-paused` (see `_postcopy_source.ts`).
+   *
+   * @param reason Why.
+   */
+  abandon(reason: unknown): void {
+    this.#abandon.abort(reason);
   }
 
   /**
@@ -344,9 +360,14 @@ export class SourceRun {
    */
   async waitForResume(): Promise<ResumeConnections> {
     this.#resume = Promise.withResolvers();
-    const next = await this.#resume.promise;
-    this.#resume = undefined;
-    return next;
+    try {
+      return await Promise.race([
+        this.#resume.promise,
+        aborted(this.abandoned),
+      ]);
+    } finally {
+      this.#resume = undefined;
+    }
   }
 
   /**
@@ -422,7 +443,12 @@ export class SourceRun {
       postcopyRequests: this.requests.requests,
     });
     if (this.#xbzrle) info["xbzrle-cache"] = this.#xbzrle.stats();
-    if (status === "failed" && this.errorDesc !== undefined) {
+    // As QEMU 8.1 on (7.2 only shows it once failed): a paused postcopy
+    // says what broke.
+    if (
+      (status === "failed" || status === "postcopy-paused") &&
+      this.errorDesc !== undefined
+    ) {
       info["error-desc"] = this.errorDesc;
     }
     return info;

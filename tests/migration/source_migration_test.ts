@@ -8,6 +8,8 @@ import assert from "node:assert/strict";
 import {
   createMemoryTransportPair,
   DestinationMigration,
+  listenTransport,
+  migrateToUri,
   MigrationAbortedError,
   type MigrationCapabilities,
   type MigrationInfo,
@@ -296,6 +298,128 @@ Deno.test("SourceMigration starts postcopy after postcopyAfterPasses complete pa
   assert.equal(await pagesBeforePostcopy(1), PAGES);
   assert.equal(await pagesBeforePostcopy(2), PAGES + 16);
   assert.equal(await pagesBeforePostcopy(3), PAGES + 32);
+});
+
+/**
+ * A tcp: destination that reads what a source sends without answering,
+ * and closes the connection after `bytes` (never, with `Infinity`).
+ */
+async function readingDestination(
+  bytes: number,
+): Promise<{ address: string; close(): Promise<void> }> {
+  const listener = await listenTransport("tcp:127.0.0.1:0");
+  const accepted = listener.accept();
+  const done = (async () => {
+    const transport = await accepted;
+    let read = 0;
+    for await (const chunk of transport.readable) {
+      read += chunk.byteLength;
+      if (read >= bytes) break;
+    }
+    await transport.close();
+  })();
+  done.catch(() => {});
+  return {
+    address: listener.address,
+    async close() {
+      await listener.close();
+      await (await accepted).close();
+      await done.catch(() => {});
+    },
+  };
+}
+
+/** A source that switches to postcopy before sending any page. */
+function postcopySource(guest: SimulatedGuest): SourceMigration {
+  return new SourceMigration(guest, {
+    capabilities: { "postcopy-ram": true },
+    parameters: { "max-postcopy-bandwidth": 4 * 1024 * 1024 },
+    postcopyAfterPasses: 0,
+  });
+}
+
+function statusReached(
+  source: SourceMigration,
+  status: string,
+): Promise<void> {
+  return new Promise((resolve) => {
+    source.addEventListener("status", (event) => {
+      if ((event as CustomEvent).detail.status === status) resolve();
+    });
+  });
+}
+
+Deno.test("SourceMigration.abandon() gives up a paused postcopy and stays postcopy-paused", async () => {
+  const destination = await readingDestination(256 * 1024);
+  const guest = new SimulatedGuest({ ramBytes: 16 << 20, prefill: true });
+  const source = postcopySource(guest);
+  try {
+    const paused = statusReached(source, "postcopy-paused");
+    const migrating = migrateToUri(source, destination.address);
+    migrating.catch(() => {});
+    await paused;
+    const cause = source.query()["error-desc"];
+    assert.match(String(cause), /Broken pipe|Connection reset by peer/);
+    const statuses: string[] = [];
+    source.addEventListener("status", (event) => {
+      statuses.push((event as CustomEvent).detail.status);
+    });
+    source.abandon();
+    const error = await migrating.then(
+      () => assert.fail("completed"),
+      (error) => error,
+    );
+    assert.ok(error instanceof MigrationAbortedError);
+    assert.equal(error.reason, "abandoned");
+    assert.equal(
+      error.message,
+      `Cannot complete migration: abandoned in postcopy-paused (${cause}); the destination runs the guest without all of its RAM`,
+    );
+    assert.deepEqual(statuses, []);
+    assert.equal(source.status, "postcopy-paused");
+    const info = source.query();
+    assert.equal(info.status, "postcopy-paused");
+    assert.equal(info["error-desc"], error.message);
+    assert.equal(info.downtime, undefined);
+    assert.equal(guest.running, false);
+    assert.equal(guest.memory.dirtyLogging, false);
+    const [a] = createMemoryTransportPair();
+    assert.throws(() => source.resume(a), /must be in "postcopy-paused"/);
+    await assert.rejects(
+      source.migrate(a),
+      /one is already in "postcopy-paused"/,
+    );
+  } finally {
+    guest.pause();
+    await destination.close();
+  }
+});
+
+Deno.test("SourceMigration.abandon() in postcopy-active breaks the connection and ends postcopy-paused", async () => {
+  const destination = await readingDestination(Infinity);
+  const guest = new SimulatedGuest({ ramBytes: 16 << 20, prefill: true });
+  const source = postcopySource(guest);
+  try {
+    const active = statusReached(source, "postcopy-active");
+    const migrating = migrateToUri(source, destination.address);
+    migrating.catch(() => {});
+    await active;
+    source.abandon();
+    await assert.rejects(migrating, (error) => {
+      assert.ok(error instanceof MigrationAbortedError);
+      assert.equal(error.reason, "abandoned");
+      assert.equal(
+        error.message,
+        "Cannot complete migration: abandoned in postcopy; the destination runs the guest without all of its RAM",
+      );
+      return true;
+    });
+    assert.equal(source.status, "postcopy-paused");
+    assert.equal(guest.running, false);
+  } finally {
+    guest.pause();
+    await destination.close();
+  }
 });
 
 Deno.test("SourceMigration refuses commands outside their status", async () => {
