@@ -2,11 +2,13 @@ import {
   migrateToUri,
   MigrationAbortedError,
   type MigrationCapabilities,
+  type MigrationEventDetail,
   parseTransportUri,
   ramSha256,
   SourceAutoRecovery,
   SourceMigration,
 } from "../../mod.ts";
+import type { CliIo } from "./cli_io.ts";
 import { continueOnSignal } from "./continue_on_signal.ts";
 import { type Command, defineCommand } from "./define_command.ts";
 import { formatMigrationSummary } from "./format_migration_summary.ts";
@@ -25,7 +27,12 @@ const USAGE = `Usage: livemig migrate URI [options]
 
 Runs a simulated guest and live-migrates it to the destination at URI:
 tcp:HOST:PORT, unix:PATH, exec:COMMAND (the stream goes to COMMAND's stdin)
-or file:PATH[,offset=N]. Ctrl-C cancels the migration (not in postcopy).
+or file:PATH[,offset=N]. Ctrl-C (or SIGTERM) cancels the migration and the
+guest keeps running here. In postcopy the destination runs the guest and
+only this process has the pages it still lacks: if the connection breaks
+the migration pauses (postcopy-paused) and waits, and giving up loses the
+guest, so it takes Ctrl-C twice within 5 s, or SIGTERM (exit status 1,
+status postcopy-paused).
 
 "completed" means the destination confirmed it loaded everything: to tcp:
 and unix: the return-path capability is on unless -c return-path=off (then
@@ -46,7 +53,8 @@ ${GUEST_FLAGS_USAGE}
   --recover URI        When postcopy pauses (connection lost), reconnect to
                        the destination's recovery address URI and resume
 
-Exit status: 0 completed, 1 failed or cancelled, 2 usage error.
+Exit status: 0 completed, 1 failed, cancelled or given up in postcopy, 2 usage
+error.
 `;
 
 /**
@@ -109,16 +117,17 @@ export const MIGRATE_COMMAND: Command = defineCommand({
     const done = showProgress(source, io);
     const healing = recoverUri === undefined
       ? undefined
-      : new SourceAutoRecovery(source, recoverUri, {
-        onPaused: () =>
-          io.writeErr(
-            `livemig: postcopy paused; reconnecting at ${recoverUri}\n`,
-          ),
-      });
+      : new SourceAutoRecovery(source, recoverUri);
+    const pauses = announcePauses(source, io, recoverUri);
     const continuing = continueOnSignal(source, io);
     try {
-      const info = await cancelOnInterrupt(source, migrateToUri(source, uri));
+      const info = await cancelOnInterrupt(
+        source,
+        migrateToUri(source, uri),
+        { io },
+      );
       healing?.stop();
+      pauses.stop();
       continuing.stop();
       done();
       if (settings.json) {
@@ -130,6 +139,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
       return 0;
     } catch (error) {
       healing?.stop();
+      pauses.stop();
       continuing.stop();
       done();
       guest.pause();
@@ -201,4 +211,29 @@ function confirmsCompletion(
   return scheme === "exec" || scheme === "file" ||
     capabilities["return-path"] === true ||
     capabilities["postcopy-ram"] === true;
+}
+
+/**
+ * Says on stderr when postcopy pauses, why, and what the user can do: the
+ * process keeps the pages the destination still needs, so it waits (and
+ * reconnects with --recover).
+ */
+function announcePauses(
+  source: SourceMigration,
+  io: CliIo,
+  recoverUri: string | undefined,
+): { stop(): void } {
+  const onStatus = (event: Event) => {
+    const { status } = (event as CustomEvent<MigrationEventDetail>).detail;
+    if (status !== "postcopy-paused") return;
+    const cause = source.query()["error-desc"] ?? "the connection was lost";
+    io.writeErr(`livemig: postcopy paused: ${cause}\n`);
+    io.writeErr(
+      recoverUri === undefined
+        ? "livemig: the guest runs on the destination, which still needs pages only this process has, so it waits (to heal a cut connection, start both ends with --recover URI); Ctrl-C twice or SIGTERM gives the guest up\n"
+        : `livemig: reconnecting at ${recoverUri}; Ctrl-C twice or SIGTERM gives the guest up\n`,
+    );
+  };
+  source.addEventListener("status", onStatus);
+  return { stop: () => source.removeEventListener("status", onStatus) };
 }

@@ -3,8 +3,15 @@
  * without a return path, for each kind of URI.
  */
 import assert from "node:assert/strict";
-import { analyzeMigrationStream, listenTransport } from "../../mod.ts";
+import {
+  analyzeMigrationStream,
+  listenTransport,
+  type MigrationStatus,
+} from "../../mod.ts";
+import { createFakeClock } from "../_helpers/fake_clock.ts";
+import { finishCli, spawnCli, waitForLine } from "../_helpers/cli_process.ts";
 import { MIGRATE_COMMAND } from "../../lib/cli/migrate_command.ts";
+import { migrationInterrupts } from "../../lib/cli/on_interrupt.ts";
 import { UsageError } from "../../lib/cli/usage_error.ts";
 import type { CliIo } from "../../lib/cli/cli_io.ts";
 
@@ -123,3 +130,125 @@ Deno.test("cli migrate refuses -c return-path=on with a file: URI", async () => 
     },
   );
 });
+
+/** A stand-in for a source: its status, and what cancel/abandon did. */
+function fakeSource(status: string) {
+  const calls: string[] = [];
+  return {
+    calls,
+    source: {
+      status: status as MigrationStatus,
+      cancel: () => void calls.push("cancel"),
+      abandon: () => void calls.push("abandon"),
+    },
+  };
+}
+
+Deno.test("migrationInterrupts() cancels before postcopy and gives up postcopy only on a second Ctrl-C within 5 s", () => {
+  const io = captureIo();
+  const clock = createFakeClock();
+  const active = fakeSource("active");
+  const handlers = migrationInterrupts(active.source, { io, clock });
+  handlers.interrupt();
+  handlers.terminate();
+  assert.deepEqual(active.calls, ["cancel", "cancel"]);
+  assert.equal(io.err, "");
+
+  const paused = fakeSource("postcopy-paused");
+  const interrupts = migrationInterrupts(paused.source, { io, clock });
+  interrupts.interrupt();
+  assert.deepEqual(paused.calls, []);
+  assert.equal(
+    io.err,
+    "livemig: cancelling now would lose the guest: the destination runs it without all of its RAM; press Ctrl-C again within 5 s (or send SIGTERM) to give it up anyway\n",
+  );
+  clock.advance(5001);
+  interrupts.interrupt(); // too late: warns again
+  assert.deepEqual(paused.calls, []);
+  clock.advance(5000);
+  interrupts.interrupt();
+  assert.deepEqual(paused.calls, ["abandon"]);
+
+  const terminated = fakeSource("postcopy-active");
+  migrationInterrupts(terminated.source, { io, clock }).terminate();
+  assert.deepEqual(terminated.calls, ["abandon"]);
+});
+
+for (const how of ["Ctrl-C twice", "SIGTERM"] as const) {
+  Deno.test(`cli migrate whose postcopy connection is cut waits in postcopy-paused until ${how}`, async () => {
+    const destination = await cuttingDestination(256 * 1024);
+    const migrate = spawnCli([
+      "migrate",
+      destination.address,
+      "--ram",
+      "32MiB",
+      "--prefill",
+      "-c",
+      "postcopy-ram=on",
+      "--postcopy-after",
+      "0",
+      "-p",
+      "max-postcopy-bandwidth=8MiB/s",
+      "--json",
+    ]);
+    try {
+      const [, cause] = await waitForLine(
+        migrate,
+        /^livemig: postcopy paused: (.*)$/,
+      );
+      assert.match(cause!, /Broken pipe|Connection reset by peer/);
+      await waitForLine(
+        migrate,
+        /^livemig: the guest runs on the destination, which still needs pages only this process has, so it waits \(to heal a cut connection, start both ends with --recover URI\); Ctrl-C twice or SIGTERM gives the guest up$/,
+      );
+      if (how === "SIGTERM") {
+        migrate.child.kill("SIGTERM");
+      } else {
+        migrate.child.kill("SIGINT");
+        await waitForLine(
+          migrate,
+          /^livemig: cancelling now would lose the guest/,
+        );
+        migrate.child.kill("SIGINT");
+      }
+      const { code, json, stderr } = await finishCli(migrate);
+      assert.equal(code, 1, stderr);
+      assert.equal(json.status, "postcopy-paused");
+      const message =
+        `Cannot complete migration: abandoned in postcopy-paused (${cause}); the destination runs the guest without all of its RAM`;
+      assert.equal(json["error-desc"], message);
+      assert.equal(stderr.split("\n").at(-1), `livemig: ${message}`);
+    } finally {
+      try {
+        migrate.child.kill("SIGKILL");
+      } catch {
+        // it has ended
+      }
+      await destination.done;
+    }
+  });
+}
+
+/**
+ * A tcp: destination that reads `bytes` of one connection without
+ * answering, then closes it.
+ */
+async function cuttingDestination(
+  bytes: number,
+): Promise<{ address: string; done: Promise<void> }> {
+  const listener = await listenTransport("tcp:127.0.0.1:0");
+  const done = (async () => {
+    try {
+      const transport = await listener.accept();
+      let read = 0;
+      for await (const chunk of transport.readable) {
+        read += chunk.byteLength;
+        if (read >= bytes) break;
+      }
+      await transport.close();
+    } finally {
+      await listener.close();
+    }
+  })();
+  return { address: listener.address, done };
+}
