@@ -23,6 +23,7 @@ import type { Clock } from "../streams/clock.ts";
 import type { RateWindow } from "../streams/rate_limit_stream.ts";
 import type { RandomAccessFile, Transport } from "../transport/transport.ts";
 import { OutgoingChannel } from "./_outgoing_channel.ts";
+import { recvBitmapBytes, servePageRequest } from "./_page_requests.ts";
 import type { PreemptChannel } from "./_preempt_channel.ts";
 import type { MigrationInfo } from "./migration_info.ts";
 import { MigrationMetrics } from "./migration_metrics.ts";
@@ -234,8 +235,8 @@ export class SourceRun {
         ? {
           returnPath: {
             onRequest: (block: string, start: number, length: number) =>
-              this.#onPageRequest(block, start, length),
-            bitmapBytes: (block: string) => this.#bitmapBytes(block),
+              servePageRequest(this, { block, start, length }),
+            bitmapBytes: (block: string) => recvBitmapBytes(this, block),
           },
         }
         : {}),
@@ -476,38 +477,6 @@ export class SourceRun {
     if (status === "device" || status === "completed") return;
     this.metrics.recordWindow(window);
     this.#onProgress(false);
-  }
-
-  #onPageRequest(block: string, start: number, length: number): void {
-    const memory = this.config.guest.memory;
-    const found = memory.blocks.find((b) => b.idstr === block);
-    const pageSize = memory.pageSize;
-    if (
-      found === undefined || start % pageSize !== 0 ||
-      length % pageSize !== 0 ||
-      length === 0 || start + length > found.bytes.byteLength
-    ) {
-      throw new MigrationAbortedError(
-        `Cannot serve a page request for ${block}@${start}+${length}: it is not a whole page range inside a block`,
-        { reason: "destination-failed" },
-      );
-    }
-    this.requests.push(found.index, start / pageSize, length / pageSize);
-    if (this.#preempt === undefined && this.#channel) {
-      // Let what is already encoded go now: the requested page comes next
-      // and must not wait behind a rate-limit window.
-      this.#channel.limiter.passUntil(this.#channel.encodedBytes);
-    }
-  }
-
-  /** Bytes of the destination's RECV_BITMAP for `block`. */
-  #bitmapBytes(block: string): number | undefined {
-    const found = this.config.guest.memory.blocks.find((b) =>
-      b.idstr === block
-    );
-    return found === undefined
-      ? undefined
-      : Math.ceil(found.pageCount / 64) * 8;
   }
 }
 
