@@ -422,6 +422,34 @@ Deno.test("SourceMigration.abandon() in postcopy-active breaks the connection an
   }
 });
 
+Deno.test("SourceMigration with a return path completes only once SHUT 0 arrived", async () => {
+  const [a, b] = createMemoryTransportPair();
+  // The destination's answers reach the source only when the test says.
+  const gate = Promise.withResolvers<void>();
+  const held: Transport = {
+    description: a.description,
+    writable: a.writable,
+    close: () => a.close(),
+    readable: a.readable.pipeThrough(
+      new TransformStream({
+        async transform(chunk, controller) {
+          await gate.promise;
+          controller.enqueue(chunk);
+        },
+      }),
+    ),
+  };
+  const source = sourceOf(idleGuest(), { "return-path": true });
+  const destination = new DestinationMigration({ autostart: false });
+  const sent = source.migrate(held);
+  await destination.incoming(b);
+  assert.equal(destination.status, "completed"); // it has sent SHUT 0
+  for (let i = 0; i < 10; i++) await new Promise((r) => setTimeout(r, 0));
+  assert.equal(source.status, "device");
+  gate.resolve();
+  assert.equal((await sent).status, "completed");
+});
+
 Deno.test("SourceMigration refuses commands outside their status", async () => {
   const source = sourceOf(idleGuest());
   assert.deepEqual(source.query(), { status: "none" });
