@@ -103,7 +103,9 @@ export type MigrationAbortReason =
   | "destination-failed"
   | "source-failed"
   | "stream-error"
-  | "postcopy-refused";
+  | "postcopy-refused"
+  /** Given up in postcopy: the status stays `postcopy-paused`. */
+  | "abandoned";
 
 /** Options for {@linkcode MigrationAbortedError}. */
 export interface MigrationAbortedErrorOptions extends ErrorOptions {

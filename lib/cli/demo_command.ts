@@ -106,6 +106,7 @@ export const DEMO_COMMAND: Command = defineCommand({
           source.migrate(transport),
           destination.incoming(accepted),
         ]),
+        { io },
       );
     } catch (error) {
       done();

@@ -1,11 +1,14 @@
 import {
   migrateToUri,
   MigrationAbortedError,
+  type MigrationCapabilities,
+  type MigrationEventDetail,
   parseTransportUri,
   ramSha256,
   SourceAutoRecovery,
   SourceMigration,
 } from "../../mod.ts";
+import type { CliIo } from "./cli_io.ts";
 import { type Command, defineCommand } from "./define_command.ts";
 import { formatMigrationSummary } from "./format_migration_summary.ts";
 import {
@@ -24,7 +27,20 @@ const USAGE = `Usage: livemig migrate URI [options]
 
 Runs a simulated guest and live-migrates it to the destination at URI:
 tcp:HOST:PORT, unix:PATH, exec:COMMAND (the stream goes to COMMAND's stdin)
-or file:PATH[,offset=N]. Ctrl-C cancels the migration (not in postcopy).
+or file:PATH[,offset=N]. Ctrl-C (or SIGTERM) cancels the migration and the
+guest keeps running here. In postcopy the destination runs the guest and
+only this process has the pages it still lacks: if the connection breaks
+the migration pauses (postcopy-paused) and waits, and giving up loses the
+guest, so it takes Ctrl-C twice within 5 s, or SIGTERM (exit status 1,
+status postcopy-paused).
+
+"completed" means the destination confirmed it loaded everything: to tcp:
+and unix: the return-path capability is on unless -c return-path=off (then
+"completed" only means the whole stream was sent, and a warning says so).
+exec: and file: cannot answer, so return-path is off there: "completed"
+means the command took the whole stream and exited with status 0, or the
+file was written; -c return-path=on is refused for file: and allowed for
+exec: commands that relay the destination's answers (exec:nc HOST PORT).
 
 Options:
 ${GUEST_FLAGS_USAGE}
@@ -33,13 +49,15 @@ ${GUEST_FLAGS_USAGE}
                        migrate_cancel, migrate-set-parameters, events
   With -c pause-before-switchover=on the guest stops and the migration waits
   in pre-switchover for migrate-continue on that monitor (needs --qmp).
-  --postcopy-after N   Switch to postcopy after N dirty-bitmap passes (0: at
-                       once, before any page is sent; needs -c
-                       postcopy-ram=on here and on the destination)
+  --postcopy-after N   Switch to postcopy after N passes over RAM (0: at
+                       once, before any page is sent; 1: after every page
+                       went once; needs -c postcopy-ram=on here and on
+                       the destination)
   --recover URI        When postcopy pauses (connection lost), reconnect to
                        the destination's recovery address URI and resume
 
-Exit status: 0 completed, 1 failed or cancelled, 2 usage error.
+Exit status: 0 completed, 1 failed, cancelled or given up in postcopy, 2 usage
+error.
 `;
 
 /**
@@ -84,6 +102,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
         checkPostcopyAfter(postcopyAfter, settings.capabilities);
       }
       if (recoverUri !== undefined) parseTransportUri(recoverUri);
+      settings.capabilities = withReturnPath(settings.capabilities, uri);
     });
     if (
       settings.capabilities["pause-before-switchover"] &&
@@ -92,6 +111,11 @@ export const MIGRATE_COMMAND: Command = defineCommand({
       throw new UsageError(
         "-c pause-before-switchover=on needs --qmp ADDRESS: the migration continues with migrate-continue there",
         USAGE,
+      );
+    }
+    if (!confirmsCompletion(settings.capabilities, uri)) {
+      io.writeErr(
+        `livemig: return-path is off: "completed" will mean that the whole stream was sent, not that the destination loaded it\n`,
       );
     }
     const hugePages = flags.hugepages ?? false;
@@ -106,18 +130,19 @@ export const MIGRATE_COMMAND: Command = defineCommand({
     const done = showProgress(source, io);
     const healing = recoverUri === undefined
       ? undefined
-      : new SourceAutoRecovery(source, recoverUri, {
-        onPaused: () =>
-          io.writeErr(
-            `livemig: postcopy paused; reconnecting at ${recoverUri}\n`,
-          ),
-      });
+      : new SourceAutoRecovery(source, recoverUri);
+    const pauses = announcePauses(source, io, recoverUri);
     const monitor = flags.qmp === undefined
       ? undefined
       : await serveMonitor(source, flags.qmp, io);
     try {
-      const info = await cancelOnInterrupt(source, migrateToUri(source, uri));
+      const info = await cancelOnInterrupt(
+        source,
+        migrateToUri(source, uri),
+        { io },
+      );
       healing?.stop();
+      pauses.stop();
       await monitor?.stop();
       done();
       if (settings.json) {
@@ -129,6 +154,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
       return 0;
     } catch (error) {
       healing?.stop();
+      pauses.stop();
       await monitor?.stop();
       done();
       guest.pause();
@@ -165,4 +191,64 @@ function checkPostcopyAfter(
       "Cannot use --postcopy-after: it needs -c postcopy-ram=on on both ends",
     );
   }
+}
+
+/**
+ * The capabilities with `return-path` on by default where the destination
+ * can answer (tcp:, unix:); refuses it for a file: URI, which cannot.
+ */
+function withReturnPath(
+  capabilities: Partial<MigrationCapabilities>,
+  uri: string,
+): Partial<MigrationCapabilities> {
+  const { scheme } = parseTransportUri(uri);
+  const asked = capabilities["return-path"];
+  if (scheme === "file" && asked) {
+    throw new TypeError(
+      `Cannot use return-path with "${uri}": a file cannot answer`,
+    );
+  }
+  if (asked !== undefined || (scheme !== "tcp" && scheme !== "unix")) {
+    return capabilities;
+  }
+  return { ...capabilities, "return-path": true };
+}
+
+/**
+ * Whether "completed" will be confirmed: by SHUT over a return path, or by
+ * the end of an exec: command or of a file write.
+ */
+function confirmsCompletion(
+  capabilities: Partial<MigrationCapabilities>,
+  uri: string,
+): boolean {
+  const { scheme } = parseTransportUri(uri);
+  return scheme === "exec" || scheme === "file" ||
+    capabilities["return-path"] === true ||
+    capabilities["postcopy-ram"] === true;
+}
+
+/**
+ * Says on stderr when postcopy pauses, why, and what the user can do: the
+ * process keeps the pages the destination still needs, so it waits (and
+ * reconnects with --recover).
+ */
+function announcePauses(
+  source: SourceMigration,
+  io: CliIo,
+  recoverUri: string | undefined,
+): { stop(): void } {
+  const onStatus = (event: Event) => {
+    const { status } = (event as CustomEvent<MigrationEventDetail>).detail;
+    if (status !== "postcopy-paused") return;
+    const cause = source.query()["error-desc"] ?? "the connection was lost";
+    io.writeErr(`livemig: postcopy paused: ${cause}\n`);
+    io.writeErr(
+      recoverUri === undefined
+        ? "livemig: the guest runs on the destination, which still needs pages only this process has, so it waits (to heal a cut connection, start both ends with --recover URI); Ctrl-C twice or SIGTERM gives the guest up\n"
+        : `livemig: reconnecting at ${recoverUri}; Ctrl-C twice or SIGTERM gives the guest up\n`,
+    );
+  };
+  source.addEventListener("status", onStatus);
+  return { stop: () => source.removeEventListener("status", onStatus) };
 }

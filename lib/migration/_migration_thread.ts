@@ -13,6 +13,7 @@
  * on an error              abort, close the connection, stop the dirty
  *                          log, run a guest stopped here again; then
  *                          cancelled (after cancel()) or failed
+ * abandon() in postcopy    break the connection, stay postcopy-paused
  * ```
  *
  * @module
@@ -75,8 +76,20 @@ export async function runMigrationThread(
   }
 }
 
-/** Ends a run that did not complete: cancelled or failed. */
+/**
+ * Ends a run that did not complete: cancelled or failed, or abandoned in
+ * postcopy, where it stays `postcopy-paused` (the destination runs the
+ * guest, so it is neither safe here nor complete there).
+ */
 function failure(run: SourceRun, reason: unknown): MigrationAbortedError {
+  if (
+    run.state.status === "postcopy-paused" &&
+    reason instanceof MigrationAbortedError && reason.reason === "abandoned"
+  ) {
+    run.errorDesc = reason.message;
+    run.progress(true);
+    return reason;
+  }
   if (run.state.status === "cancelling") {
     run.state.moveTo("cancelled");
     run.progress(true);

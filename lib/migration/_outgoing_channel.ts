@@ -70,6 +70,12 @@ export class OutgoingChannel {
   readonly #bitmaps = new Map<string, PromiseWithResolvers<Uint8Array>>();
   #reader: ReadableStreamDefaultReader | undefined;
   #closed = false;
+  /** Why the channel failed, once it did. */
+  #failedWith: { reason: unknown } | undefined;
+  /** Whether finish() started: every record has been written. */
+  #finishing = false;
+  /** Set once the return path ended: no answer will come. */
+  #answers: Error | undefined;
 
   /**
    * A channel over a byte connection: records → encoder → byte counter →
@@ -213,6 +219,7 @@ export class OutgoingChannel {
     if (waiter === undefined) {
       waiter = Promise.withResolvers<Uint8Array>();
       waiter.promise.catch(() => {});
+      if (this.#answers) waiter.reject(this.#answers);
       this.#bitmaps.set(block, waiter);
     }
     return waiter.promise;
@@ -225,13 +232,17 @@ export class OutgoingChannel {
    * @param records The records.
    */
   async write(records: readonly MigrationRecord[]): Promise<void> {
-    await Promise.race([this.#writer.write(records), this.#failure.promise]);
+    this.#throwIfFailed();
+    await Promise.race([this.#failure.promise, this.#writer.write(records)]);
   }
 
   /** Sends everything written and closes this direction (a half-close). */
   async finish(): Promise<void> {
-    await Promise.race([this.#writer.close(), this.#failure.promise]);
-    await Promise.race([this.#piped, this.#failure.promise]);
+    this.#throwIfFailed();
+    this.#finishing = true;
+    await Promise.race([this.#failure.promise, this.#writer.close()]);
+    await Promise.race([this.#failure.promise, this.#piped]);
+    this.#throwIfFailed();
     await this.#sink.finish();
   }
 
@@ -243,14 +254,41 @@ export class OutgoingChannel {
   fail(reason: unknown): void {
     if (this.#closed) return;
     this.#closed = true;
+    this.#failedWith = { reason };
     this.#failure.reject(reason);
     this.#shut.reject(reason);
     this.#resumeAck.reject(reason);
     for (const waiter of this.#bitmaps.values()) waiter.reject(reason);
+    // The writer stays locked: aborting the pipe errors the encoder's
+    // side, so a write still in flight rejects with `reason` too, and a
+    // later one never reaches the writer (see #throwIfFailed).
     this.#abort.abort(reason);
-    this.#writer.releaseLock();
     this.#reader?.cancel().catch(() => {});
     this.#sink.close().catch(() => {});
+  }
+
+  /**
+   * The return path ended without SHUT. While the stream is still being
+   * written, the writes that follow fail with the real cause (a reset, a
+   * broken pipe, the exit status of an `exec:` command), so only the
+   * waits for an answer fail here; they fail the run once it waits.
+   */
+  #returnPathEnded(): void {
+    const error = new MigrationAbortedError(
+      this.#finishing
+        ? "Cannot complete migration: the destination closed the connection without SHUT, so it never confirmed that it loaded the stream"
+        : "Cannot complete migration: the destination closed its side of the connection before the end of the stream, without SHUT",
+      { reason: "destination-failed" },
+    );
+    this.#shut.reject(error);
+    this.#resumeAck.reject(error);
+    for (const waiter of this.#bitmaps.values()) waiter.reject(error);
+    this.#answers = error;
+  }
+
+  /** Throws why the channel failed, once it did: the real cause. */
+  #throwIfFailed(): void {
+    if (this.#failedWith !== undefined) throw this.#failedWith.reason;
   }
 
   /** Closes the connection after a success. */
@@ -312,10 +350,7 @@ export class OutgoingChannel {
           }
         }
       }
-      throw new MigrationAbortedError(
-        "Cannot complete migration: the destination closed the return path without SHUT",
-        { reason: "destination-failed" },
-      );
+      this.#returnPathEnded();
     };
     run().catch((error) => this.fail(error));
   }

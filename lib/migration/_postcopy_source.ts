@@ -101,23 +101,53 @@ export async function runPostcopy(
   run: SourceRun,
   connect: Connect | undefined,
 ): Promise<void> {
-  let channel = run.channel;
-  while (true) {
-    try {
-      await background(run, channel);
-      await channel.close();
-      return;
-    } catch (error) {
-      channel.fail(error);
-      run.preempt?.close();
-      run.usePreempt(undefined);
-      if (run.state.status === "cancelling") throw error;
-      run.errorDesc = describeCause(error);
-      run.state.moveTo("postcopy-paused");
-      run.progress(true);
+  // Giving up breaks the connection in use; the loop then pauses and stops.
+  const breakOff = () => run.channel.fail(run.abandoned.reason);
+  run.abandoned.addEventListener("abort", breakOff, { once: true });
+  if (run.abandoned.aborted) breakOff();
+  try {
+    let channel = run.channel;
+    while (true) {
+      try {
+        await background(run, channel);
+        await channel.close();
+        return;
+      } catch (error) {
+        channel.fail(error);
+        run.preempt?.close();
+        run.usePreempt(undefined);
+        if (run.state.status === "cancelling") throw error;
+        pause(run, error);
+      }
+      channel = await reconnect(run, connect);
     }
-    channel = await reconnect(run, connect);
+  } finally {
+    run.abandoned.removeEventListener("abort", breakOff);
   }
+}
+
+/**
+ * postcopy-paused: the destination runs the guest and waits for the pages
+ * still here. Throws when the app gave the migration up.
+ */
+function pause(run: SourceRun, error: unknown): void {
+  if (error !== run.abandoned.reason) run.errorDesc = describeCause(error);
+  if (run.state.status !== "postcopy-paused") {
+    run.state.moveTo("postcopy-paused");
+  }
+  run.progress(true);
+  if (run.abandoned.aborted) throw abandonedError(run);
+}
+
+/** The error a migration given up in postcopy ends with. */
+function abandonedError(run: SourceRun): MigrationAbortedError {
+  const where = run.errorDesc === undefined
+    ? "postcopy"
+    : `postcopy-paused (${run.errorDesc})`;
+  return new MigrationAbortedError(
+    `Cannot complete migration: abandoned in ${where}; the destination runs the guest without all of its RAM`,
+    { reason: "abandoned", cause: run.abandoned.reason },
+  );
 }
 
 /**
@@ -129,7 +159,9 @@ async function reconnect(
   connect: Connect | undefined,
 ): Promise<OutgoingChannel> {
   while (true) {
-    const next = await run.waitForResume();
+    const next = await run.waitForResume().catch((error) => {
+      throw run.abandoned.aborted ? abandonedError(run) : error;
+    });
     run.state.moveTo("postcopy-recover");
     const channel = run.openChannel(next.transport, true);
     try {
@@ -145,9 +177,7 @@ async function reconnect(
       return channel;
     } catch (error) {
       channel.fail(error);
-      run.errorDesc = describeCause(error);
-      run.state.moveTo("postcopy-paused");
-      run.progress(true);
+      pause(run, error);
     }
   }
 }

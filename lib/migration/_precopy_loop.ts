@@ -135,19 +135,14 @@ async function sendSetup(run: SourceRun): Promise<void> {
  * postcopy.
  */
 async function iterate(run: SourceRun): Promise<IterationDecision> {
-  const { capabilities, clock, postcopyAfterPasses, stepMs } = run.config;
+  const { clock, stepMs } = run.config;
   const channel = run.channel;
   const scanner = run.scanner;
   const signal = run.signal;
   while (true) {
     signal.throwIfAborted();
     channel.limiter.measure();
-    if (
-      postcopyAfterPasses !== undefined && capabilities["postcopy-ram"] &&
-      scanner.syncCount >= postcopyAfterPasses
-    ) {
-      run.requestPostcopy();
-    }
+    requestPostcopyWhenDue(run);
     const decision = decide(run);
     if (decision.step === "complete" || decision.step === "postcopy") {
       return decision;
@@ -188,9 +183,27 @@ function decide(run: SourceRun): IterationDecision {
   const decision = decideIteration(state);
   if (decision.step !== "sync") return decision;
   run.sync();
+  requestPostcopyWhenDue(run);
   return decideIteration({
     ...state,
     pendingBytes: scanner.remainingPages * pageSize,
     exact: true,
+    postcopyRequested: run.postcopyRequested,
   });
+}
+
+/**
+ * Requests postcopy once `postcopyAfterPasses` passes over RAM are
+ * complete. A pass ends at a dirty-bitmap sync (QEMU's MIGRATION_PASS):
+ * the setup sync starts the first pass, so N passes are complete after
+ * N syncs more, and 0 asks for postcopy before any page is sent.
+ */
+function requestPostcopyWhenDue(run: SourceRun): void {
+  const { capabilities, postcopyAfterPasses } = run.config;
+  if (
+    postcopyAfterPasses !== undefined && capabilities["postcopy-ram"] &&
+    run.scanner.syncCount - 1 >= postcopyAfterPasses
+  ) {
+    run.requestPostcopy();
+  }
 }

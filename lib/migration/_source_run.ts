@@ -23,6 +23,7 @@ import type { Clock } from "../streams/clock.ts";
 import type { RateWindow } from "../streams/rate_limit_stream.ts";
 import type { RandomAccessFile, Transport } from "../transport/transport.ts";
 import { OutgoingChannel } from "./_outgoing_channel.ts";
+import { recvBitmapBytes, servePageRequest } from "./_page_requests.ts";
 import type { PreemptChannel } from "./_preempt_channel.ts";
 import type { MigrationInfo } from "./migration_info.ts";
 import { MigrationMetrics } from "./migration_metrics.ts";
@@ -46,7 +47,7 @@ export interface SourceConfig {
   readonly batchPages: number;
   /** Longest iteration step in milliseconds. */
   readonly stepMs: number;
-  /** Syncs without converging after which postcopy is requested. */
+  /** Complete passes over RAM after which postcopy is requested. */
   readonly postcopyAfterPasses: number | undefined;
   readonly capabilities: Readonly<MigrationCapabilities>;
   /** Changed in place by `setParameters()`: a run sees changes at once. */
@@ -86,6 +87,7 @@ export class SourceRun {
   /** What went wrong last, for `error-desc` once failed. */
   errorDesc: string | undefined;
   readonly #abort = new AbortController();
+  readonly #abandon = new AbortController();
   readonly #onPass: (count: number) => void;
   readonly #onProgress: (force: boolean) => void;
   #channel: OutgoingChannel | undefined;
@@ -165,6 +167,21 @@ export class SourceRun {
     return this.#postcopyRequested;
   }
 
+  /** Aborted when the app gives up the migration in postcopy. */
+  get abandoned(): AbortSignal {
+    return this.#abandon.signal;
+  }
+
+  /**
+   * Gives the migration up in postcopy: the run stops serving the
+   * destination and ends in `postcopy-paused` (see `_postcopy_source.ts`).
+   *
+   * @param reason Why.
+   */
+  abandon(reason: unknown): void {
+    this.#abandon.abort(reason);
+  }
+
   /**
    * Aborts the run.
    *
@@ -218,8 +235,8 @@ export class SourceRun {
         ? {
           returnPath: {
             onRequest: (block: string, start: number, length: number) =>
-              this.#onPageRequest(block, start, length),
-            bitmapBytes: (block: string) => this.#bitmapBytes(block),
+              servePageRequest(this, { block, start, length }),
+            bitmapBytes: (block: string) => recvBitmapBytes(this, block),
           },
         }
         : {}),
@@ -344,9 +361,14 @@ export class SourceRun {
    */
   async waitForResume(): Promise<ResumeConnections> {
     this.#resume = Promise.withResolvers();
-    const next = await this.#resume.promise;
-    this.#resume = undefined;
-    return next;
+    try {
+      return await Promise.race([
+        this.#resume.promise,
+        aborted(this.abandoned),
+      ]);
+    } finally {
+      this.#resume = undefined;
+    }
   }
 
   /**
@@ -422,7 +444,12 @@ export class SourceRun {
       postcopyRequests: this.requests.requests,
     });
     if (this.#xbzrle) info["xbzrle-cache"] = this.#xbzrle.stats();
-    if (status === "failed" && this.errorDesc !== undefined) {
+    // As QEMU 8.1 on (7.2 only shows it once failed): a paused postcopy
+    // says what broke.
+    if (
+      (status === "failed" || status === "postcopy-paused") &&
+      this.errorDesc !== undefined
+    ) {
       info["error-desc"] = this.errorDesc;
     }
     return info;
@@ -450,38 +477,6 @@ export class SourceRun {
     if (status === "device" || status === "completed") return;
     this.metrics.recordWindow(window);
     this.#onProgress(false);
-  }
-
-  #onPageRequest(block: string, start: number, length: number): void {
-    const memory = this.config.guest.memory;
-    const found = memory.blocks.find((b) => b.idstr === block);
-    const pageSize = memory.pageSize;
-    if (
-      found === undefined || start % pageSize !== 0 ||
-      length % pageSize !== 0 ||
-      length === 0 || start + length > found.bytes.byteLength
-    ) {
-      throw new MigrationAbortedError(
-        `Cannot serve a page request for ${block}@${start}+${length}: it is not a whole page range inside a block`,
-        { reason: "destination-failed" },
-      );
-    }
-    this.requests.push(found.index, start / pageSize, length / pageSize);
-    if (this.#preempt === undefined && this.#channel) {
-      // Let what is already encoded go now: the requested page comes next
-      // and must not wait behind a rate-limit window.
-      this.#channel.limiter.passUntil(this.#channel.encodedBytes);
-    }
-  }
-
-  /** Bytes of the destination's RECV_BITMAP for `block`. */
-  #bitmapBytes(block: string): number | undefined {
-    const found = this.config.guest.memory.blocks.find((b) =>
-      b.idstr === block
-    );
-    return found === undefined
-      ? undefined
-      : Math.ceil(found.pageCount / 64) * 8;
   }
 }
 

@@ -113,13 +113,20 @@ export class SourceAutoRecovery {
       !this.#stopped;
       delay = Math.min(delay * 2, LONGEST_RETRY_MS)
     ) {
+      let transport: Transport;
       try {
-        const transport = await this.#connect(this.#uri);
-        this.#source.resume(transport);
-        return;
+        transport = await this.#connect(this.#uri);
       } catch {
         await this.#clock.sleep(delay);
+        continue;
       }
+      try {
+        this.#source.resume(transport);
+      } catch {
+        // The source no longer waits (abandoned, or resumed otherwise).
+        await transport.close().catch(() => {});
+      }
+      return;
     }
   }
 }

@@ -96,8 +96,11 @@ export interface SourceMigrationOptions {
   stepMs?: number;
   /**
    * Request postcopy (as `migrate-start-postcopy` would) once this many
-   * dirty-bitmap syncs happened without converging; needs `postcopy-ram`.
-   * Off by default.
+   * passes over RAM are complete without converging: 0 before any page
+   * is sent, 1 after the first pass (every page once), 2 after the pages
+   * dirtied meanwhile went once more, and so on. A pass ends at a
+   * dirty-bitmap sync (QEMU's `MIGRATION_PASS`), so postcopy starts at
+   * `dirty-sync-count` N + 1. Needs `postcopy-ram`. Off by default.
    */
   postcopyAfterPasses?: number;
 }
@@ -272,6 +275,44 @@ export class SourceMigration extends EventTarget {
     this.#run?.abort(
       new MigrationAbortedError("Cannot complete migration: it was cancelled", {
         reason: "cancelled",
+      }),
+    );
+  }
+
+  /**
+   * Gives up a migration in postcopy (QEMU has no command for it but
+   * quitting): the connection is closed, a paused migration no longer
+   * waits for {@linkcode SourceMigration.resume}, and `migrate()` rejects
+   * with a {@linkcode MigrationAbortedError} of reason `"abandoned"`. The
+   * status stays `postcopy-paused`, never `completed` nor `failed`: the
+   * destination runs the guest without all of its RAM, and the pages it
+   * lacks are only here, so neither end holds a whole guest. The source
+   * guest stays stopped. Use it only when the guest is lost anyway (the
+   * destination is gone for good), or before quitting.
+   *
+   * @example Usage
+   * ```ts
+   * import { SimulatedGuest, SourceMigration } from "@livemig/livemig";
+   * import assert from "node:assert/strict";
+   *
+   * const source = new SourceMigration(new SimulatedGuest({ ramBytes: 1 << 20, running: false }));
+   * // Outside postcopy there is nothing to give up: cancel() instead.
+   * assert.throws(() => source.abandon(), /only a migration in postcopy/);
+   * ```
+   *
+   * @throws {TypeError} Outside postcopy (`postcopy-active`,
+   *   `postcopy-paused`, `postcopy-recover`).
+   */
+  abandon(): void {
+    const status = this.status;
+    if (!status.startsWith("postcopy")) {
+      throw new TypeError(
+        `Cannot abandon migration in "${status}": only a migration in postcopy can be abandoned; cancel() the others`,
+      );
+    }
+    this.#run?.abandon(
+      new MigrationAbortedError("Cannot go on: the migration was abandoned", {
+        reason: "abandoned",
       }),
     );
   }

@@ -80,7 +80,8 @@ class ExecTransport implements Transport {
   readonly #stderr: StderrTail;
   readonly #stdout: ReadableStreamDefaultReader<Uint8Array>;
   readonly #stdin: WritableStreamDefaultWriter<Uint8Array>;
-  #exited = false;
+  /** How the command ended, once it did. */
+  #exitStatus: Deno.CommandStatus | undefined;
   #closed = false;
   #stdoutDone = false;
   #stdinDone = false;
@@ -102,7 +103,7 @@ class ExecTransport implements Transport {
       );
     }
     this.#status = this.#child.status.then((status) => {
-      this.#exited = true;
+      this.#exitStatus = status;
       return status;
     });
     this.#stderr = new StderrTail(this.#child.stderr, stderrTailBytes);
@@ -152,17 +153,14 @@ class ExecTransport implements Transport {
         }
       },
       isClosed: () => this.#closed,
-      wrapError: async (error) =>
-        error instanceof ExecCommandError
-          ? error
-          : await this.#failure(EXIT_WAIT_MS),
+      wrapError: (error) => this.#writeError(error),
     });
   }
 
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
-    if (!this.#exited) {
+    if (this.#exitStatus === undefined) {
       try {
         this.#child.kill("SIGTERM");
       } catch {
@@ -179,6 +177,27 @@ class ExecTransport implements Transport {
     }
     await this.#status;
     await this.#stderr.cancel();
+  }
+
+  /**
+   * Why a write failed: the command's failure when it failed, or that it
+   * exited before reading all of its input (a broken pipe says only the
+   * second half of that); `undefined` gives the default error.
+   */
+  async #writeError(error: unknown): Promise<TransportError | undefined> {
+    if (error instanceof ExecCommandError) return error;
+    const failure = await this.#failure(EXIT_WAIT_MS);
+    const status = this.#exitStatus;
+    if (failure !== undefined || this.#closed || status === undefined) {
+      return failure;
+    }
+    const uri = this.description;
+    return new TransportError(
+      `Cannot write to "${uri}": the command exited with code ${status.code} before reading all of its input: ${
+        describeError(error)
+      }`,
+      { uri, cause: error },
+    );
   }
 
   /**

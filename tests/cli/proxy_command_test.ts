@@ -1,42 +1,52 @@
+/**
+ * The proxy command between `migrate` and a destination, as separate
+ * processes, when things go wrong: each end reports the real cause.
+ */
 import assert from "node:assert/strict";
-import { connectTransport, listenTransport } from "../../mod.ts";
-import { run, start } from "./_cli.ts";
+import { listenTransport } from "../../mod.ts";
+import { finishCli, spawnCli, waitForLine } from "../_helpers/cli_process.ts";
 
-Deno.test("cli proxy --idle-timeout fails a source that connects and sends nothing", async () => {
-  const target = await listenTransport("tcp:127.0.0.1:0");
-  const accepted = target.accept();
-  const proxy = start([
-    "proxy",
-    "tcp:127.0.0.1:0",
-    target.address,
-    "--idle-timeout",
-    "200ms",
+/** A tcp: address where nothing listens (a port just closed). */
+async function closedAddress(): Promise<string> {
+  const listener = await listenTransport("tcp:127.0.0.1:0");
+  const address = listener.address;
+  await listener.close();
+  return address;
+}
+
+Deno.test("cli proxy whose target is not listening: both ends name the real cause", async () => {
+  const target = await closedAddress();
+  const proxy = spawnCli(["proxy", "tcp:127.0.0.1:0", target, "--json"]);
+  const [, address] = await waitForLine(
+    proxy,
+    /waiting for a migration at (tcp:\S+),/,
+  );
+  const migrate = spawnCli([
+    "migrate",
+    address!,
+    "--ram",
+    "32MiB",
+    "--prefill",
     "--json",
   ]);
-  try {
-    const [, address] = await proxy.waitForErr(
-      /waiting for a migration at (tcp:\S+),/,
-    );
-    const silent = await connectTransport(address!);
-    const { code, out, err } = await proxy.done;
-    assert.equal(code, 1);
-    assert.equal(JSON.parse(out).status, "failed");
-    assert.match(err, /nothing arrived for 200 ms \(idle timeout\)/);
-    await silent.close();
-    await (await accepted).close();
-  } finally {
-    await target.close();
-  }
-});
-
-Deno.test("cli proxy refuses a bad --idle-timeout with exit 2", async () => {
-  const { code, err } = await run([
-    "proxy",
-    "tcp:127.0.0.1:0",
-    "tcp:127.0.0.1:1",
-    "--idle-timeout",
-    "later",
+  const [proxied, migrated] = await Promise.all([
+    finishCli(proxy),
+    finishCli(migrate),
   ]);
-  assert.equal(code, 2);
-  assert.match(err, /--idle-timeout "later"/);
+  assert.equal(proxied.code, 1);
+  assert.match(
+    proxied.stderr,
+    new RegExp(`Cannot connect to "${target}": Connection refused`),
+  );
+  assert.equal(proxied.json.status, "failed");
+  assert.equal(migrated.code, 1, migrated.stderr);
+  assert.match(
+    migrated.stderr,
+    /livemig: Cannot complete migration: Cannot (write to|read from) "tcp:127\.0\.0\.1:\d+": (Broken pipe|Connection reset by peer)/,
+  );
+  assert.equal(migrated.json.status, "failed");
+  assert.match(
+    String(migrated.json["error-desc"]),
+    /Broken pipe|Connection reset by peer/,
+  );
 });

@@ -40,7 +40,7 @@ Deno.test("auto recovery heals a postcopy migration whose connection is cut", as
       "max-bandwidth": 64 * MIB,
       "max-postcopy-bandwidth": 4 * MIB,
     },
-    postcopyAfterPasses: 1,
+    postcopyAfterPasses: 0,
   });
   const destination = new DestinationMigration({
     postcopy: true,

@@ -132,3 +132,37 @@ Deno.test("SourceAutoRecovery stop() ends an attempt under way after its wait", 
   assert.deepEqual(clock.slept, [100, 200, 400]);
   assert.deepEqual(fake.resumed, []);
 });
+
+Deno.test("SourceAutoRecovery closes the connection and stops when the source no longer waits to resume", async () => {
+  const source = Object.assign(new EventTarget(), {
+    resume(): void {
+      throw new TypeError(
+        'Cannot resume migration in "postcopy-paused": it must be in "postcopy-paused"',
+      );
+    },
+  });
+  const clock = createFakeClock();
+  let connects = 0;
+  const closed: string[] = [];
+  const recovery = new SourceAutoRecovery(source, "tcp:10.0.0.2:4445", {
+    clock,
+    connect: () => {
+      connects++;
+      return Promise.resolve({
+        description: `connection ${connects}`,
+        close: () => {
+          closed.push(`connection ${connects}`);
+          return Promise.resolve();
+        },
+      } as Transport);
+    },
+  });
+  source.dispatchEvent(
+    new CustomEvent("status", { detail: { status: "postcopy-paused" } }),
+  );
+  for (let i = 0; i < 10; i++) await turn();
+  recovery.stop();
+  assert.equal(connects, 1);
+  assert.deepEqual(closed, ["connection 1"]);
+  assert.deepEqual(clock.slept, []);
+});

@@ -130,6 +130,29 @@ Deno.test({
 });
 
 Deno.test({
+  name:
+    "spawnExecTransport() says a command exited before reading what was written to it",
+  ignore,
+  async fn() {
+    const transport = spawnExecTransport("head -c 1000 >/dev/null");
+    try {
+      const writer = transport.writable.getWriter();
+      const chunk = new Uint8Array(64 * 1024);
+      const error = await (async () => {
+        for (let i = 0; i < 1024; i++) await writer.write(chunk);
+      })().then(() => undefined, (error) => error);
+      assert.ok(error instanceof TransportError, String(error));
+      assert.match(
+        error.message,
+        /^Cannot write to "exec:head -c 1000 >\/dev\/null": the command exited with code 0 before reading all of its input: Broken pipe/,
+      );
+    } finally {
+      await transport.close();
+    }
+  },
+});
+
+Deno.test({
   name: "spawnExecTransport() reports a command killed by a signal",
   ignore,
   async fn() {
