@@ -10,6 +10,9 @@ import {
 } from "../../mod.ts";
 import type { CliIo } from "./cli_io.ts";
 import { type Command, defineCommand } from "./define_command.ts";
+import { describeCliError } from "./describe_cli_error.ts";
+import { formatJson } from "./format_json.ts";
+import { printMigrationEvents } from "./print_migration_events.ts";
 import { formatMigrationSummary } from "./format_migration_summary.ts";
 import {
   createGuest,
@@ -132,6 +135,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
       ? undefined
       : new SourceAutoRecovery(source, recoverUri);
     const pauses = announcePauses(source, io, recoverUri);
+    const stopEvents = printMigrationEvents(source, io);
     const monitor = flags.qmp === undefined
       ? undefined
       : await serveMonitor(source, flags.qmp, io);
@@ -143,11 +147,12 @@ export const MIGRATE_COMMAND: Command = defineCommand({
       );
       healing?.stop();
       pauses.stop();
+      stopEvents();
       await monitor?.stop();
       done();
       if (settings.json) {
         const digests = await ramSha256(guest.memory);
-        io.writeOut(JSON.stringify({ ...info, "ram-sha256": digests }) + "\n");
+        io.writeOut(formatJson({ ...info, "ram-sha256": digests }) + "\n");
       } else {
         io.writeOut(`${formatMigrationSummary(info)}\n`);
       }
@@ -155,19 +160,20 @@ export const MIGRATE_COMMAND: Command = defineCommand({
     } catch (error) {
       healing?.stop();
       pauses.stop();
+      stopEvents();
       await monitor?.stop();
       done();
       guest.pause();
       if (settings.json) {
         io.writeOut(
-          JSON.stringify({
+          formatJson({
             ...source.query(),
             "ram-sha256": await ramSha256(guest.memory),
           }) + "\n",
         );
       }
       if (error instanceof MigrationAbortedError) {
-        io.writeErr(`livemig: ${error.message}\n`);
+        io.writeErr(`livemig: ${describeCliError(error)}\n`);
         return 1;
       }
       throw error;

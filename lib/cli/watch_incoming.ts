@@ -139,7 +139,7 @@ function pausedText(
     } of its pages are still on the source: neither end may give it up, so this end waits${
       recovering
         ? " for the source to reconnect"
-        : " (to let both ends reconnect, start them with --recover URI, or use the control plane's migrate-recover once it exists)"
+        : " (to heal a cut connection, start both ends with --recover URI; guests under livemig run --qmp heal with migrate-recover)"
     }`,
     `Ctrl-C twice within ${
       INTERRUPT_WINDOW_MS / 1000

@@ -118,7 +118,7 @@ Deno.test("cli incoming stays in postcopy-paused without --recover, says what to
   await pausedPostcopy(incoming);
   assert.match(
     incoming.err(),
-    /livemig: postcopy paused: .*\nlivemig: the guest runs here, but \d+ of its pages are still on the source: neither end may give it up, so this end waits \(to let both ends reconnect, start them with --recover URI, or use the control plane's migrate-recover once it exists\)\n/,
+    /livemig: postcopy paused: .*\nlivemig: the guest runs here, but \d+ of its pages are still on the source: neither end may give it up, so this end waits \(to heal a cut connection, start both ends with --recover URI; guests under livemig run --qmp heal with migrate-recover\)\n/,
   );
   await delay(500);
   assert.equal(incoming.ended(), false, "a paused destination stays alive");

@@ -252,3 +252,29 @@ async function cuttingDestination(
   })();
   return { address: listener.address, done };
 }
+
+Deno.test("cli migrate -c events=on prints each MIGRATION and MIGRATION_PASS event as QEMU's JSON line", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".mig" });
+  try {
+    const io = captureIo();
+    const code = await MIGRATE_COMMAND.run(
+      [`file:${path}`, "--ram", "1MiB", "-c", "events=on", "--json"],
+      io,
+    );
+    assert.equal(code, 0, io.err);
+    const events = io.err.split("\n").filter((line) => line.startsWith("{"))
+      .map((line) => JSON.parse(line));
+    const statuses = events.filter((e) => e.event === "MIGRATION").map((e) =>
+      e.data.status
+    );
+    assert.deepEqual(statuses.slice(0, 2), ["setup", "active"]);
+    assert.equal(statuses.at(-1), "completed");
+    assert.ok(events.some((e) => e.event === "MIGRATION_PASS"));
+    for (const event of events) {
+      assert.ok(Number.isInteger(event.timestamp.seconds));
+      assert.ok(Number.isInteger(event.timestamp.microseconds));
+    }
+  } finally {
+    await Deno.remove(path);
+  }
+});
