@@ -27,6 +27,21 @@ function statusReached(
   });
 }
 
+/** Waits for `reached`, failing at once if `migration` settles first. */
+async function beforeSettled(
+  reached: Promise<void>,
+  migration: Promise<unknown>,
+): Promise<void> {
+  const settled = migration.then(
+    () => "completed",
+    (error) => `failed: ${error}`,
+  );
+  const early = await Promise.race([reached.then(() => null), settled]);
+  if (early !== null) {
+    throw new Error(`The migration ended before the status: ${early}`);
+  }
+}
+
 Deno.test("DestinationMigration fails, sends SHUT 1 and keeps the guest paused when beforeResume throws", async () => {
   const guest = new SimulatedGuest({
     ramBytes: MIB,
@@ -84,7 +99,9 @@ Deno.test("DestinationMigration.abandon() gives up a paused postcopy, which stay
       "max-bandwidth": 64 * MIB,
       "max-postcopy-bandwidth": 1 * MIB,
     },
-    postcopyAfterPasses: 1,
+    // After the first sync, before any convergence check: 8 MiB at
+    // 64 MiB/s would otherwise fit the downtime budget and complete.
+    postcopyAfterPasses: 0,
   });
   const destination = new DestinationMigration({ postcopy: true });
   try {
@@ -100,7 +117,7 @@ Deno.test("DestinationMigration.abandon() gives up a paused postcopy, which stay
     source.migrate(outgoing).catch(() => {});
     const received = destination.incoming(incoming);
     received.catch(() => {});
-    await active;
+    await beforeSettled(active, received);
     const paused = statusReached(destination, "postcopy-paused");
     destination.pause();
     await paused;
@@ -146,7 +163,7 @@ Deno.test("DestinationMigration.abandon() in postcopy-active pauses and gives up
     source.migrate(outgoing).catch(() => {});
     const received = destination.incoming(incoming);
     received.catch(() => {});
-    await active;
+    await beforeSettled(active, received);
     destination.abandon("the user quit");
     await assert.rejects(received, /the user quit; the guest is lost/);
     assert.equal(destination.status, "postcopy-paused");
