@@ -49,6 +49,7 @@ export * from "./lib/migration/listen_for_migration.ts";
 export * from "./lib/migration/migrate_to_uri.ts";
 export * from "./lib/migration/migration_info.ts";
 export * from "./lib/migration/migration_metrics.ts";
+export * from "./lib/migration/migration_model.ts";
 export * from "./lib/migration/migration_parameters.ts";
 export * from "./lib/migration/migration_proxy.ts";
 export * from "./lib/migration/migration_proxy_info.ts";
