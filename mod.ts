@@ -51,6 +51,7 @@ export * from "./lib/migration/migration_info.ts";
 export * from "./lib/migration/migration_metrics.ts";
 export * from "./lib/migration/migration_model.ts";
 export * from "./lib/migration/migration_parameters.ts";
+export * from "./lib/migration/migration_plan.ts";
 export * from "./lib/migration/migration_proxy.ts";
 export * from "./lib/migration/migration_proxy_info.ts";
 export * from "./lib/migration/migration_state.ts";
