@@ -47,6 +47,7 @@ export * from "./lib/migration/format_progress.ts";
 export * from "./lib/migration/guest_device_section.ts";
 export * from "./lib/migration/listen_for_migration.ts";
 export * from "./lib/migration/migrate_to_uri.ts";
+export * from "./lib/migration/migration_eta.ts";
 export * from "./lib/migration/migration_info.ts";
 export * from "./lib/migration/migration_metrics.ts";
 export * from "./lib/migration/migration_model.ts";

@@ -23,7 +23,7 @@ import {
 import { guestRamAllocator } from "./guest_ram_allocator.ts";
 import { cancelOnInterrupt } from "./on_interrupt.ts";
 import { serveMonitor } from "./serve_monitor.ts";
-import { showProgress } from "./show_progress.ts";
+import { parseProgressMode, showProgress } from "./show_progress.ts";
 import { asUsageError, UsageError } from "./usage_error.ts";
 
 const USAGE = `Usage: livemig migrate URI [options]
@@ -58,6 +58,10 @@ ${GUEST_FLAGS_USAGE}
                        the destination)
   --recover URI        When postcopy pauses (connection lost), reconnect to
                        the destination's recovery address URI and resume
+  --progress MODE      auto (default), tty (one line rewritten), lines (a
+                       line every 5 s) or off; the ETA comes from the
+                       planner's model with the measured rates, with how
+                       much later it may come, or says "not converging"
 
 Exit status: 0 completed, 1 failed, cancelled or given up in postcopy, 2 usage
 error.
@@ -88,6 +92,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
     "postcopy-after": { type: "string" },
     recover: { type: "string" },
     qmp: { type: "string" },
+    progress: { type: "string" },
   },
   positionals: [{ name: "URI", uri: true }],
   wrongCount: (count) =>
@@ -100,6 +105,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
     });
     const postcopyAfter = flags["postcopy-after"];
     const recoverUri = flags.recover;
+    const mode = asUsageError(USAGE, () => parseProgressMode(flags.progress));
     asUsageError(USAGE, () => {
       if (postcopyAfter !== undefined) {
         checkPostcopyAfter(postcopyAfter, settings.capabilities);
@@ -130,7 +136,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
         ? {}
         : { postcopyAfterPasses: Number(postcopyAfter) }),
     });
-    const done = showProgress(source, io);
+    const done = showProgress(source, io, { mode });
     const healing = recoverUri === undefined
       ? undefined
       : new SourceAutoRecovery(source, recoverUri);

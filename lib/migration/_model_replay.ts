@@ -84,7 +84,7 @@ export class ModelReplay {
     this.#batchPages = options.batchPages ?? 256;
     this.#stallPasses = options.stallPasses ?? 5;
     this.#maxTimeMs = options.maxTimeMs ?? 86_400_000;
-    this.#state = {
+    this.#state = input.start ? this.#resumed(input.start) : {
       timeMs: 0,
       hotPending: this.#hotPages,
       coldPending: this.#totalPages - this.#hotPages,
@@ -92,6 +92,28 @@ export class ModelReplay {
       syncs: 1,
       bytes: 0,
       sentOnce: 0,
+    };
+  }
+
+  /** A migration under way: what is pending lies in the hot set. */
+  #resumed(start: NonNullable<MigrationModelInput["start"]>): ModelState {
+    const pending = Math.min(
+      this.#totalPages,
+      Math.ceil(start.pendingBytes / this.#pageBytes),
+    );
+    const hot = Math.min(pending, this.#hotPages);
+    // What the guest dirtied since the last sync is in its log already.
+    const writes = this.#writesPerMs * (start.msSinceSync ?? 0);
+    return {
+      timeMs: 0,
+      hotPending: hot,
+      coldPending: pending - hot,
+      dirtyLog: this.#hotPages * (1 - Math.exp(-writes / this.#hotPages)),
+      syncs: Math.max(1, start.passes),
+      bytes: 0,
+      sentOnce: start.passes <= 1
+        ? this.#totalPages - pending
+        : this.#totalPages,
     };
   }
 
@@ -120,7 +142,8 @@ export class ModelReplay {
     const state = this.#state;
     // The rate limiter's first window closes after 100 ms; until then the
     // measured bandwidth, and so the threshold, is 0.
-    const thresholdBytes = state.timeMs < 100 ? 0 : this.#thresholdBytes;
+    const fresh = this.#input.start === undefined && state.timeMs < 100;
+    const thresholdBytes = fresh ? 0 : this.#thresholdBytes;
     const decisionState = {
       pendingBytes: this.#pending * this.#pageBytes,
       exact: false,
@@ -211,7 +234,8 @@ export class ModelReplay {
     const batchBytes = batchPages * (pageBytes + RECORD_HEADER);
     // The first step also fills the pipeline between the bitmap and the
     // wire (three batches deep), which stays scanned ahead from then on.
-    const first = this.#state.bytes === 0 ? PIPELINE_BATCHES : 0;
+    const starting = this.#state.bytes === 0 && !this.#input.start;
+    const first = starting ? PIPELINE_BATCHES : 0;
     return (Math.ceil(window / batchBytes) + first) * batchBytes;
   }
 

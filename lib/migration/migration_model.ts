@@ -109,6 +109,14 @@ export interface MigrationModelInput {
    * @default {() => 1}
    */
   dirtyRateFactor?: (passes: number) => number;
+  /**
+   * A migration under way to predict the rest of: the bytes pending, the
+   * dirty-bitmap syncs so far (`dirty-sync-count`) and the milliseconds
+   * since the last one (the guest's writes since are in its dirty log);
+   * the prediction's times count from now. The threshold applies at once
+   * (the bandwidth is measured already).
+   */
+  start?: { pendingBytes: number; passes: number; msSinceSync?: number };
 }
 
 /** Options for {@linkcode predictMigration}. */
