@@ -3,8 +3,10 @@ import {
   MigrationAbortedError,
   type MigrationCapabilities,
   type MigrationEventDetail,
+  type MigrationInfo,
   parseTransportUri,
   ramSha256,
+  sampleOfMigrationInfo,
   SourceAutoRecovery,
   SourceMigration,
 } from "../../mod.ts";
@@ -24,6 +26,7 @@ import { guestRamAllocator } from "./guest_ram_allocator.ts";
 import { cancelOnInterrupt } from "./on_interrupt.ts";
 import { serveMonitor } from "./serve_monitor.ts";
 import { parseProgressMode, showProgress } from "./show_progress.ts";
+import { startReport } from "./start_report.ts";
 import { asUsageError, UsageError } from "./usage_error.ts";
 
 const USAGE = `Usage: livemig migrate URI [options]
@@ -62,6 +65,9 @@ ${GUEST_FLAGS_USAGE}
                        line every 5 s) or off; the ETA comes from the
                        planner's model with the measured rates, with how
                        much later it may come, or says "not converging"
+  --report FILE.svg    Write a picture of the migration: remaining bytes,
+                       bandwidth and dirty rate over time, passes, statuses,
+                       the switchover and the downtime
 
 Exit status: 0 completed, 1 failed, cancelled or given up in postcopy, 2 usage
 error.
@@ -93,6 +99,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
     recover: { type: "string" },
     qmp: { type: "string" },
     progress: { type: "string" },
+    report: { type: "string" },
   },
   positionals: [{ name: "URI", uri: true }],
   wrongCount: (count) =>
@@ -105,7 +112,6 @@ export const MIGRATE_COMMAND: Command = defineCommand({
     });
     const postcopyAfter = flags["postcopy-after"];
     const recoverUri = flags.recover;
-    const mode = asUsageError(USAGE, () => parseProgressMode(flags.progress));
     asUsageError(USAGE, () => {
       if (postcopyAfter !== undefined) {
         checkPostcopyAfter(postcopyAfter, settings.capabilities);
@@ -136,7 +142,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
         ? {}
         : { postcopyAfterPasses: Number(postcopyAfter) }),
     });
-    const done = showProgress(source, io, { mode });
+    const done = watchSource(source, { io, uri, flags });
     const healing = recoverUri === undefined
       ? undefined
       : new SourceAutoRecovery(source, recoverUri);
@@ -155,7 +161,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
       pauses.stop();
       stopEvents();
       await monitor?.stop();
-      done();
+      await done(info);
       if (settings.json) {
         const digests = await ramSha256(guest.memory);
         io.writeOut(formatJson({ ...info, "ram-sha256": digests }) + "\n");
@@ -168,7 +174,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
       pauses.stop();
       stopEvents();
       await monitor?.stop();
-      done();
+      await done(source.query());
       guest.pause();
       if (settings.json) {
         io.writeOut(
@@ -186,6 +192,51 @@ export const MIGRATE_COMMAND: Command = defineCommand({
     }
   },
 });
+
+/**
+ * `--progress` and `--report`: shows progress and records the source; the
+ * function it returns stops both and writes the report.
+ */
+function watchSource(
+  source: SourceMigration,
+  options: {
+    io: CliIo;
+    uri: string;
+    flags: { progress?: string | undefined; report?: string | undefined };
+  },
+): (end: MigrationInfo) => Promise<void> {
+  const { io, uri, flags } = options;
+  const mode = asUsageError(USAGE, () => parseProgressMode(flags.progress));
+  const stopProgress = showProgress(source, io, { mode });
+  const report = flags.report === undefined
+    ? undefined
+    : startSourceReport(source, flags.report, { uri, io });
+  return async (end) => {
+    stopProgress();
+    await report?.(end);
+  };
+}
+
+/** `--report`: records the source, writes the SVG at the end. */
+function startSourceReport(
+  source: SourceMigration,
+  path: string,
+  options: { uri: string; io: CliIo },
+): (end: MigrationInfo) => Promise<void> {
+  return startReport(source, {
+    path,
+    title: `livemig migrate ${options.uri}`,
+    toSample: sampleOfMigrationInfo,
+    outcome: (end) => ({
+      status: end.status,
+      totalTimeMs: end["total-time"] ?? 0,
+      ...(end.downtime === undefined ? {} : { downtimeMs: end.downtime }),
+      downtimeLimitMs: source.parameters["downtime-limit"],
+      ...(end.ram ? { transferredBytes: end.ram.transferred } : {}),
+    }),
+    io: options.io,
+  });
+}
 
 /** Checks `--postcopy-after`: a number of passes, with postcopy-ram on. */
 function checkPostcopyAfter(

@@ -2,6 +2,8 @@ import {
   connectTransport,
   listenTransport,
   MigrationProxy,
+  type MigrationProxyInfo,
+  sampleOfProxyInfo,
   type Transport,
   type TransportListener,
 } from "../../mod.ts";
@@ -15,6 +17,7 @@ import {
   type MigrationSettings,
   parseMigrationSettings,
 } from "./parse_migration_settings.ts";
+import { startReport } from "./start_report.ts";
 import { asUsageError } from "./usage_error.ts";
 
 const USAGE = `Usage: livemig proxy LISTEN_URI TARGET_URI [options]
@@ -40,6 +43,8 @@ Options:
                        e.g. 30s (default: wait forever, as QEMU does)
   --json               Print the final statistics as one JSON object, the
                        last line
+  --report FILE.svg    Write a picture of the migration through the proxy:
+                       bandwidth and rounds over time, statuses
   -h, --help           Show this help
 
 Exit status: 0 completed, 1 failed, 2 usage error.
@@ -76,6 +81,7 @@ export const PROXY_COMMAND: Command = defineCommand({
     parameter: { type: "string", short: "p", multiple: true },
     "idle-timeout": { type: "string" },
     json: { type: "boolean" },
+    report: { type: "string" },
   },
   positionals: [
     { name: "LISTEN_URI", uri: true },
@@ -103,7 +109,13 @@ export const PROXY_COMMAND: Command = defineCommand({
     try {
       return await onInterrupt(
         () => proxy.abort("interrupted"),
-        forward(proxy, { listener, targetUri, io, json: flags.json ?? false }),
+        forward(proxy, {
+          listener,
+          targetUri,
+          io,
+          json: flags.json ?? false,
+          report: flags.report,
+        }),
       );
     } finally {
       await listener.close();
@@ -145,11 +157,19 @@ async function forward(
     targetUri: string;
     io: CliIo;
     json: boolean;
+    report: string | undefined;
   },
 ): Promise<number> {
   const { io, json } = options;
+  let report: ((end: MigrationProxyInfo) => Promise<void>) | undefined;
   try {
     const source = await options.listener.accept();
+    if (options.report !== undefined) {
+      report = startProxyReport(proxy, options.report, {
+        title: `livemig proxy to ${options.targetUri}`,
+        io,
+      });
+    }
     let destination: Transport;
     try {
       destination = await connectTransport(options.targetUri);
@@ -158,9 +178,11 @@ async function forward(
       throw error;
     }
     const info = await proxy.run(source, destination);
+    await report?.(info);
     io.writeOut(json ? JSON.stringify(info) + "\n" : formatProxySummary(info));
     return 0;
   } catch (error) {
+    await report?.(proxy.query());
     if (json) {
       const info = proxy.query();
       io.writeOut(
@@ -176,4 +198,23 @@ async function forward(
     io.writeErr(`livemig: ${describeCliError(error)}\n`);
     return 1;
   }
+}
+
+/** `--report`: records the proxy, writes the SVG at the end. */
+function startProxyReport(
+  proxy: MigrationProxy,
+  path: string,
+  options: { title: string; io: CliIo },
+): (end: MigrationProxyInfo) => Promise<void> {
+  return startReport(proxy, {
+    path,
+    title: options.title,
+    toSample: sampleOfProxyInfo,
+    outcome: (end) => ({
+      status: end.status,
+      totalTimeMs: end["total-time"] ?? 0,
+      ...(end.sent ? { transferredBytes: end.sent.transferred } : {}),
+    }),
+    io: options.io,
+  });
 }

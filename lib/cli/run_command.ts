@@ -1,15 +1,18 @@
 import {
   listenTransport,
+  type MigrationInfo,
   MigrationMonitor,
   type MonitorEnd,
   parseTransportUri,
   QmpError,
   ramSha256,
+  sampleOfMigrationInfo,
 } from "../../mod.ts";
 import type { CliIo } from "./cli_io.ts";
 import { type Command, defineCommand } from "./define_command.ts";
 import { createGuest, parseGuestFlags } from "./guest_flags.ts";
 import { guestRamAllocator } from "./guest_ram_allocator.ts";
+import { startReport } from "./start_report.ts";
 import { asUsageError, UsageError } from "./usage_error.ts";
 
 const USAGE = `Usage: livemig run [--qmp ADDRESS] [options]
@@ -38,6 +41,9 @@ Options:
   --json               On exit, print {"run-state", "migration" (the last
                        query-migrate), "ram-sha256" (per RAM block)} as the
                        last line of stdout
+  --report FILE.svg    On exit, write a picture of the migration this guest
+                       made or received: remaining bytes, bandwidth, dirty
+                       rate, passes, statuses, switchover and downtime
   -h, --help           Show this help
 
 It prints "QMP monitor at ADDRESS" (and "waiting for a migration at URI")
@@ -88,6 +94,7 @@ export const RUN_COMMAND: Command = defineCommand({
     prefill: { type: "boolean" },
     hugepages: { type: "boolean" },
     json: { type: "boolean" },
+    report: { type: "string" },
   },
   positionals: [],
   wrongCount: () => "run takes no positional arguments",
@@ -113,6 +120,9 @@ export const RUN_COMMAND: Command = defineCommand({
       }
     }
     const monitor = createMonitor(flags, io);
+    const report = flags.report === undefined
+      ? undefined
+      : startMonitorReport(monitor, flags.report, io);
     let serving = Promise.resolve();
     if (qmpAddress !== undefined) {
       const listener = await listenTransport(qmpAddress);
@@ -135,6 +145,7 @@ export const RUN_COMMAND: Command = defineCommand({
         io.writeErr(`livemig: waiting for a migration at ${address}\n`);
       }
       const end = await monitor.ended;
+      await report?.(monitor.queryMigrate() as unknown as MigrationInfo);
       return await finish(monitor, end, { io, json: flags.json ?? false });
     } finally {
       stopSignals();
@@ -143,6 +154,30 @@ export const RUN_COMMAND: Command = defineCommand({
     }
   },
 });
+
+/** `--report`: records query-migrate once a migration starts. */
+function startMonitorReport(
+  monitor: MigrationMonitor,
+  path: string,
+  io: CliIo,
+): (end: MigrationInfo) => Promise<void> {
+  const target = {
+    query: () => monitor.queryMigrate() as unknown as MigrationInfo,
+  };
+  return startReport(target, {
+    path,
+    title: "livemig run",
+    toSample: sampleOfMigrationInfo,
+    outcome: (end) => ({
+      status: end.status,
+      totalTimeMs: end["total-time"] ?? 0,
+      ...(end.downtime === undefined ? {} : { downtimeMs: end.downtime }),
+      downtimeLimitMs: Number(monitor.parameters["downtime-limit"]),
+      ...(end.ram ? { transferredBytes: end.ram.transferred } : {}),
+    }),
+    io,
+  });
+}
 
 /** The guest and its monitor, as the flags describe them. */
 function createMonitor(
