@@ -186,7 +186,7 @@ export class ModelReplay {
       atMs: state.timeMs,
       remainingBytes: Math.round(pending) * this.#pageBytes,
     });
-    if (pending < this.#lowest) {
+    if (pending < this.#lowest * 0.99) {
       this.#lowest = pending;
       this.#stalled = 0;
     } else {

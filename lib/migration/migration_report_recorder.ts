@@ -17,8 +17,9 @@ const ENDED = new Set(["completed", "failed", "cancelled"]);
 export interface MigrationReportRecorderOptions<I> {
   /**
    * Turns an info into a sample (without its time), or `undefined` to
-   * skip it; samples with status `none` (no migration yet) are skipped
-   * too, and time starts at the first sample kept.
+   * skip it; samples with no status or `none` (no migration yet, as
+   * QEMU answers `{}` then) are skipped too, and time starts at the
+   * first sample kept.
    */
   toSample: (info: I) => Omit<ReportSample, "atMs"> | undefined;
   /**
@@ -141,7 +142,7 @@ export class MigrationReportRecorder<I> {
     this.#target = target;
     this.#take = () => {
       const sample = options.toSample(target.query());
-      if (!sample || sample.status === "none") return;
+      if (!sample?.status || sample.status === "none") return;
       const last = this.#samples.at(-1);
       // Time starts at the first sample; an ended migration stays ended.
       if (last && ENDED.has(last.status) && last.status === sample.status) {

@@ -103,7 +103,9 @@ export async function migrateForReal(
 
 /** A transport whose sending side carries at most `bytesPerSecond`. */
 function limitLink(inner: Transport, bytesPerSecond: number): Transport {
-  const limiter = new RateLimitStream({ bytesPerSecond });
+  // 10 ms windows: every 1 MiB chunk waits its own time, a smooth pipe
+  // without a burst.
+  const limiter = new RateLimitStream({ bytesPerSecond, windowMs: 10 });
   limiter.readable.pipeTo(inner.writable).catch(() => {});
   return {
     readable: inner.readable,
@@ -123,9 +125,6 @@ export function predictCase(gridCase: GridCase): MigrationPrediction {
       : 0,
     ...(workload.kind === "hot-set" ? { hotSetBytes: workload.setBytes } : {}),
     linkBytesPerSecond: LINK_BYTES_PER_SECOND,
-    // The emulated link is a token bucket with 100 ms windows: what
-    // precopy leaves unused of the current window goes at once.
-    linkBurstBytes: (LINK_BYTES_PER_SECOND - gridCase.maxBandwidth) / 10,
     // Device state, the last sync and the confirmation, with the
     // destination loading in this same thread.
     switchoverOverheadMs: 20,
