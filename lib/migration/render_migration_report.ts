@@ -7,6 +7,7 @@
  * title     what ran, how it ended, total time, downtime, passes, bytes
  * phases    a band of the statuses over time, each span labelled
  * remaining bytes still to send (MiB), with a dashed line at each pass
+ *           (bytes sent instead, for a proxy, which cannot know the rest)
  * rates     bandwidth and dirty rate (MiB/s), labelled at their ends
  * throttle  cpu-throttle-percentage (%), when the samples have it
  * marks     the switchover and the downtime, labelled where they are
@@ -124,12 +125,20 @@ export function renderMigrationReport(data: ReportData): string {
     text(LEFT, 24, data.title, { size: 16, weight: "bold" }),
     text(LEFT, 44, summary(data), { size: 13 }),
     ...phaseBand(samples, endMs, x),
-    ...series(samples, remaining, x, {
-      label: "remaining",
-      unit: "MiB",
-      colour: "#2171b5",
-      lines: [{ name: "remaining", value: (s) => s.remainingBytes }],
-    }),
+    // A proxy knows what it sent, not what remains.
+    ...(samples.some((s) => s.remainingBytes !== undefined)
+      ? series(samples, remaining, x, {
+        label: "remaining",
+        unit: "MiB",
+        colour: "#2171b5",
+        lines: [{ name: "remaining", value: (s) => s.remainingBytes }],
+      })
+      : series(samples, remaining, x, {
+        label: "sent",
+        unit: "MiB",
+        colour: "#2171b5",
+        lines: [{ name: "sent", value: (s) => s.transferredBytes }],
+      })),
     ...series(samples, rates, x, {
       label: "rates",
       unit: "MiB/s",

@@ -112,3 +112,19 @@ Deno.test("renderMigrationReport() escapes text", () => {
     ),
   );
 });
+
+Deno.test("renderMigrationReport() draws what a proxy sent when nothing says what remains", () => {
+  const svg = renderMigrationReport({
+    title: "livemig proxy to tcp:127.0.0.1:4444",
+    samples: [
+      { atMs: 0, status: "active", transferredBytes: 0, bandwidth: 0 },
+      { atMs: 1000, status: "active", transferredBytes: 20 * MIB },
+      { atMs: 2000, status: "completed", transferredBytes: 40 * MIB },
+    ],
+    status: "completed",
+    totalTimeMs: 2000,
+  });
+  assert.match(svg, />sent \(MiB\)</);
+  assert.match(svg, />sent 40 MiB</);
+  assert.doesNotMatch(svg, /remaining/);
+});
