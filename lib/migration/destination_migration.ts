@@ -45,7 +45,12 @@ import type { RamBlockInfo } from "../ram/ram_record.ts";
 import { type Clock, SYSTEM_CLOCK } from "../streams/clock.ts";
 import { readMappedRamRecords } from "../mapped_ram/read_mapped_ram_records.ts";
 import type { RandomAccessFile, Transport } from "../transport/transport.ts";
+import type { MultifdCompression } from "../wire/multifd_flags.ts";
 import { IncomingConnection } from "./_incoming_connection.ts";
+import {
+  MultifdReceiver,
+  type MultifdReceiveSettings,
+} from "./_multifd_receive.ts";
 import { PostcopyPause } from "./_postcopy_pause.ts";
 import { RecordLoader } from "./_record_loader.ts";
 import type { MigrationInfo } from "./migration_info.ts";
@@ -129,6 +134,37 @@ export interface DestinationMigrationOptions {
    * @default {false}
    */
   preempt?: boolean;
+  /**
+   * multifd (QEMU's `multifd` capability with `multifd-channels` and
+   * `multifd-compression`): pages arrive on `channels` more connections
+   * from the source, compressed with `compression`. Both must match the
+   * source's, as nothing is negotiated on the wire.
+   */
+  multifd?: DestinationMultifdOptions;
+}
+
+/** multifd settings of a {@linkcode DestinationMigration}. */
+export interface DestinationMultifdOptions {
+  /**
+   * `multifd-channels`: how many channel connections the source opens.
+   *
+   * @default {2}
+   */
+  channels?: number;
+  /**
+   * `multifd-compression` of the source.
+   *
+   * @default {"none"}
+   */
+  compression?: MultifdCompression;
+  /**
+   * Milliseconds the channels may take to connect once the first
+   * connection arrived; then the migration fails (the source's channel
+   * count differs, or its multifd is off).
+   *
+   * @default {10000}
+   */
+  connectTimeoutMs?: number;
 }
 
 /** What a completed incoming migration produced. */
@@ -156,6 +192,11 @@ export interface IncomingOptions {
    * postcopy-preempt channel.
    */
   accept?: () => Promise<Transport>;
+  /**
+   * The multifd channel connections (with the `multifd` option), accepted
+   * with the main one (see {@linkcode listenForMigration}).
+   */
+  multifdChannels?: Transport[];
 }
 
 /** A connection to load from, and how to accept its preempt channel. */
@@ -198,6 +239,7 @@ export class DestinationMigration extends EventTarget {
   /** The connection being loaded (none while postcopy is paused). */
   #connection: IncomingConnection | undefined;
   readonly #pause = new PostcopyPause<IncomingConnectionOffer>();
+  #multifd: MultifdReceiver | undefined;
 
   /**
    * Constructs a new instance in status `none`.
@@ -233,6 +275,7 @@ export class DestinationMigration extends EventTarget {
       onResume: () => {
         this.#errorDesc = undefined;
       },
+      onRamEos: () => this.#multifd?.sync(),
     });
   }
 
@@ -249,6 +292,20 @@ export class DestinationMigration extends EventTarget {
   /** The guest, once the block list arrived. */
   get guest(): MigratableGuest | undefined {
     return this.#loader.guest;
+  }
+
+  /**
+   * The multifd settings (QEMU's defaults filled in), or undefined when
+   * multifd is off.
+   */
+  get multifd(): Readonly<MultifdReceiveSettings> | undefined {
+    const multifd = this.#options.multifd;
+    if (multifd === undefined) return undefined;
+    return {
+      channels: multifd.channels ?? 2,
+      compression: multifd.compression ?? "none",
+      connectTimeoutMs: multifd.connectTimeoutMs ?? 10_000,
+    };
   }
 
   /**
@@ -433,11 +490,12 @@ export class DestinationMigration extends EventTarget {
   async #loadConnections(first: IncomingConnectionOffer): Promise<void> {
     let next = first;
     let recovery = false;
+    this.#startMultifd(first.multifdChannels ?? []);
     while (true) {
       const connection = new IncomingConnection(next.transport, { recovery });
       this.#connection = connection;
       try {
-        await connection.load(this.#loader, next.accept);
+        await this.#loadWithChannels(connection, next.accept);
         return;
       } catch (error) {
         await this.#connection?.close().catch(() => {});
@@ -461,12 +519,55 @@ export class DestinationMigration extends EventTarget {
     }
   }
 
+  /** Starts reading the multifd channels, when multifd is on. */
+  #startMultifd(channels: Transport[]): void {
+    const settings = this.multifd;
+    if (settings === undefined) {
+      if (channels.length > 0) {
+        throw new TypeError(
+          "Cannot load multifd channels: the destination has multifd off",
+        );
+      }
+      return;
+    }
+    if (channels.length !== settings.channels) {
+      throw new TypeError(
+        `Cannot load ${channels.length} multifd channels: the destination has multifd-channels=${settings.channels}`,
+      );
+    }
+    this.#multifd = new MultifdReceiver(channels, {
+      settings,
+      place: (record) => this.#loader.placeChannelPage(record),
+      count: (bytes, multifd) => this.#loader.countChannelBytes(bytes, multifd),
+    });
+  }
+
+  /**
+   * Loads `connection`; a multifd channel that fails fails the load with
+   * its own error (the main connection is closed so that the load stops).
+   */
+  async #loadWithChannels(
+    connection: IncomingConnection,
+    accept: (() => Promise<Transport>) | undefined,
+  ): Promise<void> {
+    const multifd = this.#multifd;
+    const load = connection.load(this.#loader, accept);
+    if (multifd === undefined) return await load;
+    load.catch(() => {});
+    try {
+      await Promise.race([load, multifd.failure]);
+    } catch (error) {
+      throw multifd.error ?? error;
+    }
+  }
+
   /**
    * Everything arrived: `completed`, SHUT 0, and the guest resumes
    * (unless it already runs, or autostart is off).
    */
   async #complete(guest: MigratableGuest): Promise<IncomingResult> {
     this.#endTime = this.#clock.now();
+    await this.#multifd?.close();
     this.#errorDesc = undefined;
     this.#state.moveTo("completed");
     const connection = this.#connection;
@@ -507,6 +608,7 @@ export class DestinationMigration extends EventTarget {
     ) {
       return error; // given up in postcopy-paused, which it stays in
     }
+    await this.#multifd?.close();
     const message = this.#errorDesc ?? describeError(error);
     this.#errorDesc = message;
     if ((this.status as MigrationStatus) !== "failed") {

@@ -36,7 +36,7 @@
  * @module
  */
 
-import { MigrationAbortedError } from "../errors.ts";
+import { MigrationAbortedError, NotSupportedError } from "../errors.ts";
 import type { MigratableGuest } from "../guest/migratable_guest.ts";
 import { type Clock, SYSTEM_CLOCK } from "../streams/clock.ts";
 import type { RandomAccessFile, Transport } from "../transport/transport.ts";
@@ -164,6 +164,11 @@ export class SourceMigration extends EventTarget {
     super();
     this.#capabilities = { ...DEFAULT_CAPABILITIES, ...options.capabilities };
     checkCapabilities(this.#capabilities);
+    if (this.#capabilities.multifd) {
+      throw new NotSupportedError(
+        "Cannot migrate with multifd: livemig's source does not send multifd channels yet (livemig incoming receives them)",
+      );
+    }
     this.#parameters = { ...DEFAULT_PARAMETERS };
     this.#config = {
       guest,
