@@ -20,10 +20,7 @@ import { MigrationProtocolError } from "../errors.ts";
 import type { Clock } from "../streams/clock.ts";
 import type { Transport } from "../transport/transport.ts";
 import { MultifdChannelDecoderStream } from "../wire/multifd_channel_decoder_stream.ts";
-import {
-  MULTIFD_FLAG,
-  type MultifdCompression,
-} from "../wire/multifd_flags.ts";
+import { MULTIFD_FLAG } from "../wire/multifd_flags.ts";
 import { MULTIFD_MAGIC } from "../wire/multifd_initial_packet.ts";
 import {
   type MultifdPacket,
@@ -31,18 +28,73 @@ import {
 } from "../wire/multifd_packet.ts";
 import { MultifdPageDecompressor } from "../wire/multifd_page_decompressor.ts";
 import type { RamPageRecord } from "../ram/ram_record.ts";
+import type { RecordLoader } from "./_record_loader.ts";
+import type { DestinationMultifdOptions } from "./destination_migration.ts";
 
-/** How a destination takes multifd channels. */
-export interface MultifdReceiveSettings {
-  /** `multifd-channels`: how many channel connections the source opens. */
-  channels: number;
-  /** `multifd-compression` of the source. */
-  compression: MultifdCompression;
-  /**
-   * Milliseconds the channels may take to connect after the first
-   * connection arrived.
-   */
-  connectTimeoutMs: number;
+/** How a destination takes multifd channels (QEMU's defaults filled in). */
+export type MultifdReceiveSettings = Required<DestinationMultifdOptions>;
+
+/**
+ * The settings of `options`, QEMU's defaults filled in.
+ *
+ * @returns Undefined when multifd is off.
+ */
+export function multifdSettings(
+  options: DestinationMultifdOptions | undefined,
+): MultifdReceiveSettings | undefined {
+  if (options === undefined) return undefined;
+  return {
+    channels: options.channels ?? 2,
+    compression: options.compression ?? "none",
+    connectTimeoutMs: options.connectTimeoutMs ?? 10_000,
+  };
+}
+
+/**
+ * Starts reading `channels` into `loader`.
+ *
+ * @returns Undefined when multifd is off.
+ * @throws {TypeError} If the channel count is not the settings'.
+ */
+export function startMultifd(
+  settings: MultifdReceiveSettings | undefined,
+  channels: Transport[],
+  loader: RecordLoader,
+): MultifdReceiver | undefined {
+  if (settings === undefined) {
+    if (channels.length === 0) return undefined;
+    throw new TypeError(
+      "Cannot load multifd channels: the destination has multifd off",
+    );
+  }
+  if (channels.length !== settings.channels) {
+    throw new TypeError(
+      `Cannot load ${channels.length} multifd channels: the destination has multifd-channels=${settings.channels}`,
+    );
+  }
+  return new MultifdReceiver(channels, {
+    settings,
+    place: (record) => loader.placeChannelPage(record),
+    count: (bytes, multifd) => loader.countChannelBytes(bytes, multifd),
+  });
+}
+
+/**
+ * Waits for `load` of the main connection; a multifd channel that fails
+ * first fails it with its own error (the caller then closes the main
+ * connection, which ends the load).
+ */
+export async function loadWithChannels(
+  load: Promise<void>,
+  multifd: MultifdReceiver | undefined,
+): Promise<void> {
+  if (multifd === undefined) return await load;
+  load.catch(() => {});
+  try {
+    await Promise.race([load, multifd.failure]);
+  } catch (error) {
+    throw multifd.error ?? error;
+  }
 }
 
 /** The connections of one multifd migration, told apart. */

@@ -24,11 +24,8 @@ import type { GuestMemory } from "../guest/guest_memory.ts";
 import type { MigratableGuest } from "../guest/migratable_guest.ts";
 import { SimulatedGuest } from "../guest/simulated_guest.ts";
 import { applyRamRecord } from "../ram/apply_ram_record.ts";
-import type {
-  RamBlockInfo,
-  RamPageCarrier,
-  RamPageRecord,
-} from "../ram/ram_record.ts";
+// deno-fmt-ignore
+import type { RamBlockInfo, RamPageCarrier, RamPageRecord } from "../ram/ram_record.ts";
 import type { Clock } from "../streams/clock.ts";
 import type { Transport } from "../transport/transport.ts";
 import type {
@@ -83,10 +80,7 @@ export interface RecordLoaderOptions {
   connection(): IncomingConnection | undefined;
   /** Called at POSTCOPY_RESUME, before the status moves back. */
   onResume(): void;
-  /**
-   * Called at each RAM EOS before the next record: the multifd channels'
-   * pages of the round must be placed first.
-   */
+  /** Called at each RAM EOS (the multifd channels' sync of the round). */
   onRamEos?: () => Promise<void> | undefined;
 }
 
@@ -349,21 +343,12 @@ export class RecordLoader {
     return guest;
   }
 
-  /**
-   * Places a page that arrived on a multifd channel.
-   *
-   * @param record The page.
-   */
+  /** Places a page that arrived on a multifd channel. */
   placeChannelPage(record: RamPageRecord): void {
     this.#place(record);
   }
 
-  /**
-   * Counts bytes that arrived on a multifd channel.
-   *
-   * @param bytes All of them.
-   * @param multifdBytes Those QEMU counts as `multifd-bytes`.
-   */
+  /** Counts channel bytes: all, and QEMU's `multifd-bytes`. */
   countChannelBytes(bytes: number, multifdBytes: number): void {
     this.#countBytes(bytes);
     this.#received.multifd += multifdBytes;

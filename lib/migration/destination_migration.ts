@@ -48,8 +48,10 @@ import type { RandomAccessFile, Transport } from "../transport/transport.ts";
 import type { MultifdCompression } from "../wire/multifd_flags.ts";
 import { IncomingConnection } from "./_incoming_connection.ts";
 import {
-  MultifdReceiver,
-  type MultifdReceiveSettings,
+  loadWithChannels,
+  type MultifdReceiver,
+  multifdSettings,
+  startMultifd,
 } from "./_multifd_receive.ts";
 import { PostcopyPause } from "./_postcopy_pause.ts";
 import { RecordLoader } from "./_record_loader.ts";
@@ -134,34 +136,27 @@ export interface DestinationMigrationOptions {
    * @default {false}
    */
   preempt?: boolean;
-  /**
-   * multifd (QEMU's `multifd` capability with `multifd-channels` and
-   * `multifd-compression`): pages arrive on `channels` more connections
-   * from the source, compressed with `compression`. Both must match the
-   * source's, as nothing is negotiated on the wire.
-   */
+  /** multifd on (QEMU's `multifd` capability), with its parameters. */
   multifd?: DestinationMultifdOptions;
 }
 
-/** multifd settings of a {@linkcode DestinationMigration}. */
+/**
+ * multifd on a {@linkcode DestinationMigration}: pages arrive on more
+ * connections. Nothing is negotiated on the wire: set what the source has.
+ */
 export interface DestinationMultifdOptions {
   /**
-   * `multifd-channels`: how many channel connections the source opens.
-   *
+   * `multifd-channels`: channel connections.
    * @default {2}
    */
   channels?: number;
   /**
    * `multifd-compression` of the source.
-   *
    * @default {"none"}
    */
   compression?: MultifdCompression;
   /**
-   * Milliseconds the channels may take to connect once the first
-   * connection arrived; then the migration fails (the source's channel
-   * count differs, or its multifd is off).
-   *
+   * Milliseconds the channels may take to connect after the first one.
    * @default {10000}
    */
   connectTimeoutMs?: number;
@@ -192,10 +187,7 @@ export interface IncomingOptions {
    * postcopy-preempt channel.
    */
   accept?: () => Promise<Transport>;
-  /**
-   * The multifd channel connections (with the `multifd` option), accepted
-   * with the main one (see {@linkcode listenForMigration}).
-   */
+  /** With `multifd`: the channel connections, accepted with this one. */
   multifdChannels?: Transport[];
 }
 
@@ -294,18 +286,9 @@ export class DestinationMigration extends EventTarget {
     return this.#loader.guest;
   }
 
-  /**
-   * The multifd settings (QEMU's defaults filled in), or undefined when
-   * multifd is off.
-   */
-  get multifd(): Readonly<MultifdReceiveSettings> | undefined {
-    const multifd = this.#options.multifd;
-    if (multifd === undefined) return undefined;
-    return {
-      channels: multifd.channels ?? 2,
-      compression: multifd.compression ?? "none",
-      connectTimeoutMs: multifd.connectTimeoutMs ?? 10_000,
-    };
+  /** The multifd settings, defaults filled in; undefined when off. */
+  get multifd(): Readonly<Required<DestinationMultifdOptions>> | undefined {
+    return multifdSettings(this.#options.multifd);
   }
 
   /**
@@ -490,12 +473,19 @@ export class DestinationMigration extends EventTarget {
   async #loadConnections(first: IncomingConnectionOffer): Promise<void> {
     let next = first;
     let recovery = false;
-    this.#startMultifd(first.multifdChannels ?? []);
+    this.#multifd = startMultifd(
+      this.multifd,
+      first.multifdChannels ?? [],
+      this.#loader,
+    );
     while (true) {
       const connection = new IncomingConnection(next.transport, { recovery });
       this.#connection = connection;
       try {
-        await this.#loadWithChannels(connection, next.accept);
+        await loadWithChannels(
+          connection.load(this.#loader, next.accept),
+          this.#multifd,
+        );
         return;
       } catch (error) {
         await this.#connection?.close().catch(() => {});
@@ -516,48 +506,6 @@ export class DestinationMigration extends EventTarget {
         this.#state.moveTo("postcopy-recover");
         recovery = true;
       }
-    }
-  }
-
-  /** Starts reading the multifd channels, when multifd is on. */
-  #startMultifd(channels: Transport[]): void {
-    const settings = this.multifd;
-    if (settings === undefined) {
-      if (channels.length > 0) {
-        throw new TypeError(
-          "Cannot load multifd channels: the destination has multifd off",
-        );
-      }
-      return;
-    }
-    if (channels.length !== settings.channels) {
-      throw new TypeError(
-        `Cannot load ${channels.length} multifd channels: the destination has multifd-channels=${settings.channels}`,
-      );
-    }
-    this.#multifd = new MultifdReceiver(channels, {
-      settings,
-      place: (record) => this.#loader.placeChannelPage(record),
-      count: (bytes, multifd) => this.#loader.countChannelBytes(bytes, multifd),
-    });
-  }
-
-  /**
-   * Loads `connection`; a multifd channel that fails fails the load with
-   * its own error (the main connection is closed so that the load stops).
-   */
-  async #loadWithChannels(
-    connection: IncomingConnection,
-    accept: (() => Promise<Transport>) | undefined,
-  ): Promise<void> {
-    const multifd = this.#multifd;
-    const load = connection.load(this.#loader, accept);
-    if (multifd === undefined) return await load;
-    load.catch(() => {});
-    try {
-      await Promise.race([load, multifd.failure]);
-    } catch (error) {
-      throw multifd.error ?? error;
     }
   }
 

@@ -136,7 +136,7 @@ const MAX_DOWNTIME_MS = 2000 * 1000;
  * import assert from "node:assert/strict";
  *
  * assert.equal(checkCapabilityName("xbzrle"), "xbzrle");
- * assert.throws(() => checkCapabilityName("multifd"), NotSupportedError);
+ * assert.throws(() => checkCapabilityName("auto-converge"), NotSupportedError);
  * assert.throws(() => checkCapabilityName("warp-drive"), TypeError);
  * ```
  *

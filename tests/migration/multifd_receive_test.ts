@@ -148,7 +148,9 @@ Deno.test("multifd destination expecting another compression fails at the first 
     replay(rec, { channels: 2, compression: "zstd" }, [-1, 0, 1]),
     (error) =>
       error instanceof MigrationAbortedError &&
-      /its pages are none-compressed, the receiver expects zstd/.test(error.message),
+      /its pages are none-compressed, the receiver expects zstd/.test(
+        error.message,
+      ),
   );
 });
 
