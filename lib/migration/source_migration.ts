@@ -36,13 +36,14 @@
  * @module
  */
 
-import { MigrationAbortedError, NotSupportedError } from "../errors.ts";
+import { MigrationAbortedError } from "../errors.ts";
 import type { MigratableGuest } from "../guest/migratable_guest.ts";
 import { type Clock, SYSTEM_CLOCK } from "../streams/clock.ts";
 import type { RandomAccessFile, Transport } from "../transport/transport.ts";
 import type { OutgoingChannel } from "./_outgoing_channel.ts";
 import { runMigrationThread } from "./_migration_thread.ts";
 import type { Connect } from "./_postcopy_source.ts";
+import { migrateMultifd, type Open } from "./_multifd_send.ts";
 import { type SourceConfig, SourceRun } from "./_source_run.ts";
 import type { MigrationInfo } from "./migration_info.ts";
 import {
@@ -164,11 +165,6 @@ export class SourceMigration extends EventTarget {
     super();
     this.#capabilities = { ...DEFAULT_CAPABILITIES, ...options.capabilities };
     checkCapabilities(this.#capabilities);
-    if (this.#capabilities.multifd) {
-      throw new NotSupportedError(
-        "Cannot migrate with multifd: livemig's source does not send multifd channels yet (livemig incoming receives them)",
-      );
-    }
     this.#parameters = { ...DEFAULT_PARAMETERS };
     this.#config = {
       guest,
@@ -391,10 +387,12 @@ export class SourceMigration extends EventTarget {
         ),
       );
     }
-    return this.#start(
-      (run) => run.openChannel(transport, run.usesReturnPath),
-      options.connect,
-    );
+    const { connect } = options;
+    const start = (open: Open) => this.#start(open, connect);
+    if (this.#capabilities.multifd) {
+      return migrateMultifd(transport, { connect, start, ...this.#parameters });
+    }
+    return start((run) => run.openChannel(transport, run.usesReturnPath));
   }
 
   /**
