@@ -220,8 +220,11 @@ function concat(chunks: Uint8Array[], length: number): Uint8Array {
 export interface MultifdReceiverOptions {
   /** `multifd-channels` and `multifd-compression`. */
   settings: MultifdReceiveSettings;
-  /** Places one page (a view of the packet's data, valid during the call). */
-  place(record: RamPageRecord): void;
+  /**
+   * Places one page (a view of the packet's data, valid during the call);
+   * the channel waits for a returned promise.
+   */
+  place(record: RamPageRecord): void | Promise<void>;
   /**
    * Counts channel bytes: all of them, and those QEMU counts as
    * `multifd-bytes` (headers and uncompressed pages).
@@ -390,9 +393,10 @@ export class MultifdReceiver {
       packet.offsets.length,
     );
     const block = packet.ramBlock;
-    packet.offsets.forEach((offset, i) => {
+    for (const [i, offset] of packet.offsets.entries()) {
+      let placed;
       try {
-        this.#options.place({
+        placed = this.#options.place({
           type: "ram-page",
           block,
           offset,
@@ -405,7 +409,8 @@ export class MultifdReceiver {
           { cause },
         );
       }
-    });
+      if (placed !== undefined) await placed;
+    }
   }
 
   /** This channel's SYNC: counts it, waits until the main stream took it. */

@@ -49,7 +49,7 @@ export interface MultifdSenderOptions {
   /** The target page size. */
   pageSize: number;
   /** The main stream's limiter: channel bytes count against it. */
-  limiter: RateLimitStream<never>;
+  limiter: Pick<RateLimitStream, "pass">;
   /** Stops waits for the limiter. */
   signal: AbortSignal;
 }
@@ -303,7 +303,7 @@ export async function migrateMultifd(
  * @throws {MigrationAbortedError} If one cannot be opened; the main
  *   connection and the others are closed.
  */
-async function openMultifdChannels(
+export async function openMultifdChannels(
   main: Transport,
   connect: (() => Promise<Transport>) | undefined,
   count: number,
