@@ -175,8 +175,15 @@ export function checkCapabilityName(name: string): MigrationCapability {
  *
  * @param capabilities The capabilities.
  * @throws {TypeError} If a combination is not allowed.
+ * @throws {NotSupportedError} For multifd with postcopy-ram, which QEMU
+ *   7.2 accepts but livemig's source does not implement.
  */
 export function checkCapabilities(capabilities: MigrationCapabilities): void {
+  if (capabilities.multifd && capabilities["postcopy-ram"]) {
+    throw new NotSupportedError(
+      'Cannot set capability "multifd" with "postcopy-ram": livemig\'s source does not move postcopy pages off the multifd channels (QEMU 7.2 accepts the pair)',
+    );
+  }
   if (capabilities["postcopy-preempt"] && !capabilities["postcopy-ram"]) {
     throw new TypeError(
       'Cannot set capability "postcopy-preempt": it requires "postcopy-ram"',

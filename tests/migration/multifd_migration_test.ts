@@ -110,3 +110,14 @@ Deno.test("livemig multifd refuses exec: and file: with QEMU 7.2's messages", as
     message: "Parameter 'uri' expects a valid migration protocol",
   });
 });
+
+Deno.test("livemig's source refuses multifd with postcopy-ram, which it does not implement", () => {
+  const guest = new SimulatedGuest({ ramBytes: MIB, running: false });
+  assert.throws(
+    () =>
+      new SourceMigration(guest, {
+        capabilities: { multifd: true, "postcopy-ram": true },
+      }),
+    NotSupportedError,
+  );
+});
