@@ -116,7 +116,7 @@ const QEVM = 0x5145564d;
  *   in time (the source's `multifd-channels` differs, or it has multifd off).
  */
 export async function acceptMultifdConnections(
-  accept: () => Promise<Transport>,
+  accept: (first: boolean) => Promise<Transport>,
   settings: MultifdReceiveSettings & { clock: Clock },
 ): Promise<MultifdConnections> {
   const wanted = settings.channels + 1;
@@ -125,7 +125,7 @@ export async function acceptMultifdConnections(
   const channels: Transport[] = [];
   const timer = new AbortController();
   try {
-    const first = await accept();
+    const first = await accept(true);
     accepted.push(first);
     const deadline = settings.clock.sleep(
       settings.connectTimeoutMs,
@@ -154,7 +154,7 @@ export async function acceptMultifdConnections(
         );
       }
       if (accepted.length === wanted) break;
-      next = await Promise.race([accept(), deadline]);
+      next = await Promise.race([accept(false), deadline]);
       accepted.push(next);
     }
     return { main: main!, channels };

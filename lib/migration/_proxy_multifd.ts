@@ -65,9 +65,8 @@ export async function openProxyConnections(
         "Cannot take the source's multifd channels: no accept",
       );
     }
-    let taken = false;
     const connections = await acceptMultifdConnections(
-      () => taken ? accept() : (taken = true, Promise.resolve(source)),
+      (first) => first ? Promise.resolve(source) : accept(),
       { ...sourceSettings, clock: options.clock },
     );
     source = connections.main;
