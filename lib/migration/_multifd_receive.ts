@@ -291,10 +291,11 @@ export class MultifdReceiver {
    * A RAM EOS on the main stream: waits until every channel sent its SYNC
    * of this round, then lets the channels go on.
    *
+   * @param beforeRelease Called once all arrived, before the channels go on.
    * @throws The first channel error, or a {@linkcode MigrationProtocolError}
    *   when a channel closed before its SYNC.
    */
-  async sync(): Promise<void> {
+  async sync(beforeRelease?: () => void): Promise<void> {
     const round = this.#round;
     this.#syncing = true;
     try {
@@ -304,6 +305,7 @@ export class MultifdReceiver {
       this.#syncing = false;
     }
     this.#round = newRound();
+    beforeRelease?.();
     round.release.resolve();
   }
 

@@ -34,7 +34,7 @@ import {
 } from "../wire/multifd_flags.ts";
 import { encodeMultifdInitialPacket } from "../wire/multifd_initial_packet.ts";
 import {
-  encodeMultifdPacket,
+  encodeMultifdPacketHeader,
   multifdPacketHeaderSize,
   multifdPageSlots,
 } from "../wire/multifd_packet.ts";
@@ -64,6 +64,10 @@ interface SendChannel {
   compressor: MultifdPageCompressor;
   /** The last write, until the socket took it. */
   busy: Promise<void> | undefined;
+  /** Page buffer: the last packet's pages, then the next batch's. */
+  buffer: Uint8Array;
+  /** Whether the socket copies what it took (else data is copied first). */
+  copies: boolean;
 }
 
 /**
@@ -75,7 +79,7 @@ export class MultifdSender {
   readonly #channels: SendChannel[];
   readonly #slots: number;
   readonly #headerSize: number;
-  readonly #batch: Uint8Array;
+  #batch: Uint8Array;
   #batchBlock = "";
   #batchOffsets: number[] = [];
   #last = -1;
@@ -101,6 +105,8 @@ export class MultifdSender {
       writer: transport.writable.getWriter(),
       compressor: new MultifdPageCompressor(compression, { level }),
       busy: undefined,
+      buffer: new Uint8Array(this.#slots * pageSize),
+      copies: transport.copiesWrites ?? false,
     }));
     for (const channel of this.#channels) {
       this.#write(
@@ -166,6 +172,11 @@ export class MultifdSender {
     const channel = await this.#freeChannel();
     const offsets = this.#batchOffsets;
     this.#batchOffsets = [];
+    // The channel's buffer is free (its socket took the last packet): it
+    // takes the batch's pages, the batch goes on in the channel's buffer.
+    const pages = this.#batch;
+    this.#batch = channel.buffer;
+    channel.buffer = pages;
     await this.#sendPacket(channel, 0, offsets);
   }
 
@@ -177,14 +188,14 @@ export class MultifdSender {
   ): Promise<void> {
     const { pageSize, compression, limiter, signal } = this.#options;
     const pages = offsets.length;
-    let data = this.#batch.subarray(0, pages * pageSize);
+    let data = channel.buffer.subarray(0, pages * pageSize);
     if (pages > 0 && compression !== "none") {
       const views = offsets.map((_, i) =>
-        this.#batch.subarray(i * pageSize, (i + 1) * pageSize)
+        channel.buffer.subarray(i * pageSize, (i + 1) * pageSize)
       );
       data = await this.#guard(channel, channel.compressor.compress(views));
-    }
-    const bytes = encodeMultifdPacket({
+    } else if (!channel.copies) data = data.slice();
+    const header = encodeMultifdPacketHeader({
       type: "multifd-packet",
       flags: flags | (pages > 0 ? multifdCompressionFlag(compression) : 0),
       pagesAlloc: this.#slots,
@@ -192,11 +203,11 @@ export class MultifdSender {
       packetNum: this.#packetNum++,
       ramBlock: pages > 0 ? this.#batchBlock : "",
       offsets,
-      data: pages > 0 ? data : new Uint8Array(0),
     }, { pageSize });
     this.#multifdBytes += this.#headerSize + pages * pageSize;
-    await limiter.pass(bytes.byteLength, signal);
-    this.#write(channel, bytes);
+    await limiter.pass(header.byteLength + data.byteLength, signal);
+    this.#write(channel, header);
+    if (pages > 0) this.#write(channel, data);
   }
 
   /** The next channel whose socket took its last packet, round-robin. */

@@ -87,9 +87,10 @@ const HIGH_WATER_MARK = 64;
 
 /**
  * Merges the pages of the source's multifd `channels` into `main`'s
- * records: a channel page comes out as a `ram-page` record, and a RAM EOS
- * only once every channel sent its SYNC of that round, so the pages of a
- * round always come before its EOS.
+ * records: a channel page comes out as a `ram-page` record, only inside
+ * the RAM section (after its START, PART or END, before its EOS), and a RAM
+ * EOS only once every channel sent its SYNC of that round, so the pages
+ * of a round always come before its EOS.
  *
  * @param main The main stream's records.
  * @param channels The source's channel connections.
@@ -108,9 +109,15 @@ export function mergeMultifdChannels(
     controller.enqueue(batch);
     if ((controller.desiredSize ?? 1) <= 0) await drained.promise;
   };
+  // Open while the main stream is inside the RAM section.
+  let gate = Promise.withResolvers<void>();
+  let ramSection: number | undefined;
   const receiver = new MultifdReceiver(channels, {
     settings,
-    place: (record) => put([{ ...record, data: record.data.slice() }]),
+    place: async (record) => {
+      await gate.promise;
+      await put([{ ...record, data: record.data.slice() }]);
+    },
     count: () => {},
   });
   const pump = async () => {
@@ -120,9 +127,20 @@ export function mergeMultifdChannels(
         if (record.type === "ram-eos") {
           if (pending.length > 0) await put(pending);
           pending = [];
-          await receiver.sync();
+          await receiver.sync(() => gate = Promise.withResolvers<void>());
         }
         pending.push(record);
+        if (record.type === "section-start" && record.idstr === "ram") {
+          ramSection = record.sectionId;
+        }
+        if (
+          (record.type === "section-start" || record.type === "section-part" ||
+            record.type === "section-end") && record.sectionId === ramSection
+        ) {
+          await put(pending);
+          pending = [];
+          gate.resolve();
+        }
       }
       if (pending.length > 0) await put(pending);
     }
