@@ -113,8 +113,9 @@ export class RateLimitStream<T = Uint8Array> extends TransformStream<T, T> {
     let self: RateLimitStream<T>;
     super({
       transform: async (chunk, controller) => {
+        self.#closeWindowIfDue();
         controller.enqueue(chunk);
-        await self.#pass(size(chunk), signal);
+        await self.#charge(size(chunk), signal);
       },
     });
     self = this;
@@ -184,11 +185,11 @@ export class RateLimitStream<T = Uint8Array> extends TransformStream<T, T> {
    * @returns When the bytes may go.
    */
   async pass(bytes: number, signal?: AbortSignal): Promise<void> {
-    await this.#pass(bytes, signal);
+    this.#closeWindowIfDue();
+    await this.#charge(bytes, signal);
   }
 
-  async #pass(bytes: number, signal: AbortSignal | undefined): Promise<void> {
-    this.#closeWindowIfDue();
+  async #charge(bytes: number, signal: AbortSignal | undefined): Promise<void> {
     this.#windowBytes += bytes;
     this.#bytesPassed += bytes;
     while (this.#overBudget()) {

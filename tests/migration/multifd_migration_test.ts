@@ -86,12 +86,12 @@ for (const channels of [2, 4]) {
 }
 
 Deno.test("livemig multifd runs over a Unix socket", async () => {
-  const path = await Deno.makeTempFile({ suffix: ".sock" });
-  await Deno.remove(path);
+  // The one socket path the test task's permissions allow.
+  await Deno.remove("/tmp/livemig-test.sock").catch(() => {});
   const { sent, loaded, sourceRam } = await migrateMultifd(
     2,
     "none",
-    `unix:${path}`,
+    "unix:/tmp/livemig-test.sock",
   );
   assert.equal(sent.status, "completed");
   assert.deepEqual(loaded, sourceRam);
