@@ -19,7 +19,10 @@ import {
   type GuestSettings,
 } from "./guest_flags.ts";
 import { parseGuestFlags } from "./guest_flags.ts";
-import { guestRamAllocator } from "./guest_ram_allocator.ts";
+import {
+  guestRamAllocator,
+  parseHugePagesMode,
+} from "./guest_ram_allocator.ts";
 import { cancelOnInterrupt } from "./on_interrupt.ts";
 import { showProgress } from "./show_progress.ts";
 
@@ -68,7 +71,7 @@ export const DEMO_COMMAND: Command = defineCommand({
       workload: "hot-set:16MiB@32MB/s",
       prefill: true,
     });
-    const hugePages = flags.hugepages ?? false;
+    const hugePages = parseHugePagesMode(flags, USAGE);
     const listener = await listenTransport("tcp:127.0.0.1:0");
     const guest = createGuest(settings, guestRamAllocator(io, { hugePages }));
     const source = new SourceMigration(guest, {

@@ -48,7 +48,10 @@ export type HugePageAllocator =
   | {
     /** Huge pages cannot be asked for: allocate plain memory. */
     available: false;
-    /** Why: the error opening libc (no `--allow-ffi`, not Linux). */
+    /**
+     * Why: not Linux, no `--allow-ffi` (asked for without prompting), or
+     * the error opening libc.
+     */
     reason: string;
   };
 
@@ -81,6 +84,13 @@ export type HugePageAllocator =
 export function createHugePageAllocator(
   options: HugePageAllocatorOptions = {},
 ): HugePageAllocator {
+  if (Deno.build.os !== "linux") {
+    return { available: false, reason: "transparent huge pages need Linux" };
+  }
+  // Asking first keeps Deno from prompting for the permission on a terminal.
+  if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") {
+    return { available: false, reason: "FFI is not allowed (--allow-ffi)" };
+  }
   let libc;
   try {
     libc = Deno.dlopen("libc.so.6", {
