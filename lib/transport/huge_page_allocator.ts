@@ -10,6 +10,8 @@
  * @module
  */
 
+import { populateInChunks } from "./_populate_in_chunks.ts";
+
 /** `madvise` advice: back the range with transparent huge pages. */
 const MADV_HUGEPAGE = 14;
 /** `madvise` advice: fault the range in for writing (Linux 5.14+). */
@@ -21,8 +23,9 @@ const HUGE_PAGE = 2 * 1024 * 1024;
 export interface HugePageAllocatorOptions {
   /**
    * Whether to fault each new block in on another thread
-   * (`madvise(MADV_POPULATE_WRITE)`, best effort: older kernels refuse it)
-   * while the caller goes on, as a destination wants for RAM that is about
+   * (`madvise(MADV_POPULATE_WRITE)` 8 MiB at a time, so that the caller's
+   * own memory mapping never waits long behind it; best effort: older
+   * kernels refuse it) while the caller goes on, as a destination wants for RAM that is about
    * to be written page by page.
    *
    * @default {false}
@@ -121,8 +124,16 @@ export function createHugePageAllocator(
       symbols.madvise(start, BigInt(size), MADV_HUGEPAGE);
       if (populate) {
         // Best effort: older kernels refuse MADV_POPULATE_WRITE.
-        symbols.madviseInBackground(start, BigInt(size), MADV_POPULATE_WRITE)
-          .catch(() => {});
+        populateInChunks(
+          (address, length) =>
+            symbols.madviseInBackground(
+              Deno.UnsafePointer.create(address),
+              BigInt(length),
+              MADV_POPULATE_WRITE,
+            ),
+          { address: aligned, size },
+          buffer,
+        ).catch(() => {});
       }
       return new Uint8Array(buffer, Number(aligned - base), size);
     },
