@@ -100,7 +100,8 @@ interface IncomingSettings {
  *   errIsTerminal: false,
  * };
  * const stream = new URL("../../fixtures/qemu/idle/stream.bin", import.meta.url).pathname;
- * assert.equal(await INCOMING_COMMAND.run([`file:${stream}`, "--json"], io), 0);
+ * const args = [`file:${stream}`, "--json", "--no-hugepages"];
+ * assert.equal(await INCOMING_COMMAND.run(args, io), 0);
  * assert.equal(JSON.parse(out).status, "completed");
  * assert.equal(err, `livemig: waiting for a migration at file:${stream}\n`);
  * ```
