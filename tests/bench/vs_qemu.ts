@@ -2,7 +2,9 @@
  * livemig → livemig against QEMU 7.2 → QEMU 7.2, in one go on the same
  * machine: a guest with all RAM in use migrated over loopback TCP, each
  * side `--runs` times (QEMU and livemig runs interleaved, so that a busy
- * moment of the machine hits both), then a table of medians and ratios
+ * moment of the machine hits both, and in alternating order, as memory
+ * just freed by one is faster to touch for the next), then a table of
+ * medians and ratios
  * (livemig ÷ QEMU; below 1 means livemig is faster).
  *
  * Rows (`--rows`, default all three):
@@ -454,19 +456,34 @@ async function measureRow(
 ): Promise<RowResult> {
   const qemu: Sample[] = [];
   let livemig: Sample[] | "refused" = [];
-  for (let run = 1; run <= runs; run++) {
-    const q = await runQemu(ramBytes, row, firmware);
-    qemu.push(q);
-    log(`${row} ${formatBytes(ramBytes)} run ${run}: QEMU`, q);
-    if (livemig === "refused") continue;
-    const l = await runLivemig(ramBytes, row);
-    if (l === "refused") {
+  const name = `${row} ${formatBytes(ramBytes)}`;
+  async function measureQemu(run: number): Promise<void> {
+    const sample = await runQemu(ramBytes, row, firmware);
+    qemu.push(sample);
+    log(`${name} run ${run}: QEMU`, sample);
+  }
+  async function measureLivemig(run: number): Promise<void> {
+    if (livemig === "refused") return;
+    const sample = await runLivemig(ramBytes, row);
+    if (sample === "refused") {
       livemig = "refused";
-      log(`${row} ${formatBytes(ramBytes)} run ${run}: livemig refused`);
-      continue;
+      log(`${name} run ${run}: livemig refused`);
+      return;
     }
-    livemig.push(l);
-    log(`${row} ${formatBytes(ramBytes)} run ${run}: livemig`, l);
+    livemig.push(sample);
+    log(`${name} run ${run}: livemig`, sample);
+  }
+  // Memory a process just freed is faster to touch again than memory never
+  // touched (on a virtual machine, the host backs it lazily): whoever runs
+  // second gets the first's. Alternate, so that neither always does.
+  for (let run = 1; run <= runs; run++) {
+    if (run % 2 === 1) {
+      await measureQemu(run);
+      await measureLivemig(run);
+    } else {
+      await measureLivemig(run);
+      await measureQemu(run);
+    }
   }
   return { row, ramBytes, qemu, livemig };
 }
