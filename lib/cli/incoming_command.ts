@@ -47,8 +47,6 @@ Options:
                        Fail when the source sends nothing for DURATION,
                        e.g. 30s (default: wait forever, as QEMU does)
 ${HUGE_PAGES_USAGE}
-                       (incoming also faults new RAM in on another thread
-                       while the stream arrives)
   --recover URI        When postcopy pauses, wait for the source at URI and
                        recover
   --progress MODE      auto (default), tty (one line rewritten), lines (a

@@ -92,7 +92,10 @@ export function createHugePageAllocator(
   }
   // Asking first keeps Deno from prompting for the permission on a terminal.
   if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") {
-    return { available: false, reason: "FFI is not allowed (--allow-ffi)" };
+    return {
+      available: false,
+      reason: "FFI is not allowed (run deno with --allow-ffi)",
+    };
   }
   let libc;
   try {
