@@ -22,6 +22,7 @@ import { parseGuestFlags } from "./guest_flags.ts";
 import { guestRamAllocator } from "./guest_ram_allocator.ts";
 import { cancelOnInterrupt } from "./on_interrupt.ts";
 import { showProgress } from "./show_progress.ts";
+import { UsageError } from "./usage_error.ts";
 
 const USAGE = `Usage: livemig demo [options]
 
@@ -68,6 +69,12 @@ export const DEMO_COMMAND: Command = defineCommand({
       workload: "hot-set:16MiB@32MB/s",
       prefill: true,
     });
+    if (settings.capabilities["pause-before-switchover"]) {
+      throw new UsageError(
+        "demo cannot continue from pre-switchover (it has no monitor): use migrate -c pause-before-switchover=on --qmp ADDRESS and migrate-continue there",
+        USAGE,
+      );
+    }
     const hugePages = flags.hugepages ?? false;
     const listener = await listenTransport("tcp:127.0.0.1:0");
     const guest = createGuest(settings, guestRamAllocator(io, { hugePages }));
