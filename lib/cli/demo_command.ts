@@ -19,7 +19,10 @@ import {
   type GuestSettings,
 } from "./guest_flags.ts";
 import { parseGuestFlags } from "./guest_flags.ts";
-import { guestRamAllocator } from "./guest_ram_allocator.ts";
+import {
+  guestRamAllocator,
+  parseHugePagesMode,
+} from "./guest_ram_allocator.ts";
 import { cancelOnInterrupt } from "./on_interrupt.ts";
 import { showProgress } from "./show_progress.ts";
 import { UsageError } from "./usage_error.ts";
@@ -75,7 +78,7 @@ export const DEMO_COMMAND: Command = defineCommand({
         USAGE,
       );
     }
-    const hugePages = flags.hugepages ?? false;
+    const hugePages = parseHugePagesMode(flags, USAGE);
     const listener = await listenTransport("tcp:127.0.0.1:0");
     const guest = createGuest(settings, guestRamAllocator(io, { hugePages }));
     const source = new SourceMigration(guest, {
