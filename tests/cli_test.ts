@@ -344,6 +344,10 @@ Deno.test("cli migrate, incoming and demo exit 2 naming the bad argument", async
     [["incoming", "tcp:127.0.0.1:0", "--max-ram", "x"], /--max-ram "x"/],
     [["demo", "extra"], /demo takes no positional arguments/],
     [["demo", "--seed", "abc"], /--seed "abc"/],
+    [
+      ["demo", "-c", "pause-before-switchover=on"],
+      /demo cannot continue from pre-switchover/,
+    ],
   ];
   for (const [args, message] of cases) {
     const result = await run(args);

@@ -20,7 +20,12 @@ import { formatJson } from "./format_json.ts";
 import { describeCliError } from "./describe_cli_error.ts";
 import { dumpRam } from "./dump_ram.ts";
 import { formatIncomingSummary } from "./format_incoming_summary.ts";
-import { guestRamAllocator } from "./guest_ram_allocator.ts";
+import {
+  guestRamAllocator,
+  HUGE_PAGES_FLAGS,
+  HUGE_PAGES_USAGE,
+  parseHugePagesMode,
+} from "./guest_ram_allocator.ts";
 import { parseIdleTimeout } from "./parse_idle_timeout.ts";
 import { parseMigrationSettings } from "./parse_migration_settings.ts";
 import { PROGRESS_MODES, type ProgressMode } from "./show_progress.ts";
@@ -43,9 +48,7 @@ Options:
   --idle-timeout DURATION
                        Fail when the source sends nothing for DURATION,
                        e.g. 30s (default: wait forever, as QEMU does)
-  --hugepages          Back guest RAM with transparent huge pages and fault it
-                       in on another thread while the stream arrives (Linux,
-                       needs --allow-ffi)
+${HUGE_PAGES_USAGE}
   --recover URI        When postcopy pauses, wait for the source at URI and
                        recover
   --progress MODE      auto (default), tty (one line rewritten), lines (a
@@ -102,7 +105,8 @@ interface IncomingSettings {
  *   errIsTerminal: false,
  * };
  * const stream = new URL("../../fixtures/qemu/idle/stream.bin", import.meta.url).pathname;
- * assert.equal(await INCOMING_COMMAND.run([`file:${stream}`, "--json"], io), 0);
+ * const args = [`file:${stream}`, "--json", "--no-hugepages"];
+ * assert.equal(await INCOMING_COMMAND.run(args, io), 0);
  * assert.equal(JSON.parse(out).status, "completed");
  * assert.equal(err, `livemig: waiting for a migration at file:${stream}\n`);
  * ```
@@ -117,7 +121,7 @@ export const INCOMING_COMMAND: Command = defineCommand({
     progress: { type: "string" },
     capability: { type: "string", short: "c", multiple: true },
     parameter: { type: "string", short: "p", multiple: true },
-    hugepages: { type: "boolean" },
+    ...HUGE_PAGES_FLAGS,
     json: { type: "boolean" },
   },
   positionals: [{ name: "URI", uri: true }],
@@ -128,7 +132,7 @@ export const INCOMING_COMMAND: Command = defineCommand({
     const capabilities = { ...DEFAULT_CAPABILITIES, ...settings.capabilities };
     const digests: { loaded: Record<string, string> } = { loaded: {} };
     const allocate = guestRamAllocator(io, {
-      hugePages: flags.hugepages ?? false,
+      hugePages: parseHugePagesMode(flags, USAGE),
       populate: true,
     });
     const { json, dumpDir } = settings;

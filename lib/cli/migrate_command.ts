@@ -20,7 +20,10 @@ import {
   GUEST_FLAGS_USAGE,
   parseGuestFlags,
 } from "./guest_flags.ts";
-import { guestRamAllocator } from "./guest_ram_allocator.ts";
+import {
+  guestRamAllocator,
+  parseHugePagesMode,
+} from "./guest_ram_allocator.ts";
 import { cancelOnInterrupt } from "./on_interrupt.ts";
 import { serveMonitor } from "./serve_monitor.ts";
 import { showProgress } from "./show_progress.ts";
@@ -121,7 +124,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
         `livemig: return-path is off: "completed" will mean that the whole stream was sent, not that the destination loaded it\n`,
       );
     }
-    const hugePages = flags.hugepages ?? false;
+    const hugePages = parseHugePagesMode(flags, USAGE);
     const guest = createGuest(settings, guestRamAllocator(io, { hugePages }));
     const source = new SourceMigration(guest, {
       capabilities: settings.capabilities,

@@ -9,7 +9,12 @@ import {
 import type { CliIo } from "./cli_io.ts";
 import { type Command, defineCommand } from "./define_command.ts";
 import { createGuest, parseGuestFlags } from "./guest_flags.ts";
-import { guestRamAllocator } from "./guest_ram_allocator.ts";
+import {
+  guestRamAllocator,
+  HUGE_PAGES_FLAGS,
+  HUGE_PAGES_USAGE,
+  parseHugePagesMode,
+} from "./guest_ram_allocator.ts";
 import { asUsageError, UsageError } from "./usage_error.ts";
 
 const USAGE = `Usage: livemig run [--qmp ADDRESS] [options]
@@ -33,8 +38,7 @@ Options:
                        fill (default idle)
   --seed N             Seed of the workload (default 1)
   --prefill            Fill RAM with non-zero data first
-  --hugepages          Back guest RAM with transparent huge pages (Linux,
-                       needs --allow-ffi)
+${HUGE_PAGES_USAGE}
   --json               On exit, print {"run-state", "migration" (the last
                        query-migrate), "ram-sha256" (per RAM block)} as the
                        last line of stdout
@@ -86,7 +90,7 @@ export const RUN_COMMAND: Command = defineCommand({
     workload: { type: "string" },
     seed: { type: "string" },
     prefill: { type: "boolean" },
-    hugepages: { type: "boolean" },
+    ...HUGE_PAGES_FLAGS,
     json: { type: "boolean" },
   },
   positionals: [],
@@ -154,10 +158,11 @@ function createMonitor(
     seed?: string | undefined;
     prefill?: boolean | undefined;
     hugepages?: boolean | undefined;
+    "no-hugepages"?: boolean | undefined;
   },
   io: CliIo,
 ): MigrationMonitor {
-  const hugePages = flags.hugepages ?? false;
+  const hugePages = parseHugePagesMode(flags, USAGE);
   const paused = flags.paused ?? false;
   if (flags.incoming !== undefined) {
     const allocate = guestRamAllocator(io, { hugePages, populate: true });

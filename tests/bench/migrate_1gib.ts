@@ -28,8 +28,9 @@
  * `--profile DIR` runs both ends with `--cpu-prof` and writes their V8 CPU
  * profiles to DIR/source and DIR/destination; each `--deno-arg` is passed
  * to both `deno run` commands (e.g. `--v8-flags=...`, a permission), and
- * each `--cli-arg` to both CLI commands (e.g. `--hugepages`, which also
- * needs `--deno-arg=--allow-ffi`).
+ * each `--cli-arg` to both CLI commands (e.g. `--no-hugepages` for plain
+ * memory: both ends are given `--allow-ffi`, as the README's alias does, so
+ * guest RAM is on transparent huge pages by default).
  */
 import { parseArgs } from "node:util";
 import { parseSize } from "../../mod.ts";
@@ -124,6 +125,7 @@ function denoArgs(side: "source" | "destination"): string[] {
     "run",
     "--allow-net=127.0.0.1",
     "--allow-read",
+    "--allow-ffi", // as the README's alias: huge pages by default
     ...values["deno-arg"] ?? [],
   ];
   if (values.profile !== undefined) {
