@@ -31,11 +31,13 @@ export const GUEST_FLAGS_USAGE =
 ${HUGE_PAGES_USAGE}
   -c, --capability NAME=on|off
                        A migration capability (repeatable): xbzrle,
-                       return-path, events, pause-before-switchover, ...
+                       return-path, events, pause-before-switchover,
+                       multifd (tcp: and unix: only), ...
   -p, --parameter NAME=VALUE
                        A migration parameter (repeatable), with units:
                        max-bandwidth=1GiB/s, downtime-limit=300ms,
-                       avail-switchover-bandwidth=100MB/s, xbzrle-cache-size=64MiB
+                       avail-switchover-bandwidth=100MB/s, xbzrle-cache-size=64MiB,
+                       multifd-channels=2, multifd-compression=none|zlib|zstd
                        (bandwidths: B/s, MB/s, MiB/s, Mbit/s, Gbit/s, ...)
   --json               Print the final query-migrate info (plus ram-sha256
                        per block) as one JSON object, the last line

@@ -1,5 +1,6 @@
 import {
   DEFAULT_CAPABILITIES,
+  DEFAULT_PARAMETERS,
   describeError,
   DestinationMigration,
   escapeUntrustedText,
@@ -8,6 +9,7 @@ import {
   listenForMigration,
   MigrationAbortedError,
   type MigrationCapabilities,
+  type MigrationParameters,
   parseSize,
   parseTransportUri,
   ramSha256,
@@ -54,10 +56,14 @@ ${HUGE_PAGES_USAGE}
   -c, --capability NAME=on|off
                        events (print each MIGRATION event as a JSON line on
                        stderr), postcopy-ram, postcopy-preempt, mapped-ram
-                       (on: URI must be a mapped-ram file; off: a stream)
+                       (on: URI must be a mapped-ram file; off: a stream),
+                       multifd (tcp: and unix: only; the source opens
+                       multifd-channels more connections for the pages)
   -p, --parameter NAME=VALUE
-                       accepted and checked as on a source; they shape what
-                       the source sends, so none changes the loading
+                       accepted and checked as on a source; with multifd on,
+                       multifd-channels (default 2) and multifd-compression
+                       (none, zlib, zstd) must be the source's; the others
+                       shape only what the source sends
   --json               Print the final info (plus ram-sha256, and
                        ram-sha256-received: RAM as it arrived) as JSON
   -h, --help           Show this help
@@ -73,6 +79,7 @@ Exit status: 0 completed, 1 failed (or given up in postcopy), 2 usage error.
 /** The command line of `incoming`, checked. */
 interface IncomingSettings {
   capabilities: Partial<MigrationCapabilities>;
+  parameters: Partial<MigrationParameters>;
   maxRamBytes: number;
   recoverUri: string | undefined;
   idleTimeoutMs: number;
@@ -135,6 +142,16 @@ export const INCOMING_COMMAND: Command = defineCommand({
       events: capabilities.events,
       postcopy: capabilities["postcopy-ram"],
       preempt: capabilities["postcopy-preempt"],
+      ...(capabilities.multifd
+        ? {
+          multifd: {
+            channels: settings.parameters["multifd-channels"] ??
+              DEFAULT_PARAMETERS["multifd-channels"],
+            compression: settings.parameters["multifd-compression"] ??
+              DEFAULT_PARAMETERS["multifd-compression"],
+          },
+        }
+        : {}),
       ramSha256Received: json,
       beforeResume: async (guest) => {
         if (json) digests.loaded = await ramSha256(guest.memory);
@@ -179,7 +196,7 @@ function parseIncomingFlags(flags: {
 }): IncomingSettings {
   // Parameters are checked as QEMU checks them; none of them changes how a
   // destination loads (they shape what a source sends).
-  const { capabilities } = parseMigrationSettings(
+  const { capabilities, parameters } = parseMigrationSettings(
     flags.capability,
     flags.parameter,
   );
@@ -194,6 +211,7 @@ function parseIncomingFlags(flags: {
   if (flags.recover !== undefined) parseTransportUri(flags.recover);
   return {
     capabilities,
+    parameters,
     maxRamBytes: parseSize(flags["max-ram"] ?? "16GiB", "--max-ram"),
     idleTimeoutMs: parseIdleTimeout(flags["idle-timeout"], USAGE),
     recoverUri: flags.recover,

@@ -2,6 +2,7 @@ import {
   connectTransport,
   listenTransport,
   MigrationProxy,
+  type ProxyMultifdOptions,
   type Transport,
   type TransportListener,
 } from "../../mod.ts";
@@ -29,12 +30,20 @@ state pass through unchanged; the return path is relayed back to the source.
 Options:
   -c, --capability xbzrle=on|off
                        Send pages re-sent after the first round as XBZRLE
-                       deltas (default off)
+                       deltas (default off); multifd=on sends the pages on
+                       multifd-channels more connections to TARGET_URI
   -p, --parameter NAME=VALUE
                        max-bandwidth=RATE (default: no limit), e.g. 10MiB/s;
                        max-postcopy-bandwidth=RATE for the background copy
                        once the source starts postcopy (default: no limit);
-                       xbzrle-cache-size=SIZE (default 64MiB)
+                       xbzrle-cache-size=SIZE (default 64MiB);
+                       multifd-channels, multifd-compression,
+                       multifd-zlib-level, multifd-zstd-level (with multifd)
+  --source-multifd-channels N
+                       The source migrates with multifd on N channels
+                       (default: multifd off on the source's side)
+  --source-multifd-compression none|zlib|zstd
+                       The source's multifd-compression (default none)
   --idle-timeout DURATION
                        Fail when the source sends nothing for DURATION,
                        e.g. 30s (default: wait forever, as QEMU does)
@@ -50,6 +59,10 @@ const PROXY_PARAMETERS = [
   "max-bandwidth",
   "xbzrle-cache-size",
   "max-postcopy-bandwidth",
+  "multifd-channels",
+  "multifd-compression",
+  "multifd-zlib-level",
+  "multifd-zstd-level",
 ];
 
 /**
@@ -75,6 +88,8 @@ export const PROXY_COMMAND: Command = defineCommand({
     capability: { type: "string", short: "c", multiple: true },
     parameter: { type: "string", short: "p", multiple: true },
     "idle-timeout": { type: "string" },
+    "source-multifd-channels": { type: "string" },
+    "source-multifd-compression": { type: "string" },
     json: { type: "boolean" },
   },
   positionals: [
@@ -88,12 +103,14 @@ export const PROXY_COMMAND: Command = defineCommand({
       USAGE,
       () => proxySettings(flags.capability, flags.parameter),
     );
+    const multifd = asUsageError(USAGE, () => proxyMultifd(flags, settings));
     const idleTimeoutMs = parseIdleTimeout(flags["idle-timeout"], USAGE);
-    const proxy = new MigrationProxy(settings);
+    const proxy = new MigrationProxy({ ...settings, multifd });
     proxy.listen();
     const listener = await listenTransport(listenUri, {
       idleTimeoutMs,
-      spareConnections: 0, // a second source is refused at once
+      // A second source is refused at once; multifd channels are taken.
+      spareConnections: multifd.source?.channels ?? 0,
       onRefused: (peer) =>
         io.writeErr(`livemig: refused a connection from ${peer}\n`),
     });
@@ -121,20 +138,51 @@ function proxySettings(
     parameterFlags,
   );
   for (const name of Object.keys(capabilities)) {
-    if (name !== "xbzrle") {
+    if (name !== "xbzrle" && name !== "multifd") {
       throw new TypeError(
-        `Cannot set capability "${name}" on the proxy: only xbzrle changes what it sends`,
+        `Cannot set capability "${name}" on the proxy: only xbzrle and multifd change what it sends`,
       );
     }
   }
   for (const name of Object.keys(parameters)) {
     if (!PROXY_PARAMETERS.includes(name)) {
       throw new TypeError(
-        `Cannot set parameter "${name}" on the proxy: only max-bandwidth, max-postcopy-bandwidth and xbzrle-cache-size apply`,
+        `Cannot set parameter "${name}" on the proxy: only max-bandwidth, max-postcopy-bandwidth, xbzrle-cache-size and the multifd ones apply`,
       );
     }
   }
   return { capabilities, parameters };
+}
+
+/** The multifd settings of both sides: the source's flags, and -c/-p. */
+function proxyMultifd(
+  flags: {
+    "source-multifd-channels"?: string | undefined;
+    "source-multifd-compression"?: string | undefined;
+  },
+  settings: MigrationSettings,
+): ProxyMultifdOptions {
+  const multifd: ProxyMultifdOptions = {};
+  const channels = flags["source-multifd-channels"];
+  const compression = flags["source-multifd-compression"];
+  if (channels !== undefined || compression !== undefined) {
+    const { parameters } = parseMigrationSettings([], [
+      `multifd-channels=${channels ?? 2}`,
+      `multifd-compression=${compression ?? "none"}`,
+    ]);
+    multifd.source = {
+      channels: parameters["multifd-channels"]!,
+      compression: parameters["multifd-compression"]!,
+    };
+  }
+  const { capabilities, parameters } = settings;
+  if (capabilities.multifd) {
+    multifd.destination = {
+      channels: parameters["multifd-channels"] ?? 2,
+      compression: parameters["multifd-compression"] ?? "none",
+    };
+  }
+  return multifd;
 }
 
 /** Accepts the source, connects to the target, forwards; prints the end. */
@@ -157,7 +205,10 @@ async function forward(
       await source.close();
       throw error;
     }
-    const info = await proxy.run(source, destination);
+    const info = await proxy.run(source, destination, {
+      accept: () => options.listener.accept(),
+      connect: () => connectTransport(options.targetUri),
+    });
     io.writeOut(json ? JSON.stringify(info) + "\n" : formatProxySummary(info));
     return 0;
   } catch (error) {

@@ -86,6 +86,8 @@ export class SourceRun {
   readonly lastBlock: { name: string | undefined } = { name: undefined };
   /** What went wrong last, for `error-desc` once failed. */
   errorDesc: string | undefined;
+  /** The multifd channels, with the capability `multifd`. */
+  multifd: { readonly multifdBytes: number } | undefined;
   readonly #abort = new AbortController();
   readonly #abandon = new AbortController();
   readonly #onPass: (count: number) => void;
@@ -443,6 +445,7 @@ export class SourceRun {
       dirtySyncCount: this.#scanner?.syncCount ?? 0,
       postcopyRequests: this.requests.requests,
     });
+    if (this.multifd) info.ram["multifd-bytes"] = this.multifd.multifdBytes;
     if (this.#xbzrle) info["xbzrle-cache"] = this.#xbzrle.stats();
     // As QEMU 8.1 on (7.2 only shows it once failed): a paused postcopy
     // says what broke.

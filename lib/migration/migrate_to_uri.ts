@@ -1,3 +1,4 @@
+import { NotSupportedError } from "../errors.ts";
 import { openRandomAccessFile } from "../transport/file_transport.ts";
 import { connectTransport } from "../transport/open_transport.ts";
 import { parseTransportUri } from "../transport/transport_uri.ts";
@@ -41,7 +42,8 @@ import type { SourceMigration } from "./source_migration.ts";
  * @returns The final info, status `completed`.
  * @throws {TypeError} If `uri` is malformed, or names no file while the
  *   source has `mapped-ram`.
- * @throws {NotSupportedError} For `vsock:`, `rdma:` and `fd:`.
+ * @throws {NotSupportedError} For `vsock:`, `rdma:` and `fd:`; with multifd, for
+ *   anything but `tcp:` and `unix:` (QEMU 7.2's messages).
  * @throws {TransportError} If the destination cannot be reached.
  * @throws {MigrationAbortedError} When the migration fails or is cancelled.
  */
@@ -49,6 +51,20 @@ export async function migrateToUri(
   source: SourceMigration,
   uri: string,
 ): Promise<MigrationInfo> {
+  if (source.capabilities.multifd) {
+    const { scheme } = parseTransportUri(uri);
+    // QEMU 7.2's words: it has no file: migration, and exec: is one stream.
+    if (scheme === "file") {
+      throw new NotSupportedError(
+        "Parameter 'uri' expects a valid migration protocol",
+      );
+    }
+    if (scheme !== "tcp" && scheme !== "unix") {
+      throw new NotSupportedError(
+        "multifd is not supported by current protocol",
+      );
+    }
+  }
   if (!source.capabilities["mapped-ram"]) {
     return source.migrate(await connectTransport(uri), {
       connect: () => connectTransport(uri),

@@ -16,6 +16,8 @@
 
 import { describeError } from "../errors.ts";
 import { DestinationMigration } from "../migration/destination_migration.ts";
+import { acceptMultifdConnections } from "../migration/_multifd_receive.ts";
+import { SYSTEM_CLOCK } from "../streams/clock.ts";
 import type {
   MigrationEventDetail,
   MigrationStatus,
@@ -198,11 +200,20 @@ export class IncomingMigration {
     }
     const capabilities = settings.capabilities;
     this.#engineStarts = capabilities["postcopy-ram"] && runState.autostart;
+    const parameters = settings.livemigParameters();
     const destination = new DestinationMigration({
       ...this.#options.destination,
       postcopy: capabilities["postcopy-ram"],
       preempt: capabilities["postcopy-preempt"],
       autostart: this.#engineStarts,
+      ...(capabilities.multifd
+        ? {
+          multifd: {
+            channels: parameters["multifd-channels"],
+            compression: parameters["multifd-compression"],
+          },
+        }
+        : {}),
     });
     this.#destination = destination;
     destination.addEventListener("status", (event) => {
@@ -211,9 +222,15 @@ export class IncomingMigration {
       );
     });
     try {
-      await destination.incoming(transport, {
-        accept: () => listener.accept(),
-      });
+      const accept = () => listener.accept();
+      const multifd = destination.multifd;
+      const { main, channels } = multifd === undefined
+        ? { main: transport, channels: [] }
+        : await acceptMultifdConnections(
+          (first) => first ? Promise.resolve(transport) : accept(),
+          { ...multifd, clock: SYSTEM_CLOCK },
+        );
+      await destination.incoming(main, { accept, multifdChannels: channels });
     } catch (error) {
       this.#options.onFailed(error);
     } finally {

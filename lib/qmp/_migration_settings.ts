@@ -14,6 +14,7 @@
  */
 
 import { describeError } from "../errors.ts";
+import type { MultifdCompression } from "../wire/multifd_flags.ts";
 import {
   checkCapabilityName,
   type MigrationCapabilities,
@@ -42,6 +43,8 @@ const LIVE_PARAMETERS = [
   "downtime-limit",
   "xbzrle-cache-size",
   "max-postcopy-bandwidth",
+  "multifd-channels",
+  "multifd-compression",
 ] as const;
 
 /** What a capability change depends on besides the capabilities. */
@@ -160,7 +163,7 @@ export class MigrationSettings {
     const changed: Partial<MigrationParameters> = {};
     for (const name of LIVE_PARAMETERS) {
       if (Object.hasOwn(args, name) || before[name] !== after[name]) {
-        changed[name] = after[name];
+        (changed as Record<string, unknown>)[name] = after[name];
       }
     }
     return changed;
@@ -199,6 +202,10 @@ export class MigrationSettings {
         "max-postcopy-bandwidth",
         Number.MAX_SAFE_INTEGER,
       ),
+      "multifd-channels": get("multifd-channels", 255),
+      "multifd-compression": this.#parameters[
+        "multifd-compression"
+      ] as MultifdCompression,
     };
   }
 }

@@ -310,6 +310,15 @@ export class OutgoingMigration {
     guest: MigratableGuest,
   ): Promise<void> {
     let transport: Transport;
+    if (
+      this.#options.settings.capabilities.multifd &&
+      uri.scheme !== "tcp" && uri.scheme !== "unix"
+    ) {
+      // As QEMU 7.2: migrate succeeds, then the migration fails.
+      early.errorDesc = "multifd is not supported by current protocol";
+      this.#end(early, "failed");
+      return;
+    }
     try {
       transport = await connectTransport(uri, { signal: early.abort.signal });
     } catch (error) {

@@ -101,9 +101,9 @@ Deno.test("MigrationMonitor refuses capabilities and parameters livemig lacks wi
     };
     assert.equal(
       await refusal(qmp.execute("migrate-set-capabilities", {
-        capabilities: [{ capability: "multifd", state: true }],
+        capabilities: [{ capability: "auto-converge", state: true }],
       })),
-      cli(() => parseCapabilityArgument("multifd=on")),
+      cli(() => parseCapabilityArgument("auto-converge=on")),
     );
     assert.equal(
       await refusal(
@@ -123,7 +123,7 @@ Deno.test("MigrationMonitor refuses capabilities and parameters livemig lacks wi
     );
     // Turning one off is fine; the list stays QEMU's.
     await qmp.execute("migrate-set-capabilities", {
-      capabilities: [{ capability: "multifd", state: false }],
+      capabilities: [{ capability: "auto-converge", state: false }],
     });
     const list = await qmp.execute<{ capability: string; state: boolean }[]>(
       "query-migrate-capabilities",
