@@ -41,7 +41,7 @@ export class WasmGuestMemory extends GuestMemory {
     const { uncapturable } = this.#options;
     if (uncapturable.length > 0) {
       throw new NotSupportedError(
-        `Cannot migrate the Wasm program: livemig cannot carry its ${
+        `Cannot migrate: livemig cannot carry the Wasm program's ${
           uncapturable.join(", ")
         }`,
       );

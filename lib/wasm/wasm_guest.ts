@@ -322,9 +322,9 @@ export class WasmGuest implements MigratableGuest {
     } catch (error) {
       const refused = this.#refused.value as number;
       this.#error = refused === 0 ? error : new NotSupportedError(
-        `Cannot grow Wasm memory ${
+        `Cannot run the Wasm program: memory.grow of memory ${
           refused - 1
-        } while the program migrates: memory.grow is refused during a migration`,
+        } is refused during a migration`,
         { cause: error },
       );
     }
