@@ -18,7 +18,7 @@ import {
   type MigrationStatus,
   SourceMigration,
   type TransportListener,
-  WasmGuest,
+  type WasmGuest,
   WasmProgram,
 } from "../../mod.ts";
 import { buildModule, I32 } from "./_wasm_module.ts";
