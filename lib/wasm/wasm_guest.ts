@@ -297,12 +297,16 @@ export class WasmGuest implements MigratableGuest {
     this.#looping = true;
     const yielder = new Yielder();
     let waited = performance.now();
+    let arrived = false;
     try {
       while (this.#running && !this.#limitReached() && !this.#error) {
         if (this.#memory.missingPages > 0) {
           await this.#waitForMemory();
+          arrived = true;
           continue;
         }
+        if (arrived) this.#keepReceived();
+        arrived = false;
         this.#stepOnce();
         // Sockets (the migration's, a monitor's) are looked at only when
         // the thread waits, which a MessagePort turn never does: at least
@@ -349,6 +353,19 @@ export class WasmGuest implements MigratableGuest {
         if (memory.isMissing(block.index, page)) {
           return await memory.waitForPage(block.index, page);
         }
+      }
+    }
+  }
+
+  /**
+   * Postcopy, once every page arrived: lets the memory keep each page as
+   * received before the program first writes it (the steps write without
+   * asking), so the destination's digest of the RAM as it arrived holds.
+   */
+  #keepReceived(): void {
+    for (const block of this.#memory.blocks) {
+      for (let page = 0; page < block.pageCount; page++) {
+        this.#memory.preparePageWrite(block.index, page);
       }
     }
   }

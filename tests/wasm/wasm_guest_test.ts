@@ -16,6 +16,7 @@ import {
   type MigrationCapabilities,
   type MigrationParameters,
   type MigrationStatus,
+  ramSha256,
   SourceMigration,
   type TransportListener,
   type WasmGuest,
@@ -95,7 +96,11 @@ async function startMigration(options: {
 }): Promise<Run> {
   const guest = options.guest ?? lifeGuest(options.mib);
   await stepsReached(guest, 100);
-  const capabilities = { events: true, ...options.capabilities };
+  const capabilities = {
+    events: true,
+    "return-path": true,
+    ...options.capabilities,
+  };
   const postcopy = capabilities["postcopy-ram"] ?? false;
   const source = new SourceMigration(guest, {
     capabilities,
@@ -107,6 +112,7 @@ async function startMigration(options: {
   const destination = new DestinationMigration({
     postcopy,
     events: true,
+    ramSha256Received: true,
     createGuest: (options.destinationProgram ?? program).guestFactory({
       budget: BUDGET,
       stepLimit: STEPS,
@@ -133,6 +139,11 @@ async function assertSameChecksum(run: Run, mib: number): Promise<void> {
   assert.ok(
     run.guest.steps < STEPS,
     `the source stopped mid-run (${run.guest.steps} of ${STEPS} steps)`,
+  );
+  assert.deepEqual(
+    result.ramSha256Received,
+    await ramSha256(run.guest.memory),
+    "the destination received the RAM the source stopped with",
   );
   const loaded = result.guest as WasmGuest;
   await loaded.finished();
