@@ -19,6 +19,7 @@
  * @module
  */
 
+import { NotSupportedError } from "../errors.ts";
 import { sleb32, uleb, WasmReader } from "./_wasm_bytes.ts";
 
 /** What the rewriter needs to know about the module. */
@@ -235,11 +236,12 @@ function unsupported(reader: WasmReader, op: number, at: number): never {
     0xfb: "garbage collection instructions (0xfb)",
     0xfe: "atomic instructions (0xfe, threads)",
   };
-  return reader.fail(
-    `instrumenting ${
-      names[op] ?? `opcode 0x${op.toString(16)}`
-    } is not supported`,
-    at,
+  const name = names[op];
+  if (name === undefined) {
+    return reader.fail(`unknown opcode 0x${op.toString(16)}`, at);
+  }
+  throw new NotSupportedError(
+    `Cannot instrument the Wasm module: ${name} are not supported (at byte ${at} of a function body)`,
   );
 }
 

@@ -252,7 +252,8 @@ Deno.test("instrumentWasm() refuses shared memories and atomics, and bad bytes w
           code: [0x41, 0, 0x41, 0, 0xfe, 0x17, 2, 0],
         }],
       })),
-    (e) => e instanceof StreamFormatError && /atomic/.test(e.message),
+    (e) =>
+      e instanceof NotSupportedError && /atomic instructions/.test(e.message),
   );
   assert.throws(
     () =>
