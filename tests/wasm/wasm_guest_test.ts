@@ -228,9 +228,10 @@ Deno.test("WasmGuest: a destination running another module refuses the migration
 });
 
 Deno.test("WasmGuest: memory.grow during a migration fails it with the reason", async () => {
-  // step: memory.grow(0), dropped.
+  // step: memory.grow(0), dropped. 4 MiB of non-zero pages (zero pages
+  // take no time) to a file at 16 MiB/s: the program steps while it goes.
   const growing = await WasmProgram.compile(buildModule({
-    memory: [1],
+    memory: [64],
     functions: [{
       name: "step",
       params: [I32],
@@ -238,14 +239,15 @@ Deno.test("WasmGuest: memory.grow during a migration fails it with the reason", 
     }],
   }));
   const guest = growing.createGuest();
-  const run = await startMigration({
-    mib: 1,
-    guest,
-    destinationProgram: growing,
-  });
+  guest.memory.blocks[0]!.bytes.fill(1);
+  const path = await Deno.makeTempFile({ suffix: ".bin" });
   try {
+    await stepsReached(guest, 10);
+    const source = new SourceMigration(guest, {
+      parameters: { "max-bandwidth": 16 * MIB },
+    });
     await assert.rejects(
-      run.sent,
+      migrateToUri(source, `file:${path}`),
       /memory\.grow of memory 0 is refused during a migration/,
     );
     await assert.rejects(
@@ -254,7 +256,7 @@ Deno.test("WasmGuest: memory.grow during a migration fails it with the reason", 
     );
   } finally {
     guest.pause();
-    await run.listener.close();
+    await Deno.remove(path);
   }
 });
 
