@@ -14,6 +14,8 @@ const RANK: Record<string, number> = {
   transport: 2,
   guest: 2,
   ram: 3,
+  // A WebAssembly program as a guest: its instrumenter and host loop.
+  wasm: 3,
   wire: 4,
   postcopy: 4,
   // A mapped-ram file is a stream with its RAM laid out at fixed offsets:

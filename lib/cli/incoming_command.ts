@@ -31,6 +31,14 @@ import { parseMigrationSettings } from "./parse_migration_settings.ts";
 import { PROGRESS_MODES, type ProgressMode } from "./show_progress.ts";
 import { asUsageError, UsageError } from "./usage_error.ts";
 import { watchIncoming } from "./watch_incoming.ts";
+import {
+  loadWasmProgram,
+  parseWasmFlags,
+  reportWasmChecksum,
+  WASM_FLAGS,
+  WASM_FLAGS_USAGE,
+  wasmGuestOptions,
+} from "./wasm_flags.ts";
 
 const USAGE = `Usage: livemig incoming URI [options]
 
@@ -66,6 +74,8 @@ ${HUGE_PAGES_USAGE}
                        shape only what the source sends
   --json               Print the final info (plus ram-sha256, and
                        ram-sha256-received: RAM as it arrived) as JSON
+${WASM_FLAGS_USAGE}
+                       (--init does not apply here)
   -h, --help           Show this help
 
 Ctrl-C (or SIGTERM) fails the migration, the source keeping its guest; in
@@ -123,12 +133,21 @@ export const INCOMING_COMMAND: Command = defineCommand({
     parameter: { type: "string", short: "p", multiple: true },
     ...HUGE_PAGES_FLAGS,
     json: { type: "boolean" },
+    ...WASM_FLAGS,
   },
   positionals: [{ name: "URI", uri: true }],
   wrongCount: (count) =>
     count === 0 ? "incoming needs a URI" : "incoming takes one URI",
   async run({ flags, positionals: [uri] }, io) {
     const settings = asUsageError(USAGE, () => parseIncomingFlags(flags));
+    const wasm = parseWasmFlags(flags, USAGE);
+    if (wasm?.init !== undefined) {
+      throw new UsageError(
+        "--init does not go with incoming: the program's state arrives from the source",
+        USAGE,
+      );
+    }
+    const program = wasm && await loadWasmProgram(wasm);
     const capabilities = { ...DEFAULT_CAPABILITIES, ...settings.capabilities };
     const digests: { loaded: Record<string, string> } = { loaded: {} };
     const allocate = guestRamAllocator(io, {
@@ -153,6 +172,9 @@ export const INCOMING_COMMAND: Command = defineCommand({
         }
         : {}),
       ramSha256Received: json,
+      ...(program && wasm
+        ? { createGuest: program.guestFactory(wasmGuestOptions(wasm)) }
+        : {}),
       beforeResume: async (guest) => {
         if (json) digests.loaded = await ramSha256(guest.memory);
         if (dumpDir !== undefined) await dumpRam(guest.memory, dumpDir);
@@ -169,6 +191,7 @@ export const INCOMING_COMMAND: Command = defineCommand({
       listener = await listen(destination, uri, settings, io);
       const result = await listener.incoming();
       await watching.stop();
+      if (wasm !== undefined) await reportWasmChecksum(result.guest, wasm, io);
       result.guest.pause();
       report(result, { io, json, digests: digests.loaded, dumpDir });
       return 0;

@@ -1,4 +1,5 @@
 import {
+  type MigratableGuest,
   migrateToUri,
   MigrationAbortedError,
   type MigrationCapabilities,
@@ -18,6 +19,7 @@ import {
   createGuest,
   GUEST_FLAGS,
   GUEST_FLAGS_USAGE,
+  type GuestSettings,
   parseGuestFlags,
 } from "./guest_flags.ts";
 import {
@@ -28,10 +30,19 @@ import { cancelOnInterrupt } from "./on_interrupt.ts";
 import { serveMonitor } from "./serve_monitor.ts";
 import { showProgress } from "./show_progress.ts";
 import { asUsageError, UsageError } from "./usage_error.ts";
+import {
+  loadWasmProgram,
+  parseWasmFlags,
+  refuseGuestFlags,
+  startWasmGuest,
+  WASM_FLAGS,
+  WASM_FLAGS_USAGE,
+} from "./wasm_flags.ts";
 
 const USAGE = `Usage: livemig migrate URI [options]
 
-Runs a simulated guest and live-migrates it to the destination at URI:
+Runs a simulated guest (or, with --wasm, a WebAssembly program) and
+live-migrates it to the destination at URI:
 tcp:HOST:PORT, unix:PATH, exec:COMMAND (the stream goes to COMMAND's stdin)
 or file:PATH[,offset=N]. Ctrl-C (or SIGTERM) cancels the migration and the
 guest keeps running here. In postcopy the destination runs the guest and
@@ -50,6 +61,7 @@ exec: commands that relay the destination's answers (exec:nc HOST PORT).
 
 Options:
 ${GUEST_FLAGS_USAGE}
+${WASM_FLAGS_USAGE}
   --qmp ADDRESS        Serve a QMP monitor (unix:PATH or tcp:HOST:PORT) for
                        the migration: query-migrate, migrate-continue,
                        migrate_cancel, migrate-set-parameters, events
@@ -88,6 +100,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
   usage: USAGE,
   flags: {
     ...GUEST_FLAGS,
+    ...WASM_FLAGS,
     "postcopy-after": { type: "string" },
     recover: { type: "string" },
     qmp: { type: "string" },
@@ -124,8 +137,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
         `livemig: return-path is off: "completed" will mean that the whole stream was sent, not that the destination loaded it\n`,
       );
     }
-    const hugePages = parseHugePagesMode(flags, USAGE);
-    const guest = createGuest(settings, guestRamAllocator(io, { hugePages }));
+    const guest = await sourceGuest(flags, settings, io);
     const source = new SourceMigration(guest, {
       capabilities: settings.capabilities,
       parameters: settings.parameters,
@@ -183,6 +195,24 @@ export const MIGRATE_COMMAND: Command = defineCommand({
     }
   },
 });
+
+/** The guest to migrate: the `--wasm` program, or a simulated guest. */
+async function sourceGuest(
+  flags:
+    & Parameters<typeof parseWasmFlags>[0]
+    & Parameters<typeof parseHugePagesMode>[0]
+    & Record<string, unknown>,
+  settings: GuestSettings,
+  io: CliIo,
+): Promise<MigratableGuest> {
+  const wasm = parseWasmFlags(flags, USAGE);
+  if (wasm === undefined) {
+    const hugePages = parseHugePagesMode(flags, USAGE);
+    return createGuest(settings, guestRamAllocator(io, { hugePages }));
+  }
+  refuseGuestFlags(flags, USAGE);
+  return startWasmGuest(await loadWasmProgram(wasm), wasm);
+}
 
 /** Checks `--postcopy-after`: a number of passes, with postcopy-ram on. */
 function checkPostcopyAfter(

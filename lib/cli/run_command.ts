@@ -16,10 +16,23 @@ import {
   parseHugePagesMode,
 } from "./guest_ram_allocator.ts";
 import { asUsageError, UsageError } from "./usage_error.ts";
+import {
+  loadWasmProgram,
+  parseWasmFlags,
+  refuseGuestFlags,
+  reportWasmChecksum,
+  startWasmGuest,
+  WASM_FLAGS,
+  WASM_FLAGS_USAGE,
+  wasmGuestOptions,
+  type WasmSettings,
+} from "./wasm_flags.ts";
+import type { WasmProgram } from "../../mod.ts";
 
 const USAGE = `Usage: livemig run [--qmp ADDRESS] [options]
 
-Runs a simulated guest, like qemu-system-x86_64, until it is told to quit
+Runs a simulated guest (or, with --wasm, a WebAssembly program), like
+qemu-system-x86_64, until it is told to quit
 over QMP (or gets SIGTERM or Ctrl-C). Its QMP monitor answers like QEMU
 7.2's: migrate it with migrate, receive one with migrate-incoming, steer
 and watch it with the migration commands and events. Clients may connect
@@ -42,6 +55,8 @@ ${HUGE_PAGES_USAGE}
   --json               On exit, print {"run-state", "migration" (the last
                        query-migrate), "ram-sha256" (per RAM block)} as the
                        last line of stdout
+${WASM_FLAGS_USAGE}
+                       (without --qmp, run then exits)
   -h, --help           Show this help
 
 It prints "QMP monitor at ADDRESS" (and "waiting for a migration at URI")
@@ -92,10 +107,13 @@ export const RUN_COMMAND: Command = defineCommand({
     prefill: { type: "boolean" },
     ...HUGE_PAGES_FLAGS,
     json: { type: "boolean" },
+    ...WASM_FLAGS,
   },
   positionals: [],
   wrongCount: () => "run takes no positional arguments",
   async run({ flags }, io) {
+    const wasm = parseWasmFlags(flags, USAGE);
+    if (wasm !== undefined) refuseGuestFlags(flags, USAGE);
     const qmpAddress = flags.qmp;
     const incoming = flags.incoming;
     if (qmpAddress !== undefined) {
@@ -116,7 +134,19 @@ export const RUN_COMMAND: Command = defineCommand({
         );
       }
     }
-    const monitor = createMonitor(flags, io);
+    const program = wasm && await loadWasmProgram(wasm);
+    const monitor = createMonitor(
+      flags,
+      io,
+      program && wasm ? { program, wasm } : undefined,
+    );
+    if (wasm?.steps !== undefined && incoming === undefined) {
+      // The program stops after --steps: its checksum, then (without a
+      // monitor to migrate it) the end of the run.
+      void reportWasmChecksum(monitor.guest!, wasm, io).then(() => {
+        if (qmpAddress === undefined) monitor.shutdown();
+      });
+    }
     let serving = Promise.resolve();
     if (qmpAddress !== undefined) {
       const listener = await listenTransport(qmpAddress);
@@ -161,9 +191,22 @@ function createMonitor(
     "no-hugepages"?: boolean | undefined;
   },
   io: CliIo,
+  wasm?: { program: WasmProgram; wasm: WasmSettings },
 ): MigrationMonitor {
   const hugePages = parseHugePagesMode(flags, USAGE);
   const paused = flags.paused ?? false;
+  if (wasm !== undefined) {
+    if (flags.incoming !== undefined) {
+      const options = wasmGuestOptions(wasm.wasm);
+      return new MigrationMonitor({
+        incoming: true,
+        paused,
+        destination: { createGuest: wasm.program.guestFactory(options) },
+      });
+    }
+    const guest = startWasmGuest(wasm.program, wasm.wasm);
+    return new MigrationMonitor({ guest, paused });
+  }
   if (flags.incoming !== undefined) {
     const allocate = guestRamAllocator(io, { hugePages, populate: true });
     return new MigrationMonitor({
