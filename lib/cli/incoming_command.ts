@@ -11,6 +11,7 @@ import {
   parseSize,
   parseTransportUri,
   ramSha256,
+  type TlsOptions,
 } from "../../mod.ts";
 import type { CliIo } from "./cli_io.ts";
 import { type Command, defineCommand } from "./define_command.ts";
@@ -24,6 +25,7 @@ import { parseMigrationSettings } from "./parse_migration_settings.ts";
 import { PROGRESS_MODES, type ProgressMode } from "./show_progress.ts";
 import { asUsageError, UsageError } from "./usage_error.ts";
 import { watchIncoming } from "./watch_incoming.ts";
+import { parseTlsFlags, TLS_FLAGS, TLS_FLAGS_USAGE } from "./tls_flags.ts";
 
 const USAGE = `Usage: livemig incoming URI [options]
 
@@ -46,6 +48,7 @@ Options:
                        needs --allow-ffi)
   --recover URI        When postcopy pauses, wait for the source at URI and
                        recover
+${TLS_FLAGS_USAGE}
   --progress MODE      auto (default), tty (one line rewritten), lines (a
                        line every 5 s) or off
   -c, --capability NAME=on|off
@@ -76,6 +79,7 @@ interface IncomingSettings {
   progress: ProgressMode;
   dumpDir: string | undefined;
   json: boolean;
+  tls: TlsOptions | undefined;
 }
 
 /**
@@ -112,12 +116,16 @@ export const INCOMING_COMMAND: Command = defineCommand({
     parameter: { type: "string", short: "p", multiple: true },
     hugepages: { type: "boolean" },
     json: { type: "boolean" },
+    ...TLS_FLAGS,
   },
   positionals: [{ name: "URI", uri: true }],
   wrongCount: (count) =>
     count === 0 ? "incoming needs a URI" : "incoming takes one URI",
   async run({ flags, positionals: [uri] }, io) {
-    const settings = asUsageError(USAGE, () => parseIncomingFlags(flags));
+    const settings = {
+      ...asUsageError(USAGE, () => parseIncomingFlags(flags)),
+      tls: await parseTlsFlags(flags, "server", USAGE),
+    };
     const capabilities = { ...DEFAULT_CAPABILITIES, ...settings.capabilities };
     const digests: { loaded: Record<string, string> } = { loaded: {} };
     const allocate = guestRamAllocator(io, {
@@ -172,7 +180,7 @@ function parseIncomingFlags(flags: {
   progress?: string | undefined;
   "ram-dump"?: string | undefined;
   json?: boolean | undefined;
-}): IncomingSettings {
+}): Omit<IncomingSettings, "tls"> {
   // Parameters are checked as QEMU checks them; none of them changes how a
   // destination loads (they shape what a source sends).
   const { capabilities } = parseMigrationSettings(
@@ -222,6 +230,7 @@ async function listen(
     ...(settings.idleTimeoutMs > 0
       ? { idleTimeoutMs: settings.idleTimeoutMs }
       : {}),
+    ...(settings.tls ? { tls: settings.tls } : {}),
     onRefused: (peer) =>
       io.writeErr(
         `livemig: refused a connection from ${

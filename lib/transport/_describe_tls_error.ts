@@ -15,6 +15,11 @@ const HINTS: readonly [RegExp, (c: TlsCredentials) => string][] = [
       `the peer's certificate is not signed by the CA in ${c.dir}/ca-cert.pem`,
   ],
   [
+    /UnknownCA|UNKNOWN_CA|BadCertificate|BAD_CERTIFICATE/,
+    () =>
+      "the peer refused this side's certificate (signed by a CA it does not trust?)",
+  ],
+  [
     /ALTNAME|does not match certificate|NotValidForName/i,
     () =>
       "the server's certificate does not carry the expected host name (tls-hostname)",
@@ -31,10 +36,12 @@ const HINTS: readonly [RegExp, (c: TlsCredentials) => string][] = [
     () => "the peer did not speak TLS (a plaintext peer?)",
   ],
   [
-    /socket disconnected before secure|ECONNRESET|connection reset|socket hang up|UnexpectedEof|peer closed connection without/i,
+    /socket disconnected before secure|ECONNRESET|EPIPE|connection reset|socket hang up|UnexpectedEof|peer closed connection without/i,
     (c) =>
       c.endpoint === "client"
-        ? "the server closed the connection during or just after the TLS handshake (a plaintext listener, or one that refused this client's certificate)"
+        ? c.cert === undefined
+          ? `the server closed the connection during or just after the TLS handshake (a plaintext listener, or one that requires a client certificate: ${c.dir}/client-cert.pem is missing)`
+          : "the server closed the connection during or just after the TLS handshake (a plaintext listener, or one that refused this client's certificate)"
         : "the client closed the connection during the TLS handshake (it refused this server's certificate?)",
   ],
   [

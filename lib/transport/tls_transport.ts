@@ -235,8 +235,9 @@ class TlsConnListener implements ConnListener<PeerConn> {
       this.#admit(socket);
     });
     this.#server.on("tlsClientError", (error: Error, socket: tls.TLSSocket) => {
+      const peer = peerOf(socket);
       socket.destroy();
-      this.#push(describeTlsError(error, credentials, peerOf(socket)));
+      this.#push(describeTlsError(error, credentials, peer));
     });
   }
 
@@ -318,10 +319,13 @@ function clientDn(socket: tls.TLSSocket): string | undefined {
 }
 
 function peerOf(socket: Socket): string {
-  const host = socket.remoteAddress ?? "?";
-  return `${host.includes(":") ? `[${host}]` : host}:${
-    socket.remotePort ?? "?"
-  }`;
+  // A TLS socket whose handshake failed knows its peer only through the
+  // TCP socket under it (`_parent` in node:tls).
+  const { remoteAddress: host = "?", remotePort: port = "?" } =
+    socket.remoteAddress === undefined
+      ? (socket as { _parent?: Socket })._parent ?? socket
+      : socket;
+  return `${host.includes(":") ? `[${host}]` : host}:${port}`;
 }
 
 function isIp(host: string): boolean {
