@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import nodeTls from "node:tls";
 import {
   connectTransport,
   listenTransport,
@@ -262,5 +263,53 @@ Deno.test({
       connectTransport("exec:cat", { tls: await options(creds.dir, "client") }),
       NotSupportedError,
     );
+  },
+});
+
+Deno.test({
+  name: "TLS listener loses nothing when a client that never reads closes",
+  ignore,
+  async fn() {
+    // A QEMU source without a return path never reads its socket: any
+    // byte the server sends after the handshake (TLS 1.3 session tickets)
+    // stays unread there, its close() becomes a reset, and the kernel
+    // drops what this side had not read yet.
+    await using creds = await createTlsCredentials();
+    const listener = await listenTransport("tcp:127.0.0.1:0", {
+      tls: await options(creds.dir, "server"),
+    });
+    try {
+      const port = Number(listener.address.split(":").at(-1));
+      const dir = creds.dir;
+      // Less than this side buffers, so every write completes unread.
+      const sent = new Uint8Array(512 << 10).map((_, i) => i * 31);
+      const client = nodeTls.connect({
+        host: "127.0.0.1",
+        port,
+        servername: "localhost",
+        ca: await Deno.readTextFile(`${dir}/ca-cert.pem`),
+        cert: await Deno.readTextFile(`${dir}/client-cert.pem`),
+        key: await Deno.readTextFile(`${dir}/client-key.pem`),
+      });
+      const secure = new Promise((resolve) =>
+        client.once("secureConnect", resolve)
+      );
+      const server = await listener.accept();
+      await secure;
+      client.pause(); // reads nothing from here on
+      for (let at = 0; at < sent.length; at += 64 << 10) {
+        await new Promise((resolve) =>
+          client.write(sent.subarray(at, at + (64 << 10)), resolve)
+        );
+      }
+      client.destroy();
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      const got = await readAll(server);
+      assert.equal(got.length, sent.length);
+      assert.deepEqual(got, sent);
+      await server.close();
+    } finally {
+      await listener.close();
+    }
   },
 });
