@@ -108,7 +108,12 @@ interopTest(
     await withWorkDir(async (dir) => {
       await using creds = await createTlsCredentials({ clientCn: "intruder" });
       const firmware = await firmwareIn(IDLE_FIRMWARE, dir);
-      await using source = await startSource(firmware);
+      // With a return path QEMU waits for the destination's answer, so a
+      // refused connection fails it even when its whole (small) stream
+      // fitted in the socket buffers.
+      await using source = await startSource(firmware, {
+        capabilities: ["return-path"],
+      });
       await useTls(source, creds.dir, { endpoint: "client" });
       const port = freeLoopbackPort();
       const io = captureIo();
@@ -137,6 +142,35 @@ interopTest(
         "query-status",
       );
       assert.equal(state.status, "running");
+    });
+  },
+);
+
+interopTest(
+  "livemig incoming with TLS names a plaintext QEMU 7.2 source, which fails",
+  async () => {
+    await withWorkDir(async (dir) => {
+      await using creds = await createTlsCredentials();
+      const firmware = await firmwareIn(IDLE_FIRMWARE, dir);
+      await using source = await startSource(firmware, {
+        capabilities: ["return-path"],
+      });
+      const port = freeLoopbackPort();
+      const io = captureIo();
+      const run = main([
+        "incoming",
+        `tcp:127.0.0.1:${port}`,
+        "--json",
+        "--tls-creds",
+        creds.dir,
+      ], io);
+      await startMigration(source, `tcp:127.0.0.1:${port}`);
+      assert.equal(await run, 1);
+      assert.match(io.err, /the peer did not speak TLS \(a plaintext peer\?\)/);
+      const info = lastJsonLine<MigrationInfo>(io.out);
+      assert.equal(info.status, "failed");
+      assert.equal(info.ram?.transferred ?? 0, 0);
+      await waitForStatus(source.qmp, "failed", 30_000);
     });
   },
 );
