@@ -11,6 +11,12 @@ import { type Command, defineCommand } from "./define_command.ts";
 import { createGuest, parseGuestFlags } from "./guest_flags.ts";
 import { guestRamAllocator } from "./guest_ram_allocator.ts";
 import { asUsageError, UsageError } from "./usage_error.ts";
+import {
+  configureMonitorTls,
+  parseTlsFlags,
+  TLS_FLAGS,
+  TLS_FLAGS_USAGE,
+} from "./tls_flags.ts";
 
 const USAGE = `Usage: livemig run [--qmp ADDRESS] [options]
 
@@ -35,6 +41,10 @@ Options:
   --prefill            Fill RAM with non-zero data first
   --hugepages          Back guest RAM with transparent huge pages (Linux,
                        needs --allow-ffi)
+${TLS_FLAGS_USAGE}
+                       (run is the TLS server with --incoming, else the
+                       client: the monitor gets object tls0, authz auth0
+                       and tls-creds set, as a QMP client would add them)
   --json               On exit, print {"run-state", "migration" (the last
                        query-migrate), "ram-sha256" (per RAM block)} as the
                        last line of stdout
@@ -88,6 +98,7 @@ export const RUN_COMMAND: Command = defineCommand({
     prefill: { type: "boolean" },
     hugepages: { type: "boolean" },
     json: { type: "boolean" },
+    ...TLS_FLAGS,
   },
   positionals: [],
   wrongCount: () => "run takes no positional arguments",
@@ -112,7 +123,13 @@ export const RUN_COMMAND: Command = defineCommand({
         );
       }
     }
+    const tls = await parseTlsFlags(
+      flags,
+      incoming === undefined ? "client" : "server",
+      USAGE,
+    );
     const monitor = createMonitor(flags, io);
+    if (tls !== undefined) await configureMonitorTls(monitor, tls);
     let serving = Promise.resolve();
     if (qmpAddress !== undefined) {
       const listener = await listenTransport(qmpAddress);

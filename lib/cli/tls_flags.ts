@@ -1,5 +1,8 @@
 import {
+  createMemoryTransportPair,
   loadTlsCredentials,
+  type MigrationMonitor,
+  QmpClient,
   type TlsAuthz,
   type TlsEndpoint,
   type TlsOptions,
@@ -137,4 +140,56 @@ async function readAuthz(values: string[], usage: string): Promise<TlsAuthz> {
     policy: "deny",
     rules: names.map((match) => ({ match, policy: "allow" as const })),
   };
+}
+
+/**
+ * Gives a monitor the TLS settings of the command line the way a QMP
+ * client gives them to QEMU: `object-add` of a `tls-creds-x509` object
+ * `tls0` (and an `authz-list` `auth0`), then `migrate-set-parameters`.
+ *
+ * @example Usage
+ * ```ts ignore
+ * await configureMonitorTls(monitor, await parseTlsFlags(flags, "server", USAGE));
+ * ```
+ *
+ * @param monitor The monitor, before anyone else connects to it.
+ * @param tls The settings from {@linkcode parseTlsFlags}.
+ */
+export async function configureMonitorTls(
+  monitor: MigrationMonitor,
+  tls: TlsOptions,
+): Promise<void> {
+  const [near, far] = createMemoryTransportPair();
+  const served = monitor.handle(far);
+  const qmp = await QmpClient.connect(near);
+  try {
+    const { credentials, hostname, authz } = tls;
+    await qmp.execute("object-add", {
+      "qom-type": "tls-creds-x509",
+      id: "tls0",
+      dir: credentials.dir,
+      endpoint: credentials.endpoint,
+      "verify-peer": credentials.verifyPeer,
+    });
+    if (authz !== undefined) {
+      await qmp.execute("object-add", {
+        "qom-type": "authz-list",
+        id: "auth0",
+        policy: authz.policy,
+        rules: authz.rules.map((rule) => ({
+          match: rule.match,
+          policy: rule.policy,
+          format: rule.format ?? "exact",
+        })),
+      });
+    }
+    await qmp.execute("migrate-set-parameters", {
+      "tls-creds": "tls0",
+      ...(hostname === undefined ? {} : { "tls-hostname": hostname }),
+      ...(authz === undefined ? {} : { "tls-authz": "auth0" }),
+    });
+  } finally {
+    await qmp.close();
+    await served;
+  }
 }

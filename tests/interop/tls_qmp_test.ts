@@ -157,3 +157,48 @@ interopTest(
     }
   },
 );
+
+interopTest(
+  "run --incoming with --tls-creds and --tls-authz receives a TLS migration",
+  async () => {
+    await using creds = await createTlsCredentials();
+    const io = captureIo();
+    const run = main([
+      "run",
+      "--incoming",
+      "tcp:127.0.0.1:0",
+      "--qmp",
+      "tcp:127.0.0.1:0",
+      "--tls-creds",
+      creds.dir,
+      "--tls-authz",
+      creds.clientDn,
+    ], io);
+    const [, qmpAddress] = await io.waitForErr(/QMP monitor at (\S+)/);
+    const [, address] = await io.waitForErr(/waiting for a migration at (\S+)/);
+    const source = captureIo();
+    const code = await main([
+      "migrate",
+      address!,
+      "--ram",
+      "4MiB",
+      "--json",
+      "--tls-creds",
+      creds.dir,
+    ], source);
+    assert.equal(code, 0, source.err);
+    const qmp = await QmpClient.connect(qmpAddress!);
+    try {
+      const parameters = await qmp.execute<Record<string, unknown>>(
+        "query-migrate-parameters",
+      );
+      assert.equal(parameters["tls-creds"], "tls0");
+      assert.equal(parameters["tls-authz"], "auth0");
+      await waitForStatus(qmp, "completed", 30_000);
+      await qmp.execute("quit");
+    } finally {
+      await qmp.close();
+    }
+    assert.equal(await run, 0, io.err);
+  },
+);
