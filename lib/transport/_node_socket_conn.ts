@@ -23,6 +23,7 @@ export class NodeSocketConn implements ByteConn {
   readonly #chunks: Uint8Array[] = [];
   #queued = 0;
   #ended = false;
+  #closed = false;
   #error: Error | undefined;
   #wake: (() => void) | undefined;
 
@@ -69,6 +70,11 @@ export class NodeSocketConn implements ByteConn {
         return count;
       }
       if (this.#error !== undefined) throw this.#error;
+      // As a Deno.Conn: a read pending or made after close() rejects (the
+      // idle timeout closes the connection to fail the read).
+      if (this.#closed) {
+        throw new Deno.errors.BadResource("the connection is closed");
+      }
       if (this.#ended || this.#socket.destroyed) return null;
       await new Promise<void>((resolve) => this.#wake = resolve);
     }
@@ -89,7 +95,9 @@ export class NodeSocketConn implements ByteConn {
   }
 
   close(): void {
+    this.#closed = true;
     this.#socket.destroy();
+    this.#wakeReader();
   }
 
   #wakeReader(): void {

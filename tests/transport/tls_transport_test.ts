@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import nodeTls from "node:tls";
 import {
   connectTransport,
+  describeError,
   listenTransport,
   loadTlsCredentials,
   NotSupportedError,
@@ -308,6 +309,32 @@ Deno.test({
       assert.equal(got.length, sent.length);
       assert.deepEqual(got, sent);
       await server.close();
+    } finally {
+      await listener.close();
+    }
+  },
+});
+
+Deno.test({
+  name: "TLS listener's idle timeout fails a silent client's read, named",
+  ignore,
+  async fn() {
+    await using creds = await createTlsCredentials();
+    const listener = await listenTransport("tcp:127.0.0.1:0", {
+      tls: await options(creds.dir, "server"),
+      idleTimeoutMs: 200,
+    });
+    try {
+      const [client, server] = await Promise.all([
+        connectTransport(listener.address, {
+          tls: await options(creds.dir, "client"),
+        }),
+        listener.accept(),
+      ]);
+      const error = await readAll(server).catch((e) => e);
+      assert.ok(error instanceof Error, `expected an error, got ${error}`);
+      assert.match(describeError(error), /idle timeout/);
+      await Promise.all([client.close(), server.close()]);
     } finally {
       await listener.close();
     }
