@@ -160,3 +160,33 @@ Deno.test({
     });
   },
 });
+
+Deno.test({
+  name: "cli postcopy with its preempt channel runs over TLS, both connections",
+  ignore,
+  async fn() {
+    await using creds = await createTlsCredentials();
+    const postcopy = ["-c", "postcopy-ram=on", "-c", "postcopy-preempt=on"];
+    const { source, destination } = await migrate(
+      ["--tls-creds", creds.dir, "--tls-authz", creds.clientDn, ...postcopy],
+      [
+        "--tls-creds",
+        creds.dir,
+        ...postcopy,
+        "-p",
+        "max-postcopy-bandwidth=8MiB/s",
+        "--postcopy-after",
+        "0",
+      ],
+    );
+    assert.equal(source.code, 0, source.stderr);
+    assert.equal(destination.code, 0, destination.stderr);
+    assert.equal(destination.json.status, "completed");
+    const ram = source.json.ram as Record<string, number>;
+    assert.ok(ram["postcopy-bytes"]! > 0, JSON.stringify(source.json));
+    assert.deepEqual(
+      source.json["ram-sha256"],
+      destination.json["ram-sha256-received"],
+    );
+  },
+});
