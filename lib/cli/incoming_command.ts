@@ -13,6 +13,7 @@ import {
   parseSize,
   parseTransportUri,
   ramSha256,
+  type TlsOptions,
 } from "../../mod.ts";
 import type { CliIo } from "./cli_io.ts";
 import { type Command, defineCommand } from "./define_command.ts";
@@ -39,6 +40,7 @@ import {
   WASM_FLAGS_USAGE,
   wasmGuestOptions,
 } from "./wasm_flags.ts";
+import { parseTlsFlags, TLS_FLAGS, TLS_FLAGS_USAGE } from "./tls_flags.ts";
 
 const USAGE = `Usage: livemig incoming URI [options]
 
@@ -59,6 +61,7 @@ Options:
 ${HUGE_PAGES_USAGE}
   --recover URI        When postcopy pauses, wait for the source at URI and
                        recover
+${TLS_FLAGS_USAGE}
   --progress MODE      auto (default), tty (one line rewritten), lines (a
                        line every 5 s) or off
   -c, --capability NAME=on|off
@@ -96,6 +99,7 @@ interface IncomingSettings {
   progress: ProgressMode;
   dumpDir: string | undefined;
   json: boolean;
+  tls: TlsOptions | undefined;
 }
 
 /**
@@ -134,12 +138,16 @@ export const INCOMING_COMMAND: Command = defineCommand({
     ...HUGE_PAGES_FLAGS,
     json: { type: "boolean" },
     ...WASM_FLAGS,
+    ...TLS_FLAGS,
   },
   positionals: [{ name: "URI", uri: true }],
   wrongCount: (count) =>
     count === 0 ? "incoming needs a URI" : "incoming takes one URI",
   async run({ flags, positionals: [uri] }, io) {
-    const settings = asUsageError(USAGE, () => parseIncomingFlags(flags));
+    const settings = {
+      ...asUsageError(USAGE, () => parseIncomingFlags(flags)),
+      tls: await parseTlsFlags(flags, "server", USAGE),
+    };
     const wasm = parseWasmFlags(flags, USAGE);
     if (wasm?.init !== undefined) {
       throw new UsageError(
@@ -216,7 +224,7 @@ function parseIncomingFlags(flags: {
   progress?: string | undefined;
   "ram-dump"?: string | undefined;
   json?: boolean | undefined;
-}): IncomingSettings {
+}): Omit<IncomingSettings, "tls"> {
   // Parameters are checked as QEMU checks them; none of them changes how a
   // destination loads (they shape what a source sends).
   const { capabilities, parameters } = parseMigrationSettings(
@@ -267,6 +275,7 @@ async function listen(
     ...(settings.idleTimeoutMs > 0
       ? { idleTimeoutMs: settings.idleTimeoutMs }
       : {}),
+    ...(settings.tls ? { tls: settings.tls } : {}),
     onRefused: (peer) =>
       io.writeErr(
         `livemig: refused a connection from ${

@@ -1,4 +1,5 @@
 import {
+  connectTransport,
   type MigratableGuest,
   migrateToUri,
   MigrationAbortedError,
@@ -38,6 +39,7 @@ import {
   WASM_FLAGS,
   WASM_FLAGS_USAGE,
 } from "./wasm_flags.ts";
+import { parseTlsFlags, TLS_FLAGS, TLS_FLAGS_USAGE } from "./tls_flags.ts";
 
 const USAGE = `Usage: livemig migrate URI [options]
 
@@ -73,6 +75,7 @@ ${WASM_FLAGS_USAGE}
                        the destination)
   --recover URI        When postcopy pauses (connection lost), reconnect to
                        the destination's recovery address URI and resume
+${TLS_FLAGS_USAGE}
 
 Exit status: 0 completed, 1 failed, cancelled or given up in postcopy, 2 usage
 error.
@@ -104,6 +107,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
     "postcopy-after": { type: "string" },
     recover: { type: "string" },
     qmp: { type: "string" },
+    ...TLS_FLAGS,
   },
   positionals: [{ name: "URI", uri: true }],
   wrongCount: (count) =>
@@ -123,20 +127,8 @@ export const MIGRATE_COMMAND: Command = defineCommand({
       if (recoverUri !== undefined) parseTransportUri(recoverUri);
       settings.capabilities = withReturnPath(settings.capabilities, uri);
     });
-    if (
-      settings.capabilities["pause-before-switchover"] &&
-      flags.qmp === undefined
-    ) {
-      throw new UsageError(
-        "-c pause-before-switchover=on needs --qmp ADDRESS: the migration continues with migrate-continue there",
-        USAGE,
-      );
-    }
-    if (!confirmsCompletion(settings.capabilities, uri)) {
-      io.writeErr(
-        `livemig: return-path is off: "completed" will mean that the whole stream was sent, not that the destination loaded it\n`,
-      );
-    }
+    checkCompletion(settings.capabilities, { uri, qmp: flags.qmp, io });
+    const tls = await parseTlsFlags(flags, "client", USAGE);
     const guest = await sourceGuest(flags, settings, io);
     const source = new SourceMigration(guest, {
       capabilities: settings.capabilities,
@@ -148,7 +140,9 @@ export const MIGRATE_COMMAND: Command = defineCommand({
     const done = showProgress(source, io);
     const healing = recoverUri === undefined
       ? undefined
-      : new SourceAutoRecovery(source, recoverUri);
+      : new SourceAutoRecovery(source, recoverUri, {
+        connect: (at) => connectTransport(at, tls ? { tls } : {}),
+      });
     const pauses = announcePauses(source, io, recoverUri);
     const stopEvents = printMigrationEvents(source, io);
     const monitor = flags.qmp === undefined
@@ -157,7 +151,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
     try {
       const info = await cancelOnInterrupt(
         source,
-        migrateToUri(source, uri),
+        migrateToUri(source, uri, tls ? { tls } : {}),
         { io },
       );
       healing?.stop();
@@ -212,6 +206,27 @@ async function sourceGuest(
   }
   refuseGuestFlags(flags, USAGE);
   return startWasmGuest(await loadWasmProgram(wasm), wasm);
+}
+
+/**
+ * Refuses pause-before-switchover without a monitor to continue it; warns
+ * when "completed" will not mean that the destination loaded everything.
+ */
+function checkCompletion(
+  capabilities: Partial<MigrationCapabilities>,
+  { uri, qmp, io }: { uri: string; qmp: string | undefined; io: CliIo },
+): void {
+  if (capabilities["pause-before-switchover"] && qmp === undefined) {
+    throw new UsageError(
+      "-c pause-before-switchover=on needs --qmp ADDRESS: the migration continues with migrate-continue there",
+      USAGE,
+    );
+  }
+  if (!confirmsCompletion(capabilities, uri)) {
+    io.writeErr(
+      `livemig: return-path is off: "completed" will mean that the whole stream was sent, not that the destination loaded it\n`,
+    );
+  }
 }
 
 /** Checks `--postcopy-after`: a number of passes, with postcopy-ram on. */

@@ -3,6 +3,7 @@ import {
   listenTransport,
   MigrationProxy,
   type ProxyMultifdOptions,
+  type TlsOptions,
   type Transport,
   type TransportListener,
 } from "../../mod.ts";
@@ -17,6 +18,7 @@ import {
   parseMigrationSettings,
 } from "./parse_migration_settings.ts";
 import { asUsageError } from "./usage_error.ts";
+import { parseTlsFlags, TLS_FLAGS, type TlsFlagValues } from "./tls_flags.ts";
 
 const USAGE = `Usage: livemig proxy LISTEN_URI TARGET_URI [options]
 
@@ -47,6 +49,18 @@ Options:
   --idle-timeout DURATION
                        Fail when the source sends nothing for DURATION,
                        e.g. 30s (default: wait forever, as QEMU does)
+  --tls-creds DIR      TLS on both sides: the proxy is the TLS server toward
+                       the source and the client toward the target, with
+                       the x509 files of DIR (QEMU's tls-creds-x509 layout:
+                       server-* and client-* files both)
+  --listen-tls-creds DIR, --target-tls-creds DIR
+                       TLS on one side only (TLS terminated at the proxy)
+  --tls-verify-peer on|off
+                       Check the peer's certificate (default on, as QEMU)
+  --tls-authz DN       Allow only sources with this certificate DN
+                       (repeatable; @FILE reads one per line)
+  --tls-hostname NAME  The name the target's certificate must carry
+                       (default: the host of TARGET_URI)
   --json               Print the final statistics as one JSON object, the
                        last line
   -h, --help           Show this help
@@ -91,6 +105,9 @@ export const PROXY_COMMAND: Command = defineCommand({
     "source-multifd-channels": { type: "string" },
     "source-multifd-compression": { type: "string" },
     json: { type: "boolean" },
+    ...TLS_FLAGS,
+    "listen-tls-creds": { type: "string" },
+    "target-tls-creds": { type: "string" },
   },
   positionals: [
     { name: "LISTEN_URI", uri: true },
@@ -105,12 +122,14 @@ export const PROXY_COMMAND: Command = defineCommand({
     );
     const multifd = asUsageError(USAGE, () => proxyMultifd(flags, settings));
     const idleTimeoutMs = parseIdleTimeout(flags["idle-timeout"], USAGE);
+    const { listenTls, targetTls } = await proxyTls(flags);
     const proxy = new MigrationProxy({ ...settings, multifd });
     proxy.listen();
     const listener = await listenTransport(listenUri, {
       idleTimeoutMs,
       // A second source is refused at once; multifd channels are taken.
       spareConnections: multifd.source?.channels ?? 0,
+      ...(listenTls ? { tls: listenTls } : {}),
       onRefused: (peer) =>
         io.writeErr(`livemig: refused a connection from ${peer}\n`),
     });
@@ -120,13 +139,60 @@ export const PROXY_COMMAND: Command = defineCommand({
     try {
       return await onInterrupt(
         () => proxy.abort("interrupted"),
-        forward(proxy, { listener, targetUri, io, json: flags.json ?? false }),
+        forward(proxy, {
+          listener,
+          targetUri,
+          io,
+          json: flags.json ?? false,
+          ...(targetTls ? { tls: targetTls } : {}),
+        }),
       );
     } finally {
       await listener.close();
     }
   },
 });
+
+/**
+ * Reads the TLS flags of each side: `--tls-creds` for both, or
+ * `--listen-tls-creds` / `--target-tls-creds` for one.
+ */
+async function proxyTls(
+  flags: TlsFlagValues & {
+    "listen-tls-creds"?: string | undefined;
+    "target-tls-creds"?: string | undefined;
+  },
+): Promise<{ listenTls?: TlsOptions; targetTls?: TlsOptions }> {
+  const both = flags["tls-creds"];
+  const listenDir = flags["listen-tls-creds"] ?? both;
+  const targetDir = flags["target-tls-creds"] ?? both;
+  const verify = flags["tls-verify-peer"];
+  const listenTls = await parseTlsFlags(
+    {
+      "tls-creds": listenDir,
+      "tls-authz": flags["tls-authz"],
+      "tls-verify-peer": listenDir === undefined ? undefined : verify,
+    },
+    "server",
+    USAGE,
+  );
+  const targetTls = await parseTlsFlags(
+    {
+      "tls-creds": targetDir,
+      "tls-hostname": flags["tls-hostname"],
+      // Without TLS on either side, --tls-verify-peer is refused here.
+      "tls-verify-peer": targetDir === undefined && listenDir !== undefined
+        ? undefined
+        : verify,
+    },
+    "client",
+    USAGE,
+  );
+  return {
+    ...(listenTls ? { listenTls } : {}),
+    ...(targetTls ? { targetTls } : {}),
+  };
+}
 
 /** Reads `-c` and `-p`, refusing what does not change what it sends. */
 function proxySettings(
@@ -193,21 +259,29 @@ async function forward(
     targetUri: string;
     io: CliIo;
     json: boolean;
+    tls?: TlsOptions;
   },
 ): Promise<number> {
   const { io, json } = options;
   try {
     const source = await options.listener.accept();
+    // Every connection to the target (main, preempt, multifd channels)
+    // runs over the target side's TLS, if any.
+    const connect = () =>
+      connectTransport(
+        options.targetUri,
+        options.tls ? { tls: options.tls } : {},
+      );
     let destination: Transport;
     try {
-      destination = await connectTransport(options.targetUri);
+      destination = await connect();
     } catch (error) {
       await source.close();
       throw error;
     }
     const info = await proxy.run(source, destination, {
       accept: () => options.listener.accept(),
-      connect: () => connectTransport(options.targetUri),
+      connect,
     });
     io.writeOut(json ? JSON.stringify(info) + "\n" : formatProxySummary(info));
     return 0;

@@ -28,6 +28,12 @@ import {
   type WasmSettings,
 } from "./wasm_flags.ts";
 import type { WasmProgram } from "../../mod.ts";
+import {
+  configureMonitorTls,
+  parseTlsFlags,
+  TLS_FLAGS,
+  TLS_FLAGS_USAGE,
+} from "./tls_flags.ts";
 
 const USAGE = `Usage: livemig run [--qmp ADDRESS] [options]
 
@@ -52,6 +58,10 @@ Options:
   --seed N             Seed of the workload (default 1)
   --prefill            Fill RAM with non-zero data first
 ${HUGE_PAGES_USAGE}
+${TLS_FLAGS_USAGE}
+                       (run is the TLS server with --incoming, else the
+                       client: the monitor gets object tls0, authz auth0
+                       and tls-creds set, as a QMP client would add them)
   --json               On exit, print {"run-state", "migration" (the last
                        query-migrate), "ram-sha256" (per RAM block)} as the
                        last line of stdout
@@ -108,6 +118,7 @@ export const RUN_COMMAND: Command = defineCommand({
     ...HUGE_PAGES_FLAGS,
     json: { type: "boolean" },
     ...WASM_FLAGS,
+    ...TLS_FLAGS,
   },
   positionals: [],
   wrongCount: () => "run takes no positional arguments",
@@ -134,6 +145,11 @@ export const RUN_COMMAND: Command = defineCommand({
         );
       }
     }
+    const tls = await parseTlsFlags(
+      flags,
+      incoming === undefined ? "client" : "server",
+      USAGE,
+    );
     const program = wasm && await loadWasmProgram(wasm);
     const monitor = createMonitor(
       flags,
@@ -147,6 +163,7 @@ export const RUN_COMMAND: Command = defineCommand({
         if (qmpAddress === undefined) monitor.shutdown();
       });
     }
+    if (tls !== undefined) await configureMonitorTls(monitor, tls);
     let serving = Promise.resolve();
     if (qmpAddress !== undefined) {
       const listener = await listenTransport(qmpAddress);

@@ -3,6 +3,7 @@ import { NotSupportedError } from "../errors.ts";
 import { type Clock, SYSTEM_CLOCK } from "../streams/clock.ts";
 import { openRandomAccessFile } from "../transport/file_transport.ts";
 import { listenTransport } from "../transport/open_transport.ts";
+import type { TlsOptions } from "../transport/tls_transport.ts";
 import {
   type FileTransportUri,
   parseTransportUri,
@@ -34,6 +35,13 @@ export interface ListenForMigrationOptions {
    * @default {0}
    */
   idleTimeoutMs?: number;
+  /**
+   * Runs TLS, as a server, on every connection (`tcp:` only), as QEMU's
+   * `tls-creds` parameter does.
+   *
+   * @default {plain, no TLS}
+   */
+  tls?: TlsOptions;
   /**
    * Time source of the idle timeout.
    *
@@ -135,6 +143,7 @@ export async function listenForMigration(
     ...(options.idleTimeoutMs ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
     ...(options.clock ? { clock: options.clock } : {}),
     ...(options.onRefused ? { onRefused: options.onRefused } : {}),
+    ...(options.tls ? { tls: options.tls } : {}),
   });
   return {
     address: listener.address,

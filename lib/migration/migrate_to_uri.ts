@@ -4,6 +4,18 @@ import { connectTransport } from "../transport/open_transport.ts";
 import { parseTransportUri } from "../transport/transport_uri.ts";
 import type { MigrationInfo } from "./migration_info.ts";
 import type { SourceMigration } from "./source_migration.ts";
+import type { TlsOptions } from "../transport/tls_transport.ts";
+
+/** Options for {@linkcode migrateToUri}. */
+export interface MigrateToUriOptions {
+  /**
+   * Runs TLS, as a client, on the migration connection and every further
+   * one (postcopy preempt), as QEMU's `tls-creds` parameter does.
+   *
+   * @default {plain, no TLS}
+   */
+  tls?: TlsOptions;
+}
 
 /**
  * Migrates `source` to the destination at `uri`, as QEMU's `migrate URI`
@@ -39,6 +51,7 @@ import type { SourceMigration } from "./source_migration.ts";
  *
  * @param source The source, not yet migrating.
  * @param uri Where the destination is.
+ * @param options TLS.
  * @returns The final info, status `completed`.
  * @throws {TypeError} If `uri` is malformed, or names no file while the
  *   source has `mapped-ram`.
@@ -50,6 +63,7 @@ import type { SourceMigration } from "./source_migration.ts";
 export async function migrateToUri(
   source: SourceMigration,
   uri: string,
+  options: MigrateToUriOptions = {},
 ): Promise<MigrationInfo> {
   if (source.capabilities.multifd) {
     const { scheme } = parseTransportUri(uri);
@@ -66,9 +80,9 @@ export async function migrateToUri(
     }
   }
   if (!source.capabilities["mapped-ram"]) {
-    return source.migrate(await connectTransport(uri), {
-      connect: () => connectTransport(uri),
-    });
+    const connect = () =>
+      connectTransport(uri, options.tls ? { tls: options.tls } : {});
+    return source.migrate(await connect(), { connect });
   }
   const target = parseTransportUri(uri);
   if (target.scheme !== "file") {

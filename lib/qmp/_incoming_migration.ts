@@ -23,6 +23,7 @@ import type {
   MigrationStatus,
 } from "../migration/migration_state.ts";
 import { listenTransport } from "../transport/open_transport.ts";
+import type { QomObjects } from "./_qom_objects.ts";
 import type { TransportListener } from "../transport/transport.ts";
 import { parseTransportUri } from "../transport/transport_uri.ts";
 import type { MigrationSettings } from "./_migration_settings.ts";
@@ -34,6 +35,8 @@ import type { MonitorDestinationOptions } from "./migration_monitor.ts";
 
 /** Options for {@linkcode IncomingMigration}. */
 export interface IncomingMigrationOptions {
+  /** The TLS objects `tls-creds` and `tls-authz` name. */
+  objects: QomObjects;
   settings: MigrationSettings;
   runState: VmRunState;
   emit: EmitEvent;
@@ -184,7 +187,9 @@ export class IncomingMigration {
     const check = checkQemuUri(uri, "incoming");
     if (!check.ok) throw new QmpError({ desc: check.desc });
     try {
-      return await listenTransport(check.uri);
+      const { objects, settings } = this.#options;
+      const tls = objects.tlsFor("server", settings.parameters);
+      return await listenTransport(check.uri, tls ? { tls } : {});
     } catch (error) {
       throw new QmpError({ desc: describeError(error), cause: error });
     }

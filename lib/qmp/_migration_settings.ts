@@ -7,8 +7,9 @@
  *   be turned off; turning one on is refused with livemig's refusal (the
  *   one the command line gives), after QEMU's own checks.
  * - Parameters are all kept as QEMU keeps them; those without effect in
- *   livemig are inert (their capabilities cannot be turned on), except the
- *   `tls-*` ones, which would ask for TLS: a non-empty value is refused.
+ *   livemig are inert (their capabilities cannot be turned on); the
+ *   `tls-*` ones name `object-add` objects, looked up (as QEMU does) when
+ *   a migration connects or listens.
  *
  * @module
  */
@@ -20,7 +21,6 @@ import {
   type MigrationCapabilities,
   type MigrationCapability,
   type MigrationParameters,
-  parseParameterArgument,
 } from "../migration/migration_parameters.ts";
 import { checkCapabilityChange } from "./check_capability_change.ts";
 import { checkParameterChange } from "./check_parameter_change.ts";
@@ -152,11 +152,6 @@ export class MigrationSettings {
       capabilities: this.#capabilities,
     });
     if (!result.ok) throw new QmpError({ desc: result.desc });
-    for (const name of ["tls-creds", "tls-hostname", "tls-authz"]) {
-      if (result.value[name] !== "" && result.value[name] !== undefined) {
-        throw livemigRefusal(name);
-      }
-    }
     const before = this.livemigParameters();
     this.#parameters = result.value;
     const after = this.livemigParameters();
@@ -208,16 +203,4 @@ export class MigrationSettings {
       ] as MultifdCompression,
     };
   }
-}
-
-/** livemig's refusal of a parameter it does not implement, as the command line words it. */
-function livemigRefusal(name: string): QmpError {
-  try {
-    parseParameterArgument(`${name}=x`);
-  } catch (error) {
-    return new QmpError({ desc: describeError(error), cause: error });
-  }
-  return new QmpError({
-    desc: `Cannot set parameter "${name}": livemig does not implement it`,
-  });
 }

@@ -30,10 +30,13 @@
  * to both `deno run` commands (e.g. `--v8-flags=...`, a permission), and
  * each `--cli-arg` to both CLI commands (e.g. `--no-hugepages` for plain
  * memory: both ends are given `--allow-ffi`, as the README's alias does, so
- * guest RAM is on transparent huge pages by default).
+ * guest RAM is on transparent huge pages by default). `--tls` runs both
+ * over TLS with x509 client certificates (`--tls-creds DIR`, made with
+ * openssl).
  */
 import { parseArgs } from "node:util";
 import { parseSize } from "../../mod.ts";
+import { createTlsCredentials } from "../_helpers/tls_certs.ts";
 
 const MIB = 1 << 20;
 const SAMPLE_MS = 5;
@@ -48,6 +51,7 @@ const { values } = parseArgs({
     cli: { type: "string" },
     "deno-arg": { type: "string", multiple: true },
     "cli-arg": { type: "string", multiple: true },
+    tls: { type: "boolean", default: false },
   },
 });
 const ramBytes = parseSize(values.ram, "--ram");
@@ -142,6 +146,7 @@ async function runOnce(run: number): Promise<void> {
       "incoming",
       "tcp:127.0.0.1:0",
       ...values["cli-arg"] ?? [],
+      ...tlsArgs,
     ],
     stdin: "null",
     stdout: "piped",
@@ -176,6 +181,7 @@ async function runOnce(run: number): Promise<void> {
       `max-bandwidth=${values["max-bandwidth"]}`,
       "--json",
       ...values["cli-arg"] ?? [],
+      ...tlsArgs,
     ],
     stdin: "null",
     stdout: "piped",
@@ -242,4 +248,6 @@ async function runOnce(run: number): Promise<void> {
   console.log(lines.join("\n"));
 }
 
+await using tls = values.tls ? await createTlsCredentials() : undefined;
+const tlsArgs = tls === undefined ? [] : ["--tls-creds", tls.dir];
 for (let run = 1; run <= Number(values.runs); run++) await runOnce(run);
