@@ -54,6 +54,26 @@ Deno.test({
   },
 });
 
+Deno.test({
+  name:
+    "cli migrate to incoming over TLS with multifd: every channel is encrypted",
+  ignore,
+  async fn() {
+    await using creds = await createTlsCredentials();
+    const multifd = ["-c", "multifd=on", "-p", "multifd-channels=3"];
+    const { source, destination } = await migrate(
+      ["--tls-creds", creds.dir, "--tls-authz", creds.clientDn, ...multifd],
+      ["--tls-creds", creds.dir, "--tls-hostname", "localhost", ...multifd],
+    );
+    assert.equal(source.code, 0, source.stderr);
+    assert.equal(destination.code, 0, destination.stderr);
+    assert.equal(destination.json.status, "completed");
+    const ram = source.json.ram as Record<string, number>;
+    assert.ok(ram["multifd-bytes"]! > 0, JSON.stringify(ram));
+    assert.deepEqual(source.json["ram-sha256"], destination.json["ram-sha256"]);
+  },
+});
+
 /** Asserts both ends failed, named `cause` where given, loaded nothing. */
 function assertRefused(
   result: Awaited<ReturnType<typeof migrate>>,
