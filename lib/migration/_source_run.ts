@@ -87,6 +87,8 @@ export class SourceRun {
   readonly lastBlock: { name: string | undefined } = { name: undefined };
   /** What went wrong last, for `error-desc` once failed. */
   errorDesc: string | undefined;
+  /** The multifd channels, with the capability `multifd`. */
+  multifd: { readonly multifdBytes: number } | undefined;
   readonly #abort = new AbortController();
   readonly #abandon = new AbortController();
   readonly #onPass: (count: number) => void;
@@ -441,6 +443,7 @@ export class SourceRun {
       dirtySyncCount: this.#scanner?.syncCount ?? 0,
       postcopyRequests: this.requests.requests,
     });
+    if (this.multifd) info.ram["multifd-bytes"] = this.multifd.multifdBytes;
     if (status === "active") {
       this.#eta ??= new SourceEta(this.metrics, this.config);
       this.#eta.addTo(info, info.ram);
