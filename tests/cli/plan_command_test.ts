@@ -206,9 +206,9 @@ Deno.test("plan refuses bad input with usage errors", async () => {
         "--bandwidth",
         "1GB/s",
         "-c",
-        "multifd=on",
+        "compress=on",
       ],
-      /multifd/,
+      /compress/,
     ],
     [
       ["--qmp", "unix:/nonexistent", "--calc-time", "0"],
