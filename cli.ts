@@ -17,6 +17,7 @@ import { DEMO_COMMAND } from "./lib/cli/demo_command.ts";
 import { describeCliError } from "./lib/cli/describe_cli_error.ts";
 import { INCOMING_COMMAND } from "./lib/cli/incoming_command.ts";
 import { MIGRATE_COMMAND } from "./lib/cli/migrate_command.ts";
+import { PLAN_COMMAND } from "./lib/cli/plan_command.ts";
 import { PROXY_COMMAND } from "./lib/cli/proxy_command.ts";
 import { QMP_COMMAND } from "./lib/cli/qmp_command.ts";
 import { RUN_COMMAND } from "./lib/cli/run_command.ts";
@@ -40,6 +41,7 @@ Commands:
   convert IN OUT   Convert a stream file to a mapped-ram file or back
   run --qmp ADDR   Run a simulated guest with a QEMU-compatible QMP monitor
   qmp SOCKET CMD   Run one QMP command on a monitor (livemig's or QEMU's)
+  plan             Predict a migration: converges? passes, time, downtime
 
 Options:
   -h, --help       Show help (also: livemig <command> --help)
@@ -58,6 +60,7 @@ const COMMANDS: Record<string, Command> = {
   convert: CONVERT_COMMAND,
   run: RUN_COMMAND,
   qmp: QMP_COMMAND,
+  plan: PLAN_COMMAND,
 };
 
 /**

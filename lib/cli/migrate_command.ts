@@ -5,8 +5,10 @@ import {
   MigrationAbortedError,
   type MigrationCapabilities,
   type MigrationEventDetail,
+  type MigrationInfo,
   parseTransportUri,
   ramSha256,
+  sampleOfMigrationInfo,
   SourceAutoRecovery,
   SourceMigration,
 } from "../../mod.ts";
@@ -29,7 +31,8 @@ import {
 } from "./guest_ram_allocator.ts";
 import { cancelOnInterrupt } from "./on_interrupt.ts";
 import { serveMonitor } from "./serve_monitor.ts";
-import { showProgress } from "./show_progress.ts";
+import { parseProgressMode, showProgress } from "./show_progress.ts";
+import { startReport } from "./start_report.ts";
 import { asUsageError, UsageError } from "./usage_error.ts";
 import {
   loadWasmProgram,
@@ -75,6 +78,13 @@ ${WASM_FLAGS_USAGE}
                        the destination)
   --recover URI        When postcopy pauses (connection lost), reconnect to
                        the destination's recovery address URI and resume
+  --progress MODE      auto (default), tty (one line rewritten), lines (a
+                       line every 5 s) or off; the ETA comes from the
+                       planner's model with the measured rates, with how
+                       much later it may come, or says "not converging"
+  --report FILE.svg    Write a picture of the migration: remaining bytes,
+                       bandwidth and dirty rate over time, passes, statuses,
+                       the switchover and the downtime
 ${TLS_FLAGS_USAGE}
 
 Exit status: 0 completed, 1 failed, cancelled or given up in postcopy, 2 usage
@@ -107,6 +117,8 @@ export const MIGRATE_COMMAND: Command = defineCommand({
     "postcopy-after": { type: "string" },
     recover: { type: "string" },
     qmp: { type: "string" },
+    progress: { type: "string" },
+    report: { type: "string" },
     ...TLS_FLAGS,
   },
   positionals: [{ name: "URI", uri: true }],
@@ -137,7 +149,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
         ? {}
         : { postcopyAfterPasses: Number(postcopyAfter) }),
     });
-    const done = showProgress(source, io);
+    const done = watchSource(source, { io, uri, flags });
     const healing = recoverUri === undefined
       ? undefined
       : new SourceAutoRecovery(source, recoverUri, {
@@ -158,7 +170,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
       pauses.stop();
       stopEvents();
       await monitor?.stop();
-      done();
+      await done(info);
       if (settings.json) {
         const digests = await ramSha256(guest.memory);
         io.writeOut(formatJson({ ...info, "ram-sha256": digests }) + "\n");
@@ -171,7 +183,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
       pauses.stop();
       stopEvents();
       await monitor?.stop();
-      done();
+      await done(source.query());
       guest.pause();
       if (settings.json) {
         io.writeOut(
@@ -189,6 +201,51 @@ export const MIGRATE_COMMAND: Command = defineCommand({
     }
   },
 });
+
+/**
+ * `--progress` and `--report`: shows progress and records the source; the
+ * function it returns stops both and writes the report.
+ */
+function watchSource(
+  source: SourceMigration,
+  options: {
+    io: CliIo;
+    uri: string;
+    flags: { progress?: string | undefined; report?: string | undefined };
+  },
+): (end: MigrationInfo) => Promise<void> {
+  const { io, uri, flags } = options;
+  const mode = asUsageError(USAGE, () => parseProgressMode(flags.progress));
+  const stopProgress = showProgress(source, io, { mode });
+  const report = flags.report === undefined
+    ? undefined
+    : startSourceReport(source, flags.report, { uri, io });
+  return async (end) => {
+    stopProgress();
+    await report?.(end);
+  };
+}
+
+/** `--report`: records the source, writes the SVG at the end. */
+function startSourceReport(
+  source: SourceMigration,
+  path: string,
+  options: { uri: string; io: CliIo },
+): (end: MigrationInfo) => Promise<void> {
+  return startReport(source, {
+    path,
+    title: `livemig migrate ${options.uri}`,
+    toSample: sampleOfMigrationInfo,
+    outcome: (end) => ({
+      status: end.status,
+      totalTimeMs: end["total-time"] ?? 0,
+      ...(end.downtime === undefined ? {} : { downtimeMs: end.downtime }),
+      downtimeLimitMs: source.parameters["downtime-limit"],
+      ...(end.ram ? { transferredBytes: end.ram.transferred } : {}),
+    }),
+    io: options.io,
+  });
+}
 
 /** The guest to migrate: the `--wasm` program, or a simulated guest. */
 async function sourceGuest(

@@ -2,7 +2,9 @@ import {
   connectTransport,
   listenTransport,
   MigrationProxy,
+  type MigrationProxyInfo,
   type ProxyMultifdOptions,
+  sampleOfProxyInfo,
   type TlsOptions,
   type Transport,
   type TransportListener,
@@ -17,6 +19,7 @@ import {
   type MigrationSettings,
   parseMigrationSettings,
 } from "./parse_migration_settings.ts";
+import { startReport } from "./start_report.ts";
 import { asUsageError } from "./usage_error.ts";
 import { parseTlsFlags, TLS_FLAGS, type TlsFlagValues } from "./tls_flags.ts";
 
@@ -63,6 +66,8 @@ Options:
                        (default: the host of TARGET_URI)
   --json               Print the final statistics as one JSON object, the
                        last line
+  --report FILE.svg    Write a picture of the migration through the proxy:
+                       bandwidth and rounds over time, statuses
   -h, --help           Show this help
 
 Exit status: 0 completed, 1 failed, 2 usage error.
@@ -105,6 +110,7 @@ export const PROXY_COMMAND: Command = defineCommand({
     "source-multifd-channels": { type: "string" },
     "source-multifd-compression": { type: "string" },
     json: { type: "boolean" },
+    report: { type: "string" },
     ...TLS_FLAGS,
     "listen-tls-creds": { type: "string" },
     "target-tls-creds": { type: "string" },
@@ -144,6 +150,7 @@ export const PROXY_COMMAND: Command = defineCommand({
           targetUri,
           io,
           json: flags.json ?? false,
+          report: flags.report,
           ...(targetTls ? { tls: targetTls } : {}),
         }),
       );
@@ -259,12 +266,20 @@ async function forward(
     targetUri: string;
     io: CliIo;
     json: boolean;
+    report: string | undefined;
     tls?: TlsOptions;
   },
 ): Promise<number> {
   const { io, json } = options;
+  let report: ((end: MigrationProxyInfo) => Promise<void>) | undefined;
   try {
     const source = await options.listener.accept();
+    if (options.report !== undefined) {
+      report = startProxyReport(proxy, options.report, {
+        title: `livemig proxy to ${options.targetUri}`,
+        io,
+      });
+    }
     // Every connection to the target (main, preempt, multifd channels)
     // runs over the target side's TLS, if any.
     const connect = () =>
@@ -283,9 +298,11 @@ async function forward(
       accept: () => options.listener.accept(),
       connect,
     });
+    await report?.(info);
     io.writeOut(json ? JSON.stringify(info) + "\n" : formatProxySummary(info));
     return 0;
   } catch (error) {
+    await report?.(proxy.query());
     if (json) {
       const info = proxy.query();
       io.writeOut(
@@ -301,4 +318,23 @@ async function forward(
     io.writeErr(`livemig: ${describeCliError(error)}\n`);
     return 1;
   }
+}
+
+/** `--report`: records the proxy, writes the SVG at the end. */
+function startProxyReport(
+  proxy: MigrationProxy,
+  path: string,
+  options: { title: string; io: CliIo },
+): (end: MigrationProxyInfo) => Promise<void> {
+  return startReport(proxy, {
+    path,
+    title: options.title,
+    toSample: sampleOfProxyInfo,
+    outcome: (end) => ({
+      status: end.status,
+      totalTimeMs: end["total-time"] ?? 0,
+      ...(end.sent ? { transferredBytes: end.sent.transferred } : {}),
+    }),
+    io: options.io,
+  });
 }

@@ -1,10 +1,12 @@
 import {
   listenTransport,
+  type MigrationInfo,
   MigrationMonitor,
   type MonitorEnd,
   parseTransportUri,
   QmpError,
   ramSha256,
+  sampleOfMigrationInfo,
 } from "../../mod.ts";
 import type { CliIo } from "./cli_io.ts";
 import { type Command, defineCommand } from "./define_command.ts";
@@ -15,6 +17,7 @@ import {
   HUGE_PAGES_USAGE,
   parseHugePagesMode,
 } from "./guest_ram_allocator.ts";
+import { startReport } from "./start_report.ts";
 import { asUsageError, UsageError } from "./usage_error.ts";
 import {
   loadWasmProgram,
@@ -65,6 +68,9 @@ ${TLS_FLAGS_USAGE}
   --json               On exit, print {"run-state", "migration" (the last
                        query-migrate), "ram-sha256" (per RAM block)} as the
                        last line of stdout
+  --report FILE.svg    On exit, write a picture of the migration this guest
+                       made or received: remaining bytes, bandwidth, dirty
+                       rate, passes, statuses, switchover and downtime
 ${WASM_FLAGS_USAGE}
                        (without --qmp, run then exits)
   -h, --help           Show this help
@@ -117,6 +123,7 @@ export const RUN_COMMAND: Command = defineCommand({
     prefill: { type: "boolean" },
     ...HUGE_PAGES_FLAGS,
     json: { type: "boolean" },
+    report: { type: "string" },
     ...WASM_FLAGS,
     ...TLS_FLAGS,
   },
@@ -164,6 +171,9 @@ export const RUN_COMMAND: Command = defineCommand({
       });
     }
     if (tls !== undefined) await configureMonitorTls(monitor, tls);
+    const report = flags.report === undefined
+      ? undefined
+      : startMonitorReport(monitor, flags.report, io);
     let serving = Promise.resolve();
     if (qmpAddress !== undefined) {
       const listener = await listenTransport(qmpAddress);
@@ -186,6 +196,7 @@ export const RUN_COMMAND: Command = defineCommand({
         io.writeErr(`livemig: waiting for a migration at ${address}\n`);
       }
       const end = await monitor.ended;
+      await report?.(monitor.queryMigrate() as unknown as MigrationInfo);
       return await finish(monitor, end, { io, json: flags.json ?? false });
     } finally {
       stopSignals();
@@ -194,6 +205,30 @@ export const RUN_COMMAND: Command = defineCommand({
     }
   },
 });
+
+/** `--report`: records query-migrate once a migration starts. */
+function startMonitorReport(
+  monitor: MigrationMonitor,
+  path: string,
+  io: CliIo,
+): (end: MigrationInfo) => Promise<void> {
+  const target = {
+    query: () => monitor.queryMigrate() as unknown as MigrationInfo,
+  };
+  return startReport(target, {
+    path,
+    title: "livemig run",
+    toSample: sampleOfMigrationInfo,
+    outcome: (end) => ({
+      status: end.status,
+      totalTimeMs: end["total-time"] ?? 0,
+      ...(end.downtime === undefined ? {} : { downtimeMs: end.downtime }),
+      downtimeLimitMs: Number(monitor.parameters["downtime-limit"]),
+      ...(end.ram ? { transferredBytes: end.ram.transferred } : {}),
+    }),
+    io,
+  });
+}
 
 /** The guest and its monitor, as the flags describe them. */
 function createMonitor(

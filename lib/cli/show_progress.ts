@@ -54,6 +54,33 @@ export interface ShowProgressOptions<I> {
 const TTY_EVERY_MS = 200;
 
 /**
+ * Checks a `--progress` value.
+ *
+ * @example Usage
+ * ```ts
+ * import { parseProgressMode } from "./show_progress.ts";
+ * import assert from "node:assert/strict";
+ *
+ * assert.equal(parseProgressMode(undefined), "auto");
+ * assert.equal(parseProgressMode("lines"), "lines");
+ * assert.throws(() => parseProgressMode("bar"), TypeError);
+ * ```
+ *
+ * @param text The flag's value, if given.
+ * @returns The mode (`auto` when not given).
+ * @throws {TypeError} If it is not a mode.
+ */
+export function parseProgressMode(text: string | undefined): ProgressMode {
+  const mode = text ?? "auto";
+  if (!PROGRESS_MODES.includes(mode as ProgressMode)) {
+    throw new TypeError(
+      `Cannot use --progress "${mode}": expected ${PROGRESS_MODES.join(", ")}`,
+    );
+  }
+  return mode as ProgressMode;
+}
+
+/**
  * Shows a migration's progress on standard error while it runs, asking it
  * for its `query()` info at intervals; returns the function that stops
  * (and clears the line on a terminal).

@@ -25,6 +25,7 @@ import type { RandomAccessFile, Transport } from "../transport/transport.ts";
 import { OutgoingChannel } from "./_outgoing_channel.ts";
 import { recvBitmapBytes, servePageRequest } from "./_page_requests.ts";
 import type { PreemptChannel } from "./_preempt_channel.ts";
+import { SourceEta } from "./_source_eta.ts";
 import type { MigrationInfo } from "./migration_info.ts";
 import { MigrationMetrics } from "./migration_metrics.ts";
 import type {
@@ -91,6 +92,7 @@ export class SourceRun {
   readonly #abort = new AbortController();
   readonly #abandon = new AbortController();
   readonly #onPass: (count: number) => void;
+  #eta: SourceEta | undefined;
   readonly #onProgress: (force: boolean) => void;
   #channel: OutgoingChannel | undefined;
   #scanner: DirtyPageScanner | undefined;
@@ -436,16 +438,20 @@ export class SourceRun {
         this.config.parameters["downtime-limit"],
       );
     }
-    const downtime = metrics.downtime;
-    if (status === "completed" && downtime !== undefined) {
-      info.downtime = downtime;
-    }
     info.ram = metrics.ramStats({
       remainingPages: status === "completed" ? 0 : remainingPages,
       dirtySyncCount: this.#scanner?.syncCount ?? 0,
       postcopyRequests: this.requests.requests,
     });
     if (this.multifd) info.ram["multifd-bytes"] = this.multifd.multifdBytes;
+    if (status === "active") {
+      this.#eta ??= new SourceEta(this.metrics, this.config);
+      this.#eta.addTo(info, info.ram);
+    }
+    const downtime = metrics.downtime;
+    if (status === "completed" && downtime !== undefined) {
+      info.downtime = downtime;
+    }
     if (this.#xbzrle) info["xbzrle-cache"] = this.#xbzrle.stats();
     // As QEMU 8.1 on (7.2 only shows it once failed): a paused postcopy
     // says what broke.

@@ -65,6 +65,18 @@ export interface MigrationInfo {
   "expected-downtime"?: number;
   /** Milliseconds the guest was stopped, once completed. */
   downtime?: number;
+  /**
+   * livemig's extension, source in precopy: milliseconds until completion,
+   * from the planner's model fed with the measured rates (absent while it
+   * cannot tell, and when not converging).
+   */
+  "x-livemig-eta-ms"?: number;
+  /** How much later than `x-livemig-eta-ms` the end may come, in ms. */
+  "x-livemig-eta-noise-ms"?: number;
+  /**
+   * Set when the pending bytes stopped falling: why, and what to do.
+   */
+  "x-livemig-not-converging"?: string;
   /** RAM statistics. */
   ram?: RamStats;
   /** XBZRLE statistics, with the `xbzrle` capability. */
