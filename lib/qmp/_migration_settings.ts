@@ -42,6 +42,11 @@ const LIVE_PARAMETERS = [
   "downtime-limit",
   "xbzrle-cache-size",
   "max-postcopy-bandwidth",
+  "throttle-trigger-threshold",
+  "cpu-throttle-initial",
+  "cpu-throttle-increment",
+  "cpu-throttle-tailslow",
+  "max-cpu-throttle",
 ] as const;
 
 /** What a capability change depends on besides the capabilities. */
@@ -160,7 +165,7 @@ export class MigrationSettings {
     const changed: Partial<MigrationParameters> = {};
     for (const name of LIVE_PARAMETERS) {
       if (Object.hasOwn(args, name) || before[name] !== after[name]) {
-        changed[name] = after[name];
+        (changed as Record<string, number | boolean>)[name] = after[name];
       }
     }
     return changed;
@@ -199,6 +204,12 @@ export class MigrationSettings {
         "max-postcopy-bandwidth",
         Number.MAX_SAFE_INTEGER,
       ),
+      "throttle-trigger-threshold": get("throttle-trigger-threshold", 100),
+      "cpu-throttle-initial": get("cpu-throttle-initial", 99),
+      "cpu-throttle-increment": get("cpu-throttle-increment", 99),
+      "cpu-throttle-tailslow": this.#parameters["cpu-throttle-tailslow"] ===
+        true,
+      "max-cpu-throttle": get("max-cpu-throttle", 99),
     };
   }
 }
