@@ -14,6 +14,8 @@ const RANK: Record<string, number> = {
   transport: 2,
   guest: 2,
   ram: 3,
+  // A WebAssembly program as a guest: its instrumenter and host loop.
+  wasm: 3,
   wire: 4,
   postcopy: 4,
   // A mapped-ram file is a stream with its RAM laid out at fixed offsets:
@@ -45,6 +47,10 @@ const NODE_BUILTINS: Record<string, string[]> = {
   // migration, flushed at every packet: CompressionStream has no zstd and
   // no sync flush, and node:zlib's one-shot functions keep no state.
   "wire/_node_zlib_session.ts": ["node:zlib"],
+  // TLS: Deno.listenTls cannot ask for or check a client certificate, nor
+  // tell its distinguished name (lib/transport/tls.md); node:tls can.
+  "transport/tls_transport.ts": ["node:tls", "node:crypto", "node:net"],
+  "transport/_node_socket_conn.ts": ["node:net"],
 };
 
 function* libFiles(dir: URL, prefix = ""): Generator<string> {

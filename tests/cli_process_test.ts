@@ -4,105 +4,22 @@
  * connection is cut.
  */
 import assert from "node:assert/strict";
-import {
-  connectTransport,
-  listenTransport,
-  QmpClient,
-  type Transport,
-} from "../mod.ts";
+import { QmpClient } from "../mod.ts";
+import { finishCli, spawnCli, waitForLine } from "./_helpers/cli_process.ts";
+import { freeTcpAddress, startTcpRelay } from "./_helpers/tcp_relay.ts";
 
 const CLI = new URL("../cli.ts", import.meta.url).pathname;
-const PERMISSIONS = ["--allow-read", "--allow-write", "--allow-net=127.0.0.1"];
 
-interface Process {
-  child: Deno.ChildProcess;
-  stdout: Promise<string>;
-  stderrLines: AsyncIterator<string>;
-}
-
-/**
- * How long a CLI process may run (they take seconds) before it is killed,
- * so that a stuck one fails its test instead of hanging the run.
- */
+/** How long the demo task may run before it is killed. */
 const PROCESS_DEADLINE_MS = 120_000;
 
-function spawn(args: string[]): Process {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", ...PERMISSIONS, CLI, ...args],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const watchdog = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // it has ended
-    }
-  }, PROCESS_DEADLINE_MS);
-  child.status.finally(() => clearTimeout(watchdog));
-  const stdout = new Response(child.stdout).text();
-  const stderrLines = child.stderr.pipeThrough(new TextDecoderStream())
-    .pipeThrough(lines())[Symbol.asyncIterator]();
-  return { child, stdout, stderrLines };
-}
-
-function lines(): TransformStream<string, string> {
-  let rest = "";
-  return new TransformStream({
-    transform(text, controller) {
-      const parts = (rest + text).split("\n");
-      rest = parts.pop()!;
-      for (const line of parts) controller.enqueue(line);
-    },
-    flush(controller) {
-      if (rest) controller.enqueue(rest);
-    },
-  });
-}
-
-async function waitForLine(
-  process: Process,
-  pattern: RegExp,
-): Promise<RegExpExecArray> {
-  while (true) {
-    const { done, value } = await process.stderrLines.next();
-    if (done) throw new Error(`the process ended before printing ${pattern}`);
-    const match = pattern.exec(value);
-    if (match) return match;
-  }
-}
-
-async function finish(
-  process: Process,
-): Promise<{ code: number; json: Record<string, unknown> }> {
-  const [status, stdout] = await Promise.all([
-    process.child.status,
-    process.stdout,
-  ]);
-  // Drain stderr so the process is fully reaped.
-  const stderr: string[] = [];
-  for (let line; !(line = await process.stderrLines.next()).done;) {
-    stderr.push(line.value);
-  }
-  const last = stdout.trimEnd().split("\n").at(-1) ?? "{}";
-  try {
-    return { code: status.code, json: JSON.parse(last) };
-  } catch {
-    throw new Error(
-      `exit ${status.code} without a JSON line\nstdout: ${stdout}\nstderr: ${
-        stderr.join("\n")
-      }`,
-    );
-  }
-}
-
 Deno.test("cli migrate and incoming, as two processes, carry a guest with identical RAM", async () => {
-  const incoming = spawn(["incoming", "tcp:127.0.0.1:0", "--json"]);
+  const incoming = spawnCli(["incoming", "tcp:127.0.0.1:0", "--json"]);
   const [, address] = await waitForLine(
     incoming,
     /waiting for a migration at (tcp:\S+)/,
   );
-  const migrate = spawn([
+  const migrate = spawnCli([
     "migrate",
     address!,
     "--ram",
@@ -113,8 +30,8 @@ Deno.test("cli migrate and incoming, as two processes, carry a guest with identi
     "--json",
   ]);
   const [source, destination] = await Promise.all([
-    finish(migrate),
-    finish(incoming),
+    finishCli(migrate),
+    finishCli(incoming),
   ]);
   assert.equal(source.code, 0);
   assert.equal(destination.code, 0);
@@ -124,12 +41,12 @@ Deno.test("cli migrate and incoming, as two processes, carry a guest with identi
 });
 
 Deno.test("cli proxy between migrate and incoming re-encodes with XBZRLE and keeps RAM identical", async () => {
-  const incoming = spawn(["incoming", "tcp:127.0.0.1:0", "--json"]);
+  const incoming = spawnCli(["incoming", "tcp:127.0.0.1:0", "--json"]);
   const [, target] = await waitForLine(
     incoming,
     /waiting for a migration at (tcp:\S+)/,
   );
-  const proxy = spawn([
+  const proxy = spawnCli([
     "proxy",
     "tcp:127.0.0.1:0",
     target!,
@@ -143,7 +60,7 @@ Deno.test("cli proxy between migrate and incoming re-encodes with XBZRLE and kee
     proxy,
     /waiting for a migration at (tcp:[^\s,]+), forwarding/,
   );
-  const migrate = spawn([
+  const migrate = spawnCli([
     "migrate",
     address!,
     "--ram",
@@ -156,9 +73,9 @@ Deno.test("cli proxy between migrate and incoming re-encodes with XBZRLE and kee
     "--json",
   ]);
   const [source, relayed, destination] = await Promise.all([
-    finish(migrate),
-    finish(proxy),
-    finish(incoming),
+    finishCli(migrate),
+    finishCli(proxy),
+    finishCli(incoming),
   ]);
   assert.equal(source.code, 0);
   assert.equal(relayed.code, 0);
@@ -176,7 +93,7 @@ Deno.test("cli proxy between migrate and incoming re-encodes with XBZRLE and kee
 });
 
 Deno.test("cli proxy refuses parameters it cannot apply, naming them", async () => {
-  const proxy = spawn([
+  const proxy = spawnCli([
     "proxy",
     "tcp:127.0.0.1:0",
     "tcp:127.0.0.1:1",
@@ -191,41 +108,9 @@ Deno.test("cli proxy refuses parameters it cannot apply, naming them", async () 
   assert.equal(status.code, 2);
 });
 
-/** A TCP relay whose connections the test can cut. */
-async function relay(target: string) {
-  const listener = await listenTransport("tcp:127.0.0.1:0");
-  const open: Transport[] = [];
-  const accepting = (async () => {
-    while (true) {
-      let inbound: Transport;
-      try {
-        inbound = await listener.accept();
-      } catch {
-        return;
-      }
-      const outbound = await connectTransport(target);
-      open.push(inbound, outbound);
-      inbound.readable.pipeTo(outbound.writable).catch(() => {});
-      outbound.readable.pipeTo(inbound.writable).catch(() => {});
-    }
-  })();
-  return {
-    address: listener.address,
-    async cut() {
-      await Promise.all(open.splice(0).map((t) => t.close()));
-    },
-    async close() {
-      await listener.close();
-      await this.cut();
-      await accepting;
-    },
-  };
-}
-
 Deno.test("cli postcopy heals itself on both ends after its connection is cut", async () => {
-  const recoverPort = 20000 + Math.floor(Math.random() * 20000);
-  const recover = `tcp:127.0.0.1:${recoverPort}`;
-  const incoming = spawn([
+  const recover = await freeTcpAddress();
+  const incoming = spawnCli([
     "incoming",
     "tcp:127.0.0.1:0",
     "-c",
@@ -238,11 +123,11 @@ Deno.test("cli postcopy heals itself on both ends after its connection is cut", 
     incoming,
     /waiting for a migration at (tcp:\S+)/,
   );
-  const cut = await relay(address!);
+  const relay = await startTcpRelay(address!);
   try {
-    const migrate = spawn([
+    const migrate = spawnCli([
       "migrate",
-      cut.address,
+      relay.address,
       "--ram",
       "16MiB",
       "--workload",
@@ -260,26 +145,27 @@ Deno.test("cli postcopy heals itself on both ends after its connection is cut", 
       recover,
       "--json",
     ]);
-    // Cut the relayed connection once postcopy runs: both ends pause and
-    // heal through the recovery address.
-    await waitForLine(incoming, /postcopy paused|waiting for the source/).catch(
-      () => {},
-    );
-    const cutting = (async () => {
-      await new Promise((resolve) => setTimeout(resolve, 1500));
-      await cut.cut();
-    })();
+    // Cut the relayed connection once the destination guest runs: both
+    // ends pause, and heal through the recovery address.
+    await waitForLine(incoming, /postcopy-active/);
+    await relay.cut();
+    await waitForLine(incoming, /postcopy paused; waiting for the source/);
     const [source, destination] = await Promise.all([
-      finish(migrate),
-      finish(incoming),
+      finishCli(migrate),
+      finishCli(incoming),
     ]);
-    await cutting;
-    assert.equal(source.code, 0, JSON.stringify(source.json));
-    assert.equal(destination.code, 0, JSON.stringify(destination.json));
+    assert.equal(source.code, 0, source.stderr);
+    assert.equal(destination.code, 0, destination.stderr);
     assert.equal(source.json.status, "completed");
     assert.equal(destination.json.status, "completed");
+    assert.ok(
+      source.stderr.includes(`postcopy paused`) &&
+        source.stderr.includes(`reconnecting at ${recover}`),
+      source.stderr,
+    );
+    assert.equal(relay.accepted, 1, "the recovery went to its own address");
   } finally {
-    await cut.close();
+    await relay.close();
   }
 });
 
@@ -319,12 +205,12 @@ Deno.test("the demo task runs with exactly the permissions deno.json gives it", 
 });
 
 Deno.test("cli migrate with pause-before-switchover waits in pre-switchover until migrate-continue on its monitor", async () => {
-  const incoming = spawn(["incoming", "tcp:127.0.0.1:0", "--json"]);
+  const incoming = spawnCli(["incoming", "tcp:127.0.0.1:0", "--json"]);
   const [, address] = await waitForLine(
     incoming,
     /waiting for a migration at (tcp:\S+)/,
   );
-  const migrate = spawn([
+  const migrate = spawnCli([
     "migrate",
     address!,
     "--ram",
@@ -347,8 +233,8 @@ Deno.test("cli migrate with pause-before-switchover waits in pre-switchover unti
   );
   await qmp.execute("migrate-continue", { state: "pre-switchover" });
   const [source, destination] = await Promise.all([
-    finish(migrate),
-    finish(incoming),
+    finishCli(migrate),
+    finishCli(incoming),
   ]);
   await qmp.close();
   assert.equal(source.code, 0);

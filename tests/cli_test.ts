@@ -311,7 +311,10 @@ Deno.test("cli migrate, incoming and demo exit 2 naming the bad argument", async
     [["migrate"], /migrate needs a URI/],
     [["migrate", "vsock:1:2"], /"vsock:1:2".*not supported/],
     [["migrate", "tcp:nohost"], /"tcp:nohost": a port is required/],
-    [["migrate", "tcp:127.0.0.1:1", "-c", "multifd=on"], /"multifd"/],
+    [
+      ["migrate", "tcp:127.0.0.1:1", "-c", "compress=on"],
+      /"compress"/,
+    ],
     [
       ["migrate", "tcp:127.0.0.1:1", "-p", "max-bandwidth=fast"],
       /"max-bandwidth" "fast"/,
@@ -341,6 +344,10 @@ Deno.test("cli migrate, incoming and demo exit 2 naming the bad argument", async
     [["incoming", "tcp:127.0.0.1:0", "--max-ram", "x"], /--max-ram "x"/],
     [["demo", "extra"], /demo takes no positional arguments/],
     [["demo", "--seed", "abc"], /--seed "abc"/],
+    [
+      ["demo", "-c", "pause-before-switchover=on"],
+      /demo cannot continue from pre-switchover/,
+    ],
   ];
   for (const [args, message] of cases) {
     const result = await run(args);

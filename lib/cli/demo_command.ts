@@ -19,9 +19,13 @@ import {
   type GuestSettings,
 } from "./guest_flags.ts";
 import { parseGuestFlags } from "./guest_flags.ts";
-import { guestRamAllocator } from "./guest_ram_allocator.ts";
+import {
+  guestRamAllocator,
+  parseHugePagesMode,
+} from "./guest_ram_allocator.ts";
 import { cancelOnInterrupt } from "./on_interrupt.ts";
 import { showProgress } from "./show_progress.ts";
+import { UsageError } from "./usage_error.ts";
 
 const USAGE = `Usage: livemig demo [options]
 
@@ -68,7 +72,13 @@ export const DEMO_COMMAND: Command = defineCommand({
       workload: "hot-set:16MiB@32MB/s",
       prefill: true,
     });
-    const hugePages = flags.hugepages ?? false;
+    if (settings.capabilities["pause-before-switchover"]) {
+      throw new UsageError(
+        "demo cannot continue from pre-switchover (it has no monitor): use migrate -c pause-before-switchover=on --qmp ADDRESS and migrate-continue there",
+        USAGE,
+      );
+    }
+    const hugePages = parseHugePagesMode(flags, USAGE);
     const listener = await listenTransport("tcp:127.0.0.1:0");
     const guest = createGuest(settings, guestRamAllocator(io, { hugePages }));
     const source = new SourceMigration(guest, {

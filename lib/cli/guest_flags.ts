@@ -7,6 +7,7 @@ import {
 import { parseMigrationSettings } from "./parse_migration_settings.ts";
 import type { MigrationSettings } from "./parse_migration_settings.ts";
 import { asUsageError } from "./usage_error.ts";
+import { HUGE_PAGES_FLAGS, HUGE_PAGES_USAGE } from "./guest_ram_allocator.ts";
 
 /** The flags of the commands that run a simulated guest: demo, migrate. */
 export const GUEST_FLAGS = {
@@ -14,7 +15,7 @@ export const GUEST_FLAGS = {
   workload: { type: "string" },
   seed: { type: "string" },
   prefill: { type: "boolean" },
-  hugepages: { type: "boolean" },
+  ...HUGE_PAGES_FLAGS,
   capability: { type: "string", short: "c", multiple: true },
   parameter: { type: "string", short: "p", multiple: true },
   json: { type: "boolean" },
@@ -27,16 +28,16 @@ export const GUEST_FLAGS_USAGE =
                        (RATE in bytes/s of RAM dirtied, e.g. 50MB/s)
   --seed N             Seed of the workload (default 1)
   --prefill            Fill RAM with non-zero data first, like a busy guest
-  --hugepages          Back guest RAM with transparent huge pages (Linux,
-                       needs --allow-ffi): first touch of RAM is about twice
-                       as fast, as QEMU does for its guests
+${HUGE_PAGES_USAGE}
   -c, --capability NAME=on|off
                        A migration capability (repeatable): xbzrle,
-                       return-path, events, pause-before-switchover, ...
+                       return-path, events, pause-before-switchover,
+                       multifd (tcp: and unix: only), ...
   -p, --parameter NAME=VALUE
                        A migration parameter (repeatable), with units:
                        max-bandwidth=1GiB/s, downtime-limit=300ms,
-                       avail-switchover-bandwidth=100MB/s, xbzrle-cache-size=64MiB
+                       avail-switchover-bandwidth=100MB/s, xbzrle-cache-size=64MiB,
+                       multifd-channels=2, multifd-compression=none|zlib|zstd
                        (bandwidths: B/s, MB/s, MiB/s, Mbit/s, Gbit/s, ...)
   --json               Print the final query-migrate info (plus ram-sha256
                        per block) as one JSON object, the last line

@@ -1,5 +1,6 @@
 import {
   DEFAULT_CAPABILITIES,
+  DEFAULT_PARAMETERS,
   describeError,
   DestinationMigration,
   escapeUntrustedText,
@@ -8,9 +9,11 @@ import {
   listenForMigration,
   MigrationAbortedError,
   type MigrationCapabilities,
+  type MigrationParameters,
   parseSize,
   parseTransportUri,
   ramSha256,
+  type TlsOptions,
 } from "../../mod.ts";
 import type { CliIo } from "./cli_io.ts";
 import { type Command, defineCommand } from "./define_command.ts";
@@ -18,12 +21,26 @@ import { formatJson } from "./format_json.ts";
 import { describeCliError } from "./describe_cli_error.ts";
 import { dumpRam } from "./dump_ram.ts";
 import { formatIncomingSummary } from "./format_incoming_summary.ts";
-import { guestRamAllocator } from "./guest_ram_allocator.ts";
+import {
+  guestRamAllocator,
+  HUGE_PAGES_FLAGS,
+  HUGE_PAGES_USAGE,
+  parseHugePagesMode,
+} from "./guest_ram_allocator.ts";
 import { parseIdleTimeout } from "./parse_idle_timeout.ts";
 import { parseMigrationSettings } from "./parse_migration_settings.ts";
 import { PROGRESS_MODES, type ProgressMode } from "./show_progress.ts";
 import { asUsageError, UsageError } from "./usage_error.ts";
 import { watchIncoming } from "./watch_incoming.ts";
+import {
+  loadWasmProgram,
+  parseWasmFlags,
+  reportWasmChecksum,
+  WASM_FLAGS,
+  WASM_FLAGS_USAGE,
+  wasmGuestOptions,
+} from "./wasm_flags.ts";
+import { parseTlsFlags, TLS_FLAGS, TLS_FLAGS_USAGE } from "./tls_flags.ts";
 
 const USAGE = `Usage: livemig incoming URI [options]
 
@@ -41,22 +58,27 @@ Options:
   --idle-timeout DURATION
                        Fail when the source sends nothing for DURATION,
                        e.g. 30s (default: wait forever, as QEMU does)
-  --hugepages          Back guest RAM with transparent huge pages and fault it
-                       in on another thread while the stream arrives (Linux,
-                       needs --allow-ffi)
+${HUGE_PAGES_USAGE}
   --recover URI        When postcopy pauses, wait for the source at URI and
                        recover
+${TLS_FLAGS_USAGE}
   --progress MODE      auto (default), tty (one line rewritten), lines (a
                        line every 5 s) or off
   -c, --capability NAME=on|off
                        events (print each MIGRATION event as a JSON line on
                        stderr), postcopy-ram, postcopy-preempt, mapped-ram
-                       (on: URI must be a mapped-ram file; off: a stream)
+                       (on: URI must be a mapped-ram file; off: a stream),
+                       multifd (tcp: and unix: only; the source opens
+                       multifd-channels more connections for the pages)
   -p, --parameter NAME=VALUE
-                       accepted and checked as on a source; they shape what
-                       the source sends, so none changes the loading
+                       accepted and checked as on a source; with multifd on,
+                       multifd-channels (default 2) and multifd-compression
+                       (none, zlib, zstd) must be the source's; the others
+                       shape only what the source sends
   --json               Print the final info (plus ram-sha256, and
                        ram-sha256-received: RAM as it arrived) as JSON
+${WASM_FLAGS_USAGE}
+                       (--init does not apply here)
   -h, --help           Show this help
 
 Ctrl-C (or SIGTERM) fails the migration, the source keeping its guest; in
@@ -70,12 +92,14 @@ Exit status: 0 completed, 1 failed (or given up in postcopy), 2 usage error.
 /** The command line of `incoming`, checked. */
 interface IncomingSettings {
   capabilities: Partial<MigrationCapabilities>;
+  parameters: Partial<MigrationParameters>;
   maxRamBytes: number;
   recoverUri: string | undefined;
   idleTimeoutMs: number;
   progress: ProgressMode;
   dumpDir: string | undefined;
   json: boolean;
+  tls: TlsOptions | undefined;
 }
 
 /**
@@ -95,7 +119,8 @@ interface IncomingSettings {
  *   errIsTerminal: false,
  * };
  * const stream = new URL("../../fixtures/qemu/idle/stream.bin", import.meta.url).pathname;
- * assert.equal(await INCOMING_COMMAND.run([`file:${stream}`, "--json"], io), 0);
+ * const args = [`file:${stream}`, "--json", "--no-hugepages"];
+ * assert.equal(await INCOMING_COMMAND.run(args, io), 0);
  * assert.equal(JSON.parse(out).status, "completed");
  * assert.equal(err, `livemig: waiting for a migration at file:${stream}\n`);
  * ```
@@ -110,18 +135,31 @@ export const INCOMING_COMMAND: Command = defineCommand({
     progress: { type: "string" },
     capability: { type: "string", short: "c", multiple: true },
     parameter: { type: "string", short: "p", multiple: true },
-    hugepages: { type: "boolean" },
+    ...HUGE_PAGES_FLAGS,
     json: { type: "boolean" },
+    ...WASM_FLAGS,
+    ...TLS_FLAGS,
   },
   positionals: [{ name: "URI", uri: true }],
   wrongCount: (count) =>
     count === 0 ? "incoming needs a URI" : "incoming takes one URI",
   async run({ flags, positionals: [uri] }, io) {
-    const settings = asUsageError(USAGE, () => parseIncomingFlags(flags));
+    const settings = {
+      ...asUsageError(USAGE, () => parseIncomingFlags(flags)),
+      tls: await parseTlsFlags(flags, "server", USAGE),
+    };
+    const wasm = parseWasmFlags(flags, USAGE);
+    if (wasm?.init !== undefined) {
+      throw new UsageError(
+        "--init does not go with incoming: the program's state arrives from the source",
+        USAGE,
+      );
+    }
+    const program = wasm && await loadWasmProgram(wasm);
     const capabilities = { ...DEFAULT_CAPABILITIES, ...settings.capabilities };
     const digests: { loaded: Record<string, string> } = { loaded: {} };
     const allocate = guestRamAllocator(io, {
-      hugePages: flags.hugepages ?? false,
+      hugePages: parseHugePagesMode(flags, USAGE),
       populate: true,
     });
     const { json, dumpDir } = settings;
@@ -131,7 +169,20 @@ export const INCOMING_COMMAND: Command = defineCommand({
       events: capabilities.events,
       postcopy: capabilities["postcopy-ram"],
       preempt: capabilities["postcopy-preempt"],
+      ...(capabilities.multifd
+        ? {
+          multifd: {
+            channels: settings.parameters["multifd-channels"] ??
+              DEFAULT_PARAMETERS["multifd-channels"],
+            compression: settings.parameters["multifd-compression"] ??
+              DEFAULT_PARAMETERS["multifd-compression"],
+          },
+        }
+        : {}),
       ramSha256Received: json,
+      ...(program && wasm
+        ? { createGuest: program.guestFactory(wasmGuestOptions(wasm)) }
+        : {}),
       beforeResume: async (guest) => {
         if (json) digests.loaded = await ramSha256(guest.memory);
         if (dumpDir !== undefined) await dumpRam(guest.memory, dumpDir);
@@ -148,6 +199,7 @@ export const INCOMING_COMMAND: Command = defineCommand({
       listener = await listen(destination, uri, settings, io);
       const result = await listener.incoming();
       await watching.stop();
+      if (wasm !== undefined) await reportWasmChecksum(result.guest, wasm, io);
       result.guest.pause();
       report(result, { io, json, digests: digests.loaded, dumpDir });
       return 0;
@@ -172,10 +224,10 @@ function parseIncomingFlags(flags: {
   progress?: string | undefined;
   "ram-dump"?: string | undefined;
   json?: boolean | undefined;
-}): IncomingSettings {
+}): Omit<IncomingSettings, "tls"> {
   // Parameters are checked as QEMU checks them; none of them changes how a
   // destination loads (they shape what a source sends).
-  const { capabilities } = parseMigrationSettings(
+  const { capabilities, parameters } = parseMigrationSettings(
     flags.capability,
     flags.parameter,
   );
@@ -190,6 +242,7 @@ function parseIncomingFlags(flags: {
   if (flags.recover !== undefined) parseTransportUri(flags.recover);
   return {
     capabilities,
+    parameters,
     maxRamBytes: parseSize(flags["max-ram"] ?? "16GiB", "--max-ram"),
     idleTimeoutMs: parseIdleTimeout(flags["idle-timeout"], USAGE),
     recoverUri: flags.recover,
@@ -222,6 +275,7 @@ async function listen(
     ...(settings.idleTimeoutMs > 0
       ? { idleTimeoutMs: settings.idleTimeoutMs }
       : {}),
+    ...(settings.tls ? { tls: settings.tls } : {}),
     onRefused: (peer) =>
       io.writeErr(
         `livemig: refused a connection from ${

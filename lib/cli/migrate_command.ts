@@ -1,4 +1,6 @@
 import {
+  connectTransport,
+  type MigratableGuest,
   migrateToUri,
   MigrationAbortedError,
   type MigrationCapabilities,
@@ -18,17 +20,31 @@ import {
   createGuest,
   GUEST_FLAGS,
   GUEST_FLAGS_USAGE,
+  type GuestSettings,
   parseGuestFlags,
 } from "./guest_flags.ts";
-import { guestRamAllocator } from "./guest_ram_allocator.ts";
+import {
+  guestRamAllocator,
+  parseHugePagesMode,
+} from "./guest_ram_allocator.ts";
 import { cancelOnInterrupt } from "./on_interrupt.ts";
 import { serveMonitor } from "./serve_monitor.ts";
 import { showProgress } from "./show_progress.ts";
 import { asUsageError, UsageError } from "./usage_error.ts";
+import {
+  loadWasmProgram,
+  parseWasmFlags,
+  refuseGuestFlags,
+  startWasmGuest,
+  WASM_FLAGS,
+  WASM_FLAGS_USAGE,
+} from "./wasm_flags.ts";
+import { parseTlsFlags, TLS_FLAGS, TLS_FLAGS_USAGE } from "./tls_flags.ts";
 
 const USAGE = `Usage: livemig migrate URI [options]
 
-Runs a simulated guest and live-migrates it to the destination at URI:
+Runs a simulated guest (or, with --wasm, a WebAssembly program) and
+live-migrates it to the destination at URI:
 tcp:HOST:PORT, unix:PATH, exec:COMMAND (the stream goes to COMMAND's stdin)
 or file:PATH[,offset=N]. Ctrl-C (or SIGTERM) cancels the migration and the
 guest keeps running here. In postcopy the destination runs the guest and
@@ -47,6 +63,7 @@ exec: commands that relay the destination's answers (exec:nc HOST PORT).
 
 Options:
 ${GUEST_FLAGS_USAGE}
+${WASM_FLAGS_USAGE}
   --qmp ADDRESS        Serve a QMP monitor (unix:PATH or tcp:HOST:PORT) for
                        the migration: query-migrate, migrate-continue,
                        migrate_cancel, migrate-set-parameters, events
@@ -58,6 +75,7 @@ ${GUEST_FLAGS_USAGE}
                        the destination)
   --recover URI        When postcopy pauses (connection lost), reconnect to
                        the destination's recovery address URI and resume
+${TLS_FLAGS_USAGE}
 
 Exit status: 0 completed, 1 failed, cancelled or given up in postcopy, 2 usage
 error.
@@ -85,9 +103,11 @@ export const MIGRATE_COMMAND: Command = defineCommand({
   usage: USAGE,
   flags: {
     ...GUEST_FLAGS,
+    ...WASM_FLAGS,
     "postcopy-after": { type: "string" },
     recover: { type: "string" },
     qmp: { type: "string" },
+    ...TLS_FLAGS,
   },
   positionals: [{ name: "URI", uri: true }],
   wrongCount: (count) =>
@@ -107,22 +127,9 @@ export const MIGRATE_COMMAND: Command = defineCommand({
       if (recoverUri !== undefined) parseTransportUri(recoverUri);
       settings.capabilities = withReturnPath(settings.capabilities, uri);
     });
-    if (
-      settings.capabilities["pause-before-switchover"] &&
-      flags.qmp === undefined
-    ) {
-      throw new UsageError(
-        "-c pause-before-switchover=on needs --qmp ADDRESS: the migration continues with migrate-continue there",
-        USAGE,
-      );
-    }
-    if (!confirmsCompletion(settings.capabilities, uri)) {
-      io.writeErr(
-        `livemig: return-path is off: "completed" will mean that the whole stream was sent, not that the destination loaded it\n`,
-      );
-    }
-    const hugePages = flags.hugepages ?? false;
-    const guest = createGuest(settings, guestRamAllocator(io, { hugePages }));
+    checkCompletion(settings.capabilities, { uri, qmp: flags.qmp, io });
+    const tls = await parseTlsFlags(flags, "client", USAGE);
+    const guest = await sourceGuest(flags, settings, io);
     const source = new SourceMigration(guest, {
       capabilities: settings.capabilities,
       parameters: settings.parameters,
@@ -133,7 +140,9 @@ export const MIGRATE_COMMAND: Command = defineCommand({
     const done = showProgress(source, io);
     const healing = recoverUri === undefined
       ? undefined
-      : new SourceAutoRecovery(source, recoverUri);
+      : new SourceAutoRecovery(source, recoverUri, {
+        connect: (at) => connectTransport(at, tls ? { tls } : {}),
+      });
     const pauses = announcePauses(source, io, recoverUri);
     const stopEvents = printMigrationEvents(source, io);
     const monitor = flags.qmp === undefined
@@ -142,7 +151,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
     try {
       const info = await cancelOnInterrupt(
         source,
-        migrateToUri(source, uri),
+        migrateToUri(source, uri, tls ? { tls } : {}),
         { io },
       );
       healing?.stop();
@@ -180,6 +189,45 @@ export const MIGRATE_COMMAND: Command = defineCommand({
     }
   },
 });
+
+/** The guest to migrate: the `--wasm` program, or a simulated guest. */
+async function sourceGuest(
+  flags:
+    & Parameters<typeof parseWasmFlags>[0]
+    & Parameters<typeof parseHugePagesMode>[0]
+    & Record<string, unknown>,
+  settings: GuestSettings,
+  io: CliIo,
+): Promise<MigratableGuest> {
+  const wasm = parseWasmFlags(flags, USAGE);
+  if (wasm === undefined) {
+    const hugePages = parseHugePagesMode(flags, USAGE);
+    return createGuest(settings, guestRamAllocator(io, { hugePages }));
+  }
+  refuseGuestFlags(flags, USAGE);
+  return startWasmGuest(await loadWasmProgram(wasm), wasm);
+}
+
+/**
+ * Refuses pause-before-switchover without a monitor to continue it; warns
+ * when "completed" will not mean that the destination loaded everything.
+ */
+function checkCompletion(
+  capabilities: Partial<MigrationCapabilities>,
+  { uri, qmp, io }: { uri: string; qmp: string | undefined; io: CliIo },
+): void {
+  if (capabilities["pause-before-switchover"] && qmp === undefined) {
+    throw new UsageError(
+      "-c pause-before-switchover=on needs --qmp ADDRESS: the migration continues with migrate-continue there",
+      USAGE,
+    );
+  }
+  if (!confirmsCompletion(capabilities, uri)) {
+    io.writeErr(
+      `livemig: return-path is off: "completed" will mean that the whole stream was sent, not that the destination loaded it\n`,
+    );
+  }
+}
 
 /** Checks `--postcopy-after`: a number of passes, with postcopy-ram on. */
 function checkPostcopyAfter(

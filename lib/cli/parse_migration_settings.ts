@@ -46,7 +46,7 @@ export function parseMigrationSettings(
   const parameters: Partial<MigrationParameters> = {};
   for (const flag of parameterFlags ?? []) {
     const [name, value] = parseParameterArgument(flag);
-    (parameters as Record<string, number | boolean>)[name] = value;
+    (parameters as Record<string, unknown>)[name] = value;
   }
   return { capabilities, parameters };
 }

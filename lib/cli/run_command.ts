@@ -9,12 +9,36 @@ import {
 import type { CliIo } from "./cli_io.ts";
 import { type Command, defineCommand } from "./define_command.ts";
 import { createGuest, parseGuestFlags } from "./guest_flags.ts";
-import { guestRamAllocator } from "./guest_ram_allocator.ts";
+import {
+  guestRamAllocator,
+  HUGE_PAGES_FLAGS,
+  HUGE_PAGES_USAGE,
+  parseHugePagesMode,
+} from "./guest_ram_allocator.ts";
 import { asUsageError, UsageError } from "./usage_error.ts";
+import {
+  loadWasmProgram,
+  parseWasmFlags,
+  refuseGuestFlags,
+  reportWasmChecksum,
+  startWasmGuest,
+  WASM_FLAGS,
+  WASM_FLAGS_USAGE,
+  wasmGuestOptions,
+  type WasmSettings,
+} from "./wasm_flags.ts";
+import type { WasmProgram } from "../../mod.ts";
+import {
+  configureMonitorTls,
+  parseTlsFlags,
+  TLS_FLAGS,
+  TLS_FLAGS_USAGE,
+} from "./tls_flags.ts";
 
 const USAGE = `Usage: livemig run [--qmp ADDRESS] [options]
 
-Runs a simulated guest, like qemu-system-x86_64, until it is told to quit
+Runs a simulated guest (or, with --wasm, a WebAssembly program), like
+qemu-system-x86_64, until it is told to quit
 over QMP (or gets SIGTERM or Ctrl-C). Its QMP monitor answers like QEMU
 7.2's: migrate it with migrate, receive one with migrate-incoming, steer
 and watch it with the migration commands and events. Clients may connect
@@ -33,11 +57,16 @@ Options:
                        fill (default idle)
   --seed N             Seed of the workload (default 1)
   --prefill            Fill RAM with non-zero data first
-  --hugepages          Back guest RAM with transparent huge pages (Linux,
-                       needs --allow-ffi)
+${HUGE_PAGES_USAGE}
+${TLS_FLAGS_USAGE}
+                       (run is the TLS server with --incoming, else the
+                       client: the monitor gets object tls0, authz auth0
+                       and tls-creds set, as a QMP client would add them)
   --json               On exit, print {"run-state", "migration" (the last
                        query-migrate), "ram-sha256" (per RAM block)} as the
                        last line of stdout
+${WASM_FLAGS_USAGE}
+                       (without --qmp, run then exits)
   -h, --help           Show this help
 
 It prints "QMP monitor at ADDRESS" (and "waiting for a migration at URI")
@@ -86,12 +115,16 @@ export const RUN_COMMAND: Command = defineCommand({
     workload: { type: "string" },
     seed: { type: "string" },
     prefill: { type: "boolean" },
-    hugepages: { type: "boolean" },
+    ...HUGE_PAGES_FLAGS,
     json: { type: "boolean" },
+    ...WASM_FLAGS,
+    ...TLS_FLAGS,
   },
   positionals: [],
   wrongCount: () => "run takes no positional arguments",
   async run({ flags }, io) {
+    const wasm = parseWasmFlags(flags, USAGE);
+    if (wasm !== undefined) refuseGuestFlags(flags, USAGE);
     const qmpAddress = flags.qmp;
     const incoming = flags.incoming;
     if (qmpAddress !== undefined) {
@@ -112,7 +145,25 @@ export const RUN_COMMAND: Command = defineCommand({
         );
       }
     }
-    const monitor = createMonitor(flags, io);
+    const tls = await parseTlsFlags(
+      flags,
+      incoming === undefined ? "client" : "server",
+      USAGE,
+    );
+    const program = wasm && await loadWasmProgram(wasm);
+    const monitor = createMonitor(
+      flags,
+      io,
+      program && wasm ? { program, wasm } : undefined,
+    );
+    if (wasm?.steps !== undefined && incoming === undefined) {
+      // The program stops after --steps: its checksum, then (without a
+      // monitor to migrate it) the end of the run.
+      void reportWasmChecksum(monitor.guest!, wasm, io).then(() => {
+        if (qmpAddress === undefined) monitor.shutdown();
+      });
+    }
+    if (tls !== undefined) await configureMonitorTls(monitor, tls);
     let serving = Promise.resolve();
     if (qmpAddress !== undefined) {
       const listener = await listenTransport(qmpAddress);
@@ -154,11 +205,25 @@ function createMonitor(
     seed?: string | undefined;
     prefill?: boolean | undefined;
     hugepages?: boolean | undefined;
+    "no-hugepages"?: boolean | undefined;
   },
   io: CliIo,
+  wasm?: { program: WasmProgram; wasm: WasmSettings },
 ): MigrationMonitor {
-  const hugePages = flags.hugepages ?? false;
+  const hugePages = parseHugePagesMode(flags, USAGE);
   const paused = flags.paused ?? false;
+  if (wasm !== undefined) {
+    if (flags.incoming !== undefined) {
+      const options = wasmGuestOptions(wasm.wasm);
+      return new MigrationMonitor({
+        incoming: true,
+        paused,
+        destination: { createGuest: wasm.program.guestFactory(options) },
+      });
+    }
+    const guest = startWasmGuest(wasm.program, wasm.wasm);
+    return new MigrationMonitor({ guest, paused });
+  }
   if (flags.incoming !== undefined) {
     const allocate = guestRamAllocator(io, { hugePages, populate: true });
     return new MigrationMonitor({

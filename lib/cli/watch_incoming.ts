@@ -3,6 +3,7 @@ import {
   type DestinationMigration,
   listenTransport,
   type MigrationEventDetail,
+  type TlsOptions,
 } from "../../mod.ts";
 import type { CliIo } from "./cli_io.ts";
 import { INTERRUPT_WINDOW_MS } from "./decide_interrupt.ts";
@@ -18,6 +19,8 @@ export interface WatchIncomingOptions {
   recoverUri: string | undefined;
   /** Milliseconds a connection may stay silent (0: forever). */
   idleTimeoutMs: number;
+  /** TLS for the recovery connection, as for the migration's (`--tls-creds`). */
+  tls?: TlsOptions | undefined;
   /** How to show progress. */
   progress: ProgressMode;
   /** Whether to print MIGRATION events (`-c events=on`). */
@@ -110,7 +113,7 @@ export function watchIncoming(
   }, options.signals ? { signals: options.signals } : {});
   const healing = options.recoverUri === undefined
     ? undefined
-    : healAt(destination, options.recoverUri, io, options.idleTimeoutMs);
+    : healAt(destination, options.recoverUri, io, options);
   return {
     async stop() {
       interrupts.stop();
@@ -162,11 +165,14 @@ function healAt(
   destination: DestinationMigration,
   uri: string,
   io: CliIo,
-  idleTimeoutMs: number,
+  { idleTimeoutMs, tls }: WatchIncomingOptions,
 ): DestinationAutoRecovery {
   return new DestinationAutoRecovery(destination, uri, {
     listen: (at) =>
-      listenTransport(at, idleTimeoutMs > 0 ? { idleTimeoutMs } : {}),
+      listenTransport(at, {
+        ...(idleTimeoutMs > 0 ? { idleTimeoutMs } : {}),
+        ...(tls ? { tls } : {}),
+      }),
     onWaiting: (address) =>
       io.writeErr(
         `livemig: postcopy paused; waiting for the source at ${address}\n`,

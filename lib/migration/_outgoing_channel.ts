@@ -22,6 +22,7 @@ import type { RandomAccessFile, Transport } from "../transport/transport.ts";
 import { MappedRamEncoderStream } from "../mapped_ram/mapped_ram_encoder_stream.ts";
 import { MigrationEncoderStream } from "../wire/migration_encoder_stream.ts";
 import type { MigrationRecord } from "../wire/migration_record.ts";
+import { type MultifdSender, writeMultifd } from "./_multifd_send.ts";
 import { ReturnPathDecoderStream } from "../wire/return_path_decoder_stream.ts";
 
 /** Options for {@linkcode OutgoingChannel}. */
@@ -76,6 +77,8 @@ export class OutgoingChannel {
   #finishing = false;
   /** Set once the return path ended: no answer will come. */
   #answers: Error | undefined;
+  /** The multifd channels, and whether pages go on them. */
+  #multifd: { sender: MultifdSender; pages: boolean } | undefined;
 
   /**
    * A channel over a byte connection: records → encoder → byte counter →
@@ -232,6 +235,29 @@ export class OutgoingChannel {
    * @param records The records.
    */
   async write(records: readonly MigrationRecord[]): Promise<void> {
+    this.#throwIfFailed();
+    const multifd = this.#multifd;
+    if (multifd === undefined) return await this.#put(records);
+    await writeMultifd(
+      records,
+      multifd.sender,
+      (main) => this.#put(main),
+      multifd.pages,
+    );
+  }
+
+  /**
+   * Sends pages on multifd channels from now on (`pages` false: only the
+   * SYNC before each RAM EOS, as in postcopy).
+   *
+   * @param sender The channels.
+   * @param pages Whether normal pages go on the channels.
+   */
+  useMultifd(sender: MultifdSender | undefined, pages = true): void {
+    this.#multifd = sender && { sender, pages };
+  }
+
+  async #put(records: readonly MigrationRecord[]): Promise<void> {
     this.#throwIfFailed();
     await Promise.race([this.#failure.promise, this.#writer.write(records)]);
   }

@@ -24,7 +24,8 @@ import type { GuestMemory } from "../guest/guest_memory.ts";
 import type { MigratableGuest } from "../guest/migratable_guest.ts";
 import { SimulatedGuest } from "../guest/simulated_guest.ts";
 import { applyRamRecord } from "../ram/apply_ram_record.ts";
-import type { RamBlockInfo, RamPageCarrier } from "../ram/ram_record.ts";
+// deno-fmt-ignore
+import type { RamBlockInfo, RamPageCarrier, RamPageRecord } from "../ram/ram_record.ts";
 import type { Clock } from "../streams/clock.ts";
 import type { Transport } from "../transport/transport.ts";
 import type {
@@ -79,6 +80,8 @@ export interface RecordLoaderOptions {
   connection(): IncomingConnection | undefined;
   /** Called at POSTCOPY_RESUME, before the status moves back. */
   onResume(): void;
+  /** Called at each RAM EOS (the multifd channels' sync of the round). */
+  onRamEos?: () => Promise<void> | undefined;
 }
 
 /** Options for {@linkcode RecordLoader.load}. */
@@ -104,6 +107,8 @@ interface ReceivedCounts {
   bytes: number;
   /** Bytes of the stream that came after POSTCOPY_LISTEN. */
   postcopy: number;
+  /** Channel bytes as QEMU counts them (headers and uncompressed pages). */
+  multifd: number;
 }
 
 type CommandName = CommandRecord["command"];
@@ -133,6 +138,7 @@ export class RecordLoader {
     xbzrle: 0,
     bytes: 0,
     postcopy: 0,
+    multifd: 0,
   };
 
   /** What each MIG_CMD does on the destination. */
@@ -209,7 +215,7 @@ export class RecordLoader {
       "dirty-sync-count": 0,
       "postcopy-requests": this.#postcopy?.requests ?? 0,
       "page-size": pageSize,
-      "multifd-bytes": 0,
+      "multifd-bytes": received.multifd,
       "pages-per-second": 0,
       "precopy-bytes": received.bytes - received.postcopy,
       "downtime-bytes": 0,
@@ -301,6 +307,9 @@ export class RecordLoader {
       case "ram-compressed":
         this.#place(record);
         return;
+      case "ram-eos":
+        await this.#options.onRamEos?.();
+        return;
       case "device-state":
         if (record.idstr === GUEST_SECTION_IDSTR) {
           this.#guestState = record.data;
@@ -332,6 +341,17 @@ export class RecordLoader {
       guest.loadState(this.#guestState);
     }
     return guest;
+  }
+
+  /** Places a page that arrived on a multifd channel. */
+  placeChannelPage(record: RamPageRecord): void {
+    this.#place(record);
+  }
+
+  /** Counts channel bytes: all, and QEMU's `multifd-bytes`. */
+  countChannelBytes(bytes: number, multifdBytes: number): void {
+    this.#countBytes(bytes);
+    this.#received.multifd += multifdBytes;
   }
 
   #countBytes(bytes: number): void {

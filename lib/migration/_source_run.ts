@@ -90,6 +90,8 @@ export class SourceRun {
   readonly throttle: AutoConverge;
   /** What went wrong last, for `error-desc` once failed. */
   errorDesc: string | undefined;
+  /** The multifd channels, with the capability `multifd`. */
+  multifd: { readonly multifdBytes: number } | undefined;
   readonly #abort = new AbortController();
   readonly #abandon = new AbortController();
   readonly #onPass: (count: number) => void;
@@ -457,6 +459,7 @@ export class SourceRun {
       dirtySyncCount: this.#scanner?.syncCount ?? 0,
       postcopyRequests: this.requests.requests,
     });
+    if (this.multifd) info.ram["multifd-bytes"] = this.multifd.multifdBytes;
     if (this.#xbzrle) info["xbzrle-cache"] = this.#xbzrle.stats();
     Object.assign(info, this.throttle.info());
     // As QEMU 8.1 on (7.2 only shows it once failed): a paused postcopy

@@ -45,7 +45,14 @@ import type { RamBlockInfo } from "../ram/ram_record.ts";
 import { type Clock, SYSTEM_CLOCK } from "../streams/clock.ts";
 import { readMappedRamRecords } from "../mapped_ram/read_mapped_ram_records.ts";
 import type { RandomAccessFile, Transport } from "../transport/transport.ts";
+import type { MultifdCompression } from "../wire/multifd_flags.ts";
 import { IncomingConnection } from "./_incoming_connection.ts";
+import {
+  loadWithChannels,
+  type MultifdReceiver,
+  multifdSettings,
+  startMultifd,
+} from "./_multifd_receive.ts";
 import { PostcopyPause } from "./_postcopy_pause.ts";
 import { RecordLoader } from "./_record_loader.ts";
 import type { MigrationInfo } from "./migration_info.ts";
@@ -129,6 +136,30 @@ export interface DestinationMigrationOptions {
    * @default {false}
    */
   preempt?: boolean;
+  /** multifd on (QEMU's `multifd` capability), with its parameters. */
+  multifd?: DestinationMultifdOptions;
+}
+
+/**
+ * multifd on a {@linkcode DestinationMigration}: pages arrive on more
+ * connections. Nothing is negotiated on the wire: set what the source has.
+ */
+export interface DestinationMultifdOptions {
+  /**
+   * `multifd-channels`: channel connections.
+   * @default {2}
+   */
+  channels?: number;
+  /**
+   * `multifd-compression` of the source.
+   * @default {"none"}
+   */
+  compression?: MultifdCompression;
+  /**
+   * Milliseconds the channels may take to connect after the first one.
+   * @default {10000}
+   */
+  connectTimeoutMs?: number;
 }
 
 /** What a completed incoming migration produced. */
@@ -156,6 +187,8 @@ export interface IncomingOptions {
    * postcopy-preempt channel.
    */
   accept?: () => Promise<Transport>;
+  /** With `multifd`: the channel connections, accepted with this one. */
+  multifdChannels?: Transport[];
 }
 
 /** A connection to load from, and how to accept its preempt channel. */
@@ -198,6 +231,7 @@ export class DestinationMigration extends EventTarget {
   /** The connection being loaded (none while postcopy is paused). */
   #connection: IncomingConnection | undefined;
   readonly #pause = new PostcopyPause<IncomingConnectionOffer>();
+  #multifd: MultifdReceiver | undefined;
 
   /**
    * Constructs a new instance in status `none`.
@@ -233,6 +267,7 @@ export class DestinationMigration extends EventTarget {
       onResume: () => {
         this.#errorDesc = undefined;
       },
+      onRamEos: () => this.#multifd?.sync(),
     });
   }
 
@@ -249,6 +284,11 @@ export class DestinationMigration extends EventTarget {
   /** The guest, once the block list arrived. */
   get guest(): MigratableGuest | undefined {
     return this.#loader.guest;
+  }
+
+  /** The multifd settings, defaults filled in; undefined when off. */
+  get multifd(): Readonly<Required<DestinationMultifdOptions>> | undefined {
+    return multifdSettings(this.#options.multifd);
   }
 
   /**
@@ -433,11 +473,19 @@ export class DestinationMigration extends EventTarget {
   async #loadConnections(first: IncomingConnectionOffer): Promise<void> {
     let next = first;
     let recovery = false;
+    this.#multifd = startMultifd(
+      this.multifd,
+      first.multifdChannels ?? [],
+      this.#loader,
+    );
     while (true) {
       const connection = new IncomingConnection(next.transport, { recovery });
       this.#connection = connection;
       try {
-        await connection.load(this.#loader, next.accept);
+        await loadWithChannels(
+          connection.load(this.#loader, next.accept),
+          this.#multifd,
+        );
         return;
       } catch (error) {
         await this.#connection?.close().catch(() => {});
@@ -467,6 +515,7 @@ export class DestinationMigration extends EventTarget {
    */
   async #complete(guest: MigratableGuest): Promise<IncomingResult> {
     this.#endTime = this.#clock.now();
+    await this.#multifd?.close();
     this.#errorDesc = undefined;
     this.#state.moveTo("completed");
     const connection = this.#connection;
@@ -507,6 +556,7 @@ export class DestinationMigration extends EventTarget {
     ) {
       return error; // given up in postcopy-paused, which it stays in
     }
+    await this.#multifd?.close();
     const message = this.#errorDesc ?? describeError(error);
     this.#errorDesc = message;
     if ((this.status as MigrationStatus) !== "failed") {

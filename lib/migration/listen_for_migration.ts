@@ -1,11 +1,14 @@
 import { isMappedRamFile } from "../mapped_ram/is_mapped_ram_file.ts";
-import type { Clock } from "../streams/clock.ts";
+import { NotSupportedError } from "../errors.ts";
+import { type Clock, SYSTEM_CLOCK } from "../streams/clock.ts";
 import { openRandomAccessFile } from "../transport/file_transport.ts";
 import { listenTransport } from "../transport/open_transport.ts";
+import type { TlsOptions } from "../transport/tls_transport.ts";
 import {
   type FileTransportUri,
   parseTransportUri,
 } from "../transport/transport_uri.ts";
+import { acceptMultifdConnections } from "./_multifd_receive.ts";
 import type {
   DestinationMigration,
   IncomingResult,
@@ -32,6 +35,13 @@ export interface ListenForMigrationOptions {
    * @default {0}
    */
   idleTimeoutMs?: number;
+  /**
+   * Runs TLS, as a server, on every connection (`tcp:` only), as QEMU's
+   * `tls-creds` parameter does.
+   *
+   * @default {plain, no TLS}
+   */
+  tls?: TlsOptions;
   /**
    * Time source of the idle timeout.
    *
@@ -120,26 +130,58 @@ export async function listenForMigration(
   options: ListenForMigrationOptions = {},
 ): Promise<IncomingMigrationListener> {
   destination.listen();
+  const multifd = destination.multifd;
+  if (multifd !== undefined) refuseMultifdUri(uri);
   const mappedRam = options.mappedRam ?? await holdsMappedRam(uri);
   if (mappedRam) return mappedRamListener(destination, uri);
   const listener = await listenTransport(uri, {
     // The first connection is the migration; a second one only carries
-    // postcopy-preempt pages: any other is refused at once.
-    spareConnections: destination.preempt ? 1 : 0,
+    // postcopy-preempt pages, and with multifd one more per channel: any
+    // other is refused at once.
+    spareConnections: (destination.preempt ? 1 : 0) +
+      (multifd?.channels ?? 0),
     ...(options.idleTimeoutMs ? { idleTimeoutMs: options.idleTimeoutMs } : {}),
     ...(options.clock ? { clock: options.clock } : {}),
     ...(options.onRefused ? { onRefused: options.onRefused } : {}),
+    ...(options.tls ? { tls: options.tls } : {}),
   });
   return {
     address: listener.address,
     format: "stream",
     async incoming() {
-      return await destination.incoming(await listener.accept(), {
-        accept: () => listener.accept(),
+      const accept = () => listener.accept();
+      if (multifd === undefined) {
+        return await destination.incoming(await accept(), { accept });
+      }
+      const { main, channels } = await acceptMultifdConnections(accept, {
+        ...multifd,
+        clock: options.clock ?? SYSTEM_CLOCK,
+      });
+      return await destination.incoming(main, {
+        accept,
+        multifdChannels: channels,
       });
     },
     close: () => listener.close(),
   };
+}
+
+/**
+ * multifd needs a socket: QEMU 7.2's refusals for `exec:` and `file:`
+ * (which 7.2 does not have at all).
+ *
+ * @throws {NotSupportedError} For a URI other than `tcp:` and `unix:`.
+ */
+function refuseMultifdUri(uri: string): void {
+  const { scheme } = parseTransportUri(uri);
+  if (scheme === "file") {
+    throw new NotSupportedError(
+      "Parameter 'uri' expects a valid migration protocol",
+    );
+  }
+  if (scheme !== "tcp" && scheme !== "unix") {
+    throw new NotSupportedError("multifd is not supported by current protocol");
+  }
 }
 
 function mappedRamListener(

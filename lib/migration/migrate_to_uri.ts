@@ -1,8 +1,21 @@
+import { NotSupportedError } from "../errors.ts";
 import { openRandomAccessFile } from "../transport/file_transport.ts";
 import { connectTransport } from "../transport/open_transport.ts";
 import { parseTransportUri } from "../transport/transport_uri.ts";
 import type { MigrationInfo } from "./migration_info.ts";
 import type { SourceMigration } from "./source_migration.ts";
+import type { TlsOptions } from "../transport/tls_transport.ts";
+
+/** Options for {@linkcode migrateToUri}. */
+export interface MigrateToUriOptions {
+  /**
+   * Runs TLS, as a client, on the migration connection and every further
+   * one (postcopy preempt), as QEMU's `tls-creds` parameter does.
+   *
+   * @default {plain, no TLS}
+   */
+  tls?: TlsOptions;
+}
 
 /**
  * Migrates `source` to the destination at `uri`, as QEMU's `migrate URI`
@@ -38,21 +51,38 @@ import type { SourceMigration } from "./source_migration.ts";
  *
  * @param source The source, not yet migrating.
  * @param uri Where the destination is.
+ * @param options TLS.
  * @returns The final info, status `completed`.
  * @throws {TypeError} If `uri` is malformed, or names no file while the
  *   source has `mapped-ram`.
- * @throws {NotSupportedError} For `vsock:`, `rdma:` and `fd:`.
+ * @throws {NotSupportedError} For `vsock:`, `rdma:` and `fd:`; with multifd, for
+ *   anything but `tcp:` and `unix:` (QEMU 7.2's messages).
  * @throws {TransportError} If the destination cannot be reached.
  * @throws {MigrationAbortedError} When the migration fails or is cancelled.
  */
 export async function migrateToUri(
   source: SourceMigration,
   uri: string,
+  options: MigrateToUriOptions = {},
 ): Promise<MigrationInfo> {
+  if (source.capabilities.multifd) {
+    const { scheme } = parseTransportUri(uri);
+    // QEMU 7.2's words: it has no file: migration, and exec: is one stream.
+    if (scheme === "file") {
+      throw new NotSupportedError(
+        "Parameter 'uri' expects a valid migration protocol",
+      );
+    }
+    if (scheme !== "tcp" && scheme !== "unix") {
+      throw new NotSupportedError(
+        "multifd is not supported by current protocol",
+      );
+    }
+  }
   if (!source.capabilities["mapped-ram"]) {
-    return source.migrate(await connectTransport(uri), {
-      connect: () => connectTransport(uri),
-    });
+    const connect = () =>
+      connectTransport(uri, options.tls ? { tls: options.tls } : {});
+    return source.migrate(await connect(), { connect });
   }
   const target = parseTransportUri(uri);
   if (target.scheme !== "file") {

@@ -7,6 +7,7 @@
  */
 
 import { NotSupportedError } from "../errors.ts";
+import type { MultifdCompression } from "../wire/multifd_flags.ts";
 import {
   parseBandwidth,
   parseDuration,
@@ -24,7 +25,8 @@ export type MigrationCapability =
   | "postcopy-blocktime"
   | "mapped-ram"
   | "auto-converge"
-  | "dirty-limit";
+  | "dirty-limit"
+  | "multifd";
 
 /** Which capabilities are on. */
 export type MigrationCapabilities = { [C in MigrationCapability]: boolean };
@@ -65,6 +67,14 @@ export interface MigrationParameters {
   "x-vcpu-dirty-limit-period": number;
   /** dirty-limit: the most a vCPU may dirty, in MB/s (QEMU 8.1 on: 1). */
   "vcpu-dirty-limit": number;
+  /** Channel connections of a multifd migration, 1 to 255 (QEMU: 2). */
+  "multifd-channels": number;
+  /** How multifd channels compress pages (QEMU: `none`). */
+  "multifd-compression": MultifdCompression;
+  /** zlib level of multifd `zlib`, 0 to 9 (QEMU: 1). */
+  "multifd-zlib-level": number;
+  /** zstd level of multifd `zstd`, 0 to 20 (QEMU: 1). */
+  "multifd-zstd-level": number;
 }
 
 /** Every capability, off: QEMU's defaults. */
@@ -79,6 +89,7 @@ export const DEFAULT_CAPABILITIES: Readonly<MigrationCapabilities> = {
   "mapped-ram": false,
   "auto-converge": false,
   "dirty-limit": false,
+  "multifd": false,
 };
 
 /** QEMU's defaults for the parameters livemig implements. */
@@ -95,6 +106,10 @@ export const DEFAULT_PARAMETERS: Readonly<MigrationParameters> = {
   "max-cpu-throttle": 99,
   "x-vcpu-dirty-limit-period": 1000,
   "vcpu-dirty-limit": 1,
+  "multifd-channels": 2,
+  "multifd-compression": "none",
+  "multifd-zlib-level": 1,
+  "multifd-zstd-level": 1,
 };
 
 /** QEMU capabilities livemig knows but does not implement. */
@@ -105,7 +120,6 @@ const UNSUPPORTED_CAPABILITIES = new Set([
   "x-colo",
   "release-ram",
   "block",
-  "multifd",
   "dirty-bitmaps",
   "late-block-activate",
   "x-ignore-shared",
@@ -130,10 +144,6 @@ const UNSUPPORTED_PARAMETERS = new Set([
   "tls-authz",
   "x-checkpoint-delay",
   "block-incremental",
-  "multifd-channels",
-  "multifd-compression",
-  "multifd-zlib-level",
-  "multifd-zstd-level",
   "multifd-qatzip-level",
   "block-bitmap-mapping",
   "mode",
@@ -162,7 +172,7 @@ const RANGES: Partial<Record<keyof MigrationParameters, [number, number]>> = {
  * import assert from "node:assert/strict";
  *
  * assert.equal(checkCapabilityName("xbzrle"), "xbzrle");
- * assert.throws(() => checkCapabilityName("multifd"), NotSupportedError);
+ * assert.throws(() => checkCapabilityName("compress"), NotSupportedError);
  * assert.throws(() => checkCapabilityName("warp-drive"), TypeError);
  * ```
  *
@@ -201,8 +211,15 @@ export function checkCapabilityName(name: string): MigrationCapability {
  *
  * @param capabilities The capabilities.
  * @throws {TypeError} If a combination is not allowed.
+ * @throws {NotSupportedError} For multifd with postcopy-ram, which QEMU
+ *   7.2 accepts but livemig's source does not implement.
  */
 export function checkCapabilities(capabilities: MigrationCapabilities): void {
+  if (capabilities.multifd && capabilities["postcopy-ram"]) {
+    throw new NotSupportedError(
+      'Cannot set capability "multifd" with "postcopy-ram": livemig\'s source does not move postcopy pages off the multifd channels (QEMU 7.2 accepts the pair)',
+    );
+  }
   if (capabilities["postcopy-preempt"] && !capabilities["postcopy-ram"]) {
     throw new TypeError(
       'Cannot set capability "postcopy-preempt": it requires "postcopy-ram"',
@@ -235,6 +252,10 @@ export function checkCapabilities(capabilities: MigrationCapabilities): void {
  * checkParameter("downtime-limit", 300);
  * assert.throws(() => checkParameter("downtime-limit", 2_000_001), RangeError);
  * assert.throws(() => checkParameter("xbzrle-cache-size", 12288), RangeError);
+ * assert.throws(
+ *   () => checkParameter("multifd-channels", 0),
+ *   { message: "Parameter 'multifd_channels' expects a value between 1 and 255" },
+ * );
  * ```
  *
  * @param name The parameter.
@@ -242,9 +263,9 @@ export function checkCapabilities(capabilities: MigrationCapabilities): void {
  * @param pageSize The target page size, for `xbzrle-cache-size`.
  * @throws {RangeError} If the value is out of QEMU's range.
  */
-export function checkParameter(
-  name: keyof MigrationParameters,
-  value: number | boolean,
+export function checkParameter<K extends keyof MigrationParameters>(
+  name: K,
+  value: MigrationParameters[K],
   pageSize = 4096,
 ): void {
   if (name === "cpu-throttle-tailslow") {
@@ -255,9 +276,28 @@ export function checkParameter(
     }
     return;
   }
+  if (name === "multifd-compression") {
+    if (!MULTIFD_COMPRESSIONS.includes(value as MultifdCompression)) {
+      throw new TypeError(
+        `Parameter 'multifd-compression' does not accept value '${value}'`,
+      );
+    }
+    return;
+  }
   if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
     throw new RangeError(
       `Cannot set parameter "${name}": it must be a non-negative integer: received ${value}`,
+    );
+  }
+  const qemuRange = QEMU_RANGES[name];
+  if (
+    qemuRange !== undefined && (value < qemuRange[0] || value > qemuRange[1])
+  ) {
+    // QEMU 7.2's message, with its underscores.
+    throw new RangeError(
+      `Parameter '${name.replaceAll("-", "_")}' expects a value between ${
+        qemuRange[0]
+      } and ${qemuRange[1]}`,
     );
   }
   if (name === "downtime-limit" && value > MAX_DOWNTIME_MS) {
@@ -283,6 +323,22 @@ export function checkParameter(
   }
 }
 
+/** The multifd compression methods of QEMU 7.2. */
+const MULTIFD_COMPRESSIONS: readonly MultifdCompression[] = [
+  "none",
+  "zlib",
+  "zstd",
+];
+
+/** Parameters with QEMU 7.2's ranges (`migrate_params_check`). */
+const QEMU_RANGES: Partial<
+  Record<keyof MigrationParameters, readonly [number, number]>
+> = {
+  "multifd-channels": [1, 255],
+  "multifd-zlib-level": [0, 9],
+  "multifd-zstd-level": [0, 20],
+};
+
 /**
  * Parses `name=value` for a parameter, accepting human units: sizes for
  * `xbzrle-cache-size`, bandwidths for `*-bandwidth`, durations for
@@ -305,7 +361,7 @@ export function checkParameter(
  */
 export function parseParameterArgument(
   argument: string,
-): [keyof MigrationParameters, number | boolean] {
+): [keyof MigrationParameters, number | boolean | MultifdCompression] {
   const [name, value] = splitArgument(argument, "parameter");
   let parsed: number | boolean;
   switch (name) {
@@ -323,6 +379,19 @@ export function parseParameterArgument(
       break;
     case "cpu-throttle-tailslow":
       parsed = parseSwitch(name, value, "parameter");
+      break;
+    case "multifd-compression":
+      checkParameter(name, value as MultifdCompression);
+      return [name, value as MultifdCompression];
+    case "multifd-channels":
+    case "multifd-zlib-level":
+    case "multifd-zstd-level":
+      if (!/^\d+$/.test(value)) {
+        throw new TypeError(
+          `Cannot set parameter "${name}": it expects an integer: received "${value}"`,
+        );
+      }
+      parsed = Number(value);
       break;
     case "max-bandwidth":
     case "avail-switchover-bandwidth":

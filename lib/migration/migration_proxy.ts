@@ -56,6 +56,29 @@ import type {
 import type { MigrationProxyInfo } from "./migration_proxy_info.ts";
 import { MigrationState, type MigrationStatus } from "./migration_state.ts";
 import { ReencodeStream } from "./reencode_stream.ts";
+import type { DestinationMultifdOptions } from "./destination_migration.ts";
+import {
+  mergeMultifdChannels,
+  openProxyConnections,
+  type ProxyConnections,
+  splitMultifdChannels,
+} from "./_proxy_multifd.ts";
+
+/** multifd on the sides of a {@linkcode MigrationProxy}. */
+export interface ProxyMultifdOptions {
+  /** The source's multifd settings; unset: the source has multifd off. */
+  source?: DestinationMultifdOptions;
+  /** The destination's; unset: one stream to the destination. */
+  destination?: DestinationMultifdOptions;
+}
+
+/** Options for {@linkcode MigrationProxy.run}. */
+export interface ProxyRunOptions {
+  /** With multifd on the source's side: accepts its channel connections. */
+  accept?: () => Promise<Transport>;
+  /** With multifd on the destination's side: opens its channel connections. */
+  connect?: () => Promise<Transport>;
+}
 
 /** Options for {@linkcode MigrationProxy}. */
 export interface MigrationProxyOptions {
@@ -77,6 +100,8 @@ export interface MigrationProxyOptions {
   parameters?: Partial<MigrationParameters>;
   /** Time source for the rate limit and the times. Defaults to the real clock. */
   clock?: Clock;
+  /** multifd on the source's side and on the destination's, each its own. */
+  multifd?: ProxyMultifdOptions;
 }
 
 /**
@@ -128,6 +153,7 @@ export interface MigrationProxyOptions {
  * ```
  */
 export class MigrationProxy extends EventTarget {
+  readonly #options: MigrationProxyOptions;
   readonly #clock: Clock;
   readonly #xbzrle: boolean;
   readonly #cacheSize: number | undefined;
@@ -160,6 +186,7 @@ export class MigrationProxy extends EventTarget {
    */
   constructor(options: MigrationProxyOptions = {}) {
     super();
+    this.#options = options;
     this.#clock = options.clock ?? SYSTEM_CLOCK;
     this.#xbzrle = options.capabilities?.xbzrle ?? false;
     this.#cacheSize = options.parameters?.["xbzrle-cache-size"];
@@ -278,12 +305,22 @@ export class MigrationProxy extends EventTarget {
   async run(
     source: Transport,
     destination: Transport,
+    options: ProxyRunOptions = {},
   ): Promise<MigrationProxyInfo> {
     this.#start(source, destination);
-    await Promise.all([
-      this.#forward(source, destination),
-      this.#relayReturnPath(destination, source),
-    ]);
+    const multifd = this.#options.multifd ?? {};
+    await openProxyConnections({ source, destination }, {
+      ...multifd,
+      accept: options.accept,
+      connect: options.connect,
+      clock: this.#clock,
+    }).then((c) => {
+      this.#transports.push(...c.sourceChannels, ...c.destinationChannels);
+      return Promise.all([
+        this.#forward(c),
+        this.#relayReturnPath(c.destination, c.source),
+      ]);
+    }, (error) => this.#fail(error, "transport"));
     await this.#closeAll();
     this.#endTime = this.#clock.now();
     this.#checkShut();
@@ -307,7 +344,8 @@ export class MigrationProxy extends EventTarget {
    * The stream, source to destination: decoded, its RAM re-encoded,
    * encoded again, paced.
    */
-  #forward(source: Transport, destination: Transport): Promise<void> {
+  #forward(c: ProxyConnections): Promise<void> {
+    const { source, destination } = c;
     const decoder = new MigrationDecoderStream({ deviceState: "opaque" });
     const reencode = new ReencodeStream({
       xbzrle: this.#xbzrle,
@@ -326,13 +364,27 @@ export class MigrationProxy extends EventTarget {
     this.#decoder = decoder;
     this.#reencode = reencode;
     this.#pacer = pacer;
-    return endpointReadable(source.readable, {
+    let records = endpointReadable(source.readable, {
       onBytes: (n) => this.#bytesIn += n,
       onError: (error) => this.#sides.tag(error, "source"),
-    })
-      .pipeThrough(decoder)
-      .pipeThrough(this.#endOfStreamTap(pacer))
-      .pipeThrough(reencode)
+    }).pipeThrough(decoder);
+    const multifd = this.#options.multifd;
+    if (multifd?.source) {
+      records = mergeMultifdChannels(records, c.sourceChannels, multifd.source);
+    }
+    records = records.pipeThrough(this.#endOfStreamTap(pacer))
+      .pipeThrough(reencode);
+    if (multifd?.destination) {
+      records = records.pipeThrough(
+        splitMultifdChannels(c.destinationChannels, {
+          ...multifd.destination,
+          parameters: this.#options.parameters,
+          limiter: pacer.limiter,
+          signal: this.#abort.signal,
+        }),
+      );
+    }
+    return records
       .pipeThrough(new ProxyEncoderStream(pacer, pacer.chunkBytes))
       .pipeThrough(pacer.limiter)
       .pipeTo(

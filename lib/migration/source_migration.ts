@@ -43,6 +43,7 @@ import type { RandomAccessFile, Transport } from "../transport/transport.ts";
 import type { OutgoingChannel } from "./_outgoing_channel.ts";
 import { runMigrationThread } from "./_migration_thread.ts";
 import type { Connect } from "./_postcopy_source.ts";
+import { migrateMultifd, type Open } from "./_multifd_send.ts";
 import { type SourceConfig, SourceRun } from "./_source_run.ts";
 import type { MigrationInfo } from "./migration_info.ts";
 import {
@@ -388,10 +389,12 @@ export class SourceMigration extends EventTarget {
         ),
       );
     }
-    return this.#start(
-      (run) => run.openChannel(transport, run.usesReturnPath),
-      options.connect,
-    );
+    const { connect } = options;
+    const start = (open: Open) => this.#start(open, connect);
+    if (this.#capabilities.multifd) {
+      return migrateMultifd(transport, { connect, start, ...this.#parameters });
+    }
+    return start((run) => run.openChannel(transport, run.usesReturnPath));
   }
 
   /**

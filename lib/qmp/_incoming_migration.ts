@@ -16,11 +16,14 @@
 
 import { describeError } from "../errors.ts";
 import { DestinationMigration } from "../migration/destination_migration.ts";
+import { acceptMultifdConnections } from "../migration/_multifd_receive.ts";
+import { SYSTEM_CLOCK } from "../streams/clock.ts";
 import type {
   MigrationEventDetail,
   MigrationStatus,
 } from "../migration/migration_state.ts";
 import { listenTransport } from "../transport/open_transport.ts";
+import type { QomObjects } from "./_qom_objects.ts";
 import type { TransportListener } from "../transport/transport.ts";
 import { parseTransportUri } from "../transport/transport_uri.ts";
 import type { MigrationSettings } from "./_migration_settings.ts";
@@ -32,6 +35,8 @@ import type { MonitorDestinationOptions } from "./migration_monitor.ts";
 
 /** Options for {@linkcode IncomingMigration}. */
 export interface IncomingMigrationOptions {
+  /** The TLS objects `tls-creds` and `tls-authz` name. */
+  objects: QomObjects;
   settings: MigrationSettings;
   runState: VmRunState;
   emit: EmitEvent;
@@ -182,7 +187,9 @@ export class IncomingMigration {
     const check = checkQemuUri(uri, "incoming");
     if (!check.ok) throw new QmpError({ desc: check.desc });
     try {
-      return await listenTransport(check.uri);
+      const { objects, settings } = this.#options;
+      const tls = objects.tlsFor("server", settings.parameters);
+      return await listenTransport(check.uri, tls ? { tls } : {});
     } catch (error) {
       throw new QmpError({ desc: describeError(error), cause: error });
     }
@@ -198,11 +205,20 @@ export class IncomingMigration {
     }
     const capabilities = settings.capabilities;
     this.#engineStarts = capabilities["postcopy-ram"] && runState.autostart;
+    const parameters = settings.livemigParameters();
     const destination = new DestinationMigration({
       ...this.#options.destination,
       postcopy: capabilities["postcopy-ram"],
       preempt: capabilities["postcopy-preempt"],
       autostart: this.#engineStarts,
+      ...(capabilities.multifd
+        ? {
+          multifd: {
+            channels: parameters["multifd-channels"],
+            compression: parameters["multifd-compression"],
+          },
+        }
+        : {}),
     });
     this.#destination = destination;
     destination.addEventListener("status", (event) => {
@@ -211,9 +227,15 @@ export class IncomingMigration {
       );
     });
     try {
-      await destination.incoming(transport, {
-        accept: () => listener.accept(),
-      });
+      const accept = () => listener.accept();
+      const multifd = destination.multifd;
+      const { main, channels } = multifd === undefined
+        ? { main: transport, channels: [] }
+        : await acceptMultifdConnections(
+          (first) => first ? Promise.resolve(transport) : accept(),
+          { ...multifd, clock: SYSTEM_CLOCK },
+        );
+      await destination.incoming(main, { accept, multifdChannels: channels });
     } catch (error) {
       this.#options.onFailed(error);
     } finally {

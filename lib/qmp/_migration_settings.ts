@@ -7,19 +7,20 @@
  *   be turned off; turning one on is refused with livemig's refusal (the
  *   one the command line gives), after QEMU's own checks.
  * - Parameters are all kept as QEMU keeps them; those without effect in
- *   livemig are inert (their capabilities cannot be turned on), except the
- *   `tls-*` ones, which would ask for TLS: a non-empty value is refused.
+ *   livemig are inert (their capabilities cannot be turned on); the
+ *   `tls-*` ones name `object-add` objects, looked up (as QEMU does) when
+ *   a migration connects or listens.
  *
  * @module
  */
 
 import { describeError } from "../errors.ts";
+import type { MultifdCompression } from "../wire/multifd_flags.ts";
 import {
   checkCapabilityName,
   type MigrationCapabilities,
   type MigrationCapability,
   type MigrationParameters,
-  parseParameterArgument,
 } from "../migration/migration_parameters.ts";
 import { checkCapabilityChange } from "./check_capability_change.ts";
 import { checkParameterChange } from "./check_parameter_change.ts";
@@ -47,6 +48,8 @@ const LIVE_PARAMETERS = [
   "cpu-throttle-increment",
   "cpu-throttle-tailslow",
   "max-cpu-throttle",
+  "multifd-channels",
+  "multifd-compression",
 ] as const;
 
 /** What a capability change depends on besides the capabilities. */
@@ -154,18 +157,13 @@ export class MigrationSettings {
       capabilities: this.#capabilities,
     });
     if (!result.ok) throw new QmpError({ desc: result.desc });
-    for (const name of ["tls-creds", "tls-hostname", "tls-authz"]) {
-      if (result.value[name] !== "" && result.value[name] !== undefined) {
-        throw livemigRefusal(name);
-      }
-    }
     const before = this.livemigParameters();
     this.#parameters = result.value;
     const after = this.livemigParameters();
     const changed: Partial<MigrationParameters> = {};
     for (const name of LIVE_PARAMETERS) {
       if (Object.hasOwn(args, name) || before[name] !== after[name]) {
-        (changed as Record<string, number | boolean>)[name] = after[name];
+        (changed as Record<string, unknown>)[name] = after[name];
       }
     }
     return changed;
@@ -210,18 +208,10 @@ export class MigrationSettings {
       "cpu-throttle-tailslow": this.#parameters["cpu-throttle-tailslow"] ===
         true,
       "max-cpu-throttle": get("max-cpu-throttle", 99),
+      "multifd-channels": get("multifd-channels", 255),
+      "multifd-compression": this.#parameters[
+        "multifd-compression"
+      ] as MultifdCompression,
     };
   }
-}
-
-/** livemig's refusal of a parameter it does not implement, as the command line words it. */
-function livemigRefusal(name: string): QmpError {
-  try {
-    parseParameterArgument(`${name}=x`);
-  } catch (error) {
-    return new QmpError({ desc: describeError(error), cause: error });
-  }
-  return new QmpError({
-    desc: `Cannot set parameter "${name}": livemig does not implement it`,
-  });
 }

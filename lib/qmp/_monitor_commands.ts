@@ -11,6 +11,7 @@ import { runHmp } from "./_hmp.ts";
 import type { IncomingMigration } from "./_incoming_migration.ts";
 import type { MigrationSettings } from "./_migration_settings.ts";
 import type { OutgoingMigration } from "./_outgoing_migration.ts";
+import type { QomObjects } from "./_qom_objects.ts";
 import type { VmRunState } from "./_vm_run_state.ts";
 import { qemuCommand } from "./qemu_commands.ts";
 import type { QmpCommandTable } from "./qmp_command.ts";
@@ -24,6 +25,8 @@ export interface MonitorParts {
   outgoing: OutgoingMigration;
   incoming: IncomingMigration;
   dirtyRate: DirtyRateSampler;
+  /** The TLS objects of `object-add`. */
+  objects: QomObjects;
   /** Ends the guest (`quit`), after the reply is on its way. */
   quit(): void;
 }
@@ -35,7 +38,11 @@ export interface MonitorParts {
  * @returns The table for a QmpServer.
  */
 export function monitorCommands(parts: MonitorParts): QmpCommandTable {
-  return { ...runStateCommands(parts), ...migrationCommands(parts) };
+  return {
+    ...runStateCommands(parts),
+    ...migrationCommands(parts),
+    ...parts.objects.commands(),
+  };
 }
 
 /** The run state, settings, queries and HMP. */

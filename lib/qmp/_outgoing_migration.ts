@@ -29,11 +29,13 @@ import {
   SourceMigration,
 } from "../migration/source_migration.ts";
 import { connectTransport } from "../transport/open_transport.ts";
+import type { TlsOptions } from "../transport/tls_transport.ts";
 import type { Transport } from "../transport/transport.ts";
 import type { TransportUri } from "../transport/transport_uri.ts";
 import { deferTransport } from "./_deferred_transport.ts";
 import type { MigrationSettings } from "./_migration_settings.ts";
 import { checkQemuUri, connectFailure } from "./_qemu_uri.ts";
+import type { QomObjects } from "./_qom_objects.ts";
 import type { EmitEvent, VmRunState } from "./_vm_run_state.ts";
 import { QmpError } from "./qmp_error.ts";
 import type { QmpValue } from "./qmp_json.ts";
@@ -45,6 +47,8 @@ export interface OutgoingMigrationOptions {
   runState: VmRunState;
   emit: EmitEvent;
   source: MonitorSourceOptions;
+  /** The TLS objects `tls-creds` names. */
+  objects: QomObjects;
 }
 
 /**
@@ -286,10 +290,17 @@ export class OutgoingMigration {
     if (!check.ok) throw new QmpError({ desc: check.desc });
     // The preempt connection follows the main one, so the destination
     // takes the first it accepts as the main channel.
-    const main = connectTransport(check.uri);
+    let tls;
+    try {
+      tls = this.#tls();
+    } catch (error) {
+      throw new QmpError({ desc: describeError(error), cause: error });
+    }
+    const connect = () => connectTransport(check.uri, tls ? { tls } : {});
+    const main = connect();
     const preempt = this.#options.settings.capabilities["postcopy-preempt"]
       ? deferTransport(
-        main.then(() => connectTransport(check.uri)),
+        main.then(connect),
         describeUri(check.uri),
       )
       : undefined;
@@ -310,8 +321,29 @@ export class OutgoingMigration {
     guest: MigratableGuest,
   ): Promise<void> {
     let transport: Transport;
+    if (
+      this.#options.settings.capabilities.multifd &&
+      uri.scheme !== "tcp" && uri.scheme !== "unix"
+    ) {
+      // As QEMU 7.2: migrate succeeds, then the migration fails.
+      early.errorDesc = "multifd is not supported by current protocol";
+      this.#end(early, "failed");
+      return;
+    }
+    let tls;
     try {
-      transport = await connectTransport(uri, { signal: early.abort.signal });
+      tls = this.#tls();
+    } catch (error) {
+      // QEMU's own text, e.g. "No TLS credentials with id 'tls0'".
+      early.errorDesc = describeError(error);
+      this.#end(early, "failed");
+      return;
+    }
+    try {
+      transport = await connectTransport(uri, {
+        signal: early.abort.signal,
+        ...(tls ? { tls } : {}),
+      });
     } catch (error) {
       if (early.status !== "cancelling") {
         early.errorDesc = connectFailure(uri, error);
@@ -328,8 +360,16 @@ export class OutgoingMigration {
     this.#early = undefined;
     this.#source = source;
     this.#migration = source.migrate(transport, {
-      connect: () => connectTransport(uri),
+      connect: () => connectTransport(uri, tls ? { tls } : {}),
     }).then(() => {}, () => {}); // the status and error-desc tell
+  }
+
+  /** TLS as `tls-creds` and `tls-hostname` ask for it, as a client. */
+  #tls(): TlsOptions | undefined {
+    return this.#options.objects.tlsFor(
+      "client",
+      this.#options.settings.parameters,
+    );
   }
 
   /** A source migration with the capabilities and parameters set now. */

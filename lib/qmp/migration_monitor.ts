@@ -40,6 +40,7 @@ import { IncomingMigration } from "./_incoming_migration.ts";
 import { MigrationSettings } from "./_migration_settings.ts";
 import { monitorCommands } from "./_monitor_commands.ts";
 import { OutgoingMigration } from "./_outgoing_migration.ts";
+import { QomObjects } from "./_qom_objects.ts";
 import { VmRunState } from "./_vm_run_state.ts";
 import type { QmpValue } from "./qmp_json.ts";
 import {
@@ -165,6 +166,7 @@ export class MigrationMonitor {
   readonly #server: QmpServer;
   readonly #runState: VmRunState;
   readonly #settings = new MigrationSettings();
+  readonly #objects = new QomObjects();
   readonly #outgoing: OutgoingMigration;
   readonly #incoming: IncomingMigration;
   readonly #dirtyRate: DirtyRateSampler;
@@ -201,12 +203,14 @@ export class MigrationMonitor {
       runState: this.#runState,
       emit,
       source: options.source ?? {},
+      objects: this.#objects,
     });
     this.#incoming = new IncomingMigration({
       settings: this.#settings,
       runState: this.#runState,
       emit,
       destination: options.destination ?? {},
+      objects: this.#objects,
       onFailed: (error) =>
         this.#ended.resolve({ reason: "incoming-failed", error }),
     });
@@ -224,6 +228,7 @@ export class MigrationMonitor {
         outgoing: this.#outgoing,
         incoming: this.#incoming,
         dirtyRate: this.#dirtyRate,
+        objects: this.#objects,
         quit: () => this.#end("host-qmp-quit", "quit"),
       }),
     });

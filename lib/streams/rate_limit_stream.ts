@@ -115,37 +115,7 @@ export class RateLimitStream<T = Uint8Array> extends TransformStream<T, T> {
       transform: async (chunk, controller) => {
         self.#closeWindowIfDue();
         controller.enqueue(chunk);
-        const bytes = size(chunk);
-        self.#windowBytes += bytes;
-        self.#bytesPassed += bytes;
-        while (self.#overBudget()) {
-          const wake = new AbortController();
-          self.#wake = wake;
-          // A chunk larger than the window's budget is paid off over the
-          // windows it spans, so the average holds to the limit whatever
-          // the chunk size; with chunks of one page this is QEMU's
-          // "wait until the window ends".
-          const until = self.#windowStart + self.#windowMs *
-              Math.max(1, self.#windowBytes / self.#budget());
-          const wait = until - self.#clock.now();
-          try {
-            if (wait > 0) {
-              await self.#clock.sleep(
-                wait,
-                signal ? AbortSignal.any([signal, wake.signal]) : wake.signal,
-              );
-            }
-          } catch (error) {
-            if (signal?.aborted) throw signal.reason;
-            if (!wake.signal.aborted) throw error;
-          } finally {
-            self.#wake = undefined;
-          }
-          // Paid off: close the window, which measures the average over the
-          // whole wait. Woken early (urgent bytes, a new limit): keep the
-          // debt, so the average still holds once the urgent bytes passed.
-          if (self.#clock.now() >= until) self.#closeWindowIfDue(true);
-        }
+        await self.#charge(size(chunk), signal);
       },
     });
     self = this;
@@ -203,6 +173,53 @@ export class RateLimitStream<T = Uint8Array> extends TransformStream<T, T> {
    */
   measure(): RateWindow | undefined {
     return this.#closeWindowIfDue();
+  }
+
+  /**
+   * Counts `bytes` that went another way to the same peer (QEMU 7.2 counts
+   * multifd channel bytes against the main stream's limit), waiting while
+   * the window is over its budget, as a chunk passing through would.
+   *
+   * @param bytes How many.
+   * @param signal Rejects the wait with `signal.reason`.
+   * @returns When the bytes may go.
+   */
+  async pass(bytes: number, signal?: AbortSignal): Promise<void> {
+    this.#closeWindowIfDue();
+    await this.#charge(bytes, signal);
+  }
+
+  async #charge(bytes: number, signal: AbortSignal | undefined): Promise<void> {
+    this.#windowBytes += bytes;
+    this.#bytesPassed += bytes;
+    while (this.#overBudget()) {
+      const wake = new AbortController();
+      this.#wake = wake;
+      // A chunk larger than the window's budget is paid off over the
+      // windows it spans, so the average holds to the limit whatever
+      // the chunk size; with chunks of one page this is QEMU's
+      // "wait until the window ends".
+      const until = this.#windowStart + this.#windowMs *
+          Math.max(1, this.#windowBytes / this.#budget());
+      const wait = until - this.#clock.now();
+      try {
+        if (wait > 0) {
+          await this.#clock.sleep(
+            wait,
+            signal ? AbortSignal.any([signal, wake.signal]) : wake.signal,
+          );
+        }
+      } catch (error) {
+        if (signal?.aborted) throw signal.reason;
+        if (!wake.signal.aborted) throw error;
+      } finally {
+        if (this.#wake === wake) this.#wake = undefined;
+      }
+      // Paid off: close the window, which measures the average over the
+      // whole wait. Woken early (urgent bytes, a new limit): keep the
+      // debt, so the average still holds once the urgent bytes passed.
+      if (this.#clock.now() >= until) this.#closeWindowIfDue(true);
+    }
   }
 
   #budget(): number {

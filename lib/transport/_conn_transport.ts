@@ -8,6 +8,15 @@
 import type { Transport } from "./transport.ts";
 import { createSinkStream, createSourceStream } from "./_byte_streams.ts";
 
+/**
+ * The part of a `Deno.Conn` a {@linkcode ConnTransport} uses, so a
+ * `node:tls` socket can stand in for one.
+ */
+export type ByteConn = Pick<
+  Deno.Conn,
+  "read" | "write" | "closeWrite" | "close"
+>;
+
 /** Bytes asked of the kernel per read; 64 KiB measured best on loopback. */
 const READ_CHUNK_BYTES = 64 * 1024;
 
@@ -23,12 +32,12 @@ export class ConnTransport implements Transport {
   readonly copiesWrites = true;
   readonly readable: ReadableStream<Uint8Array>;
   readonly writable: WritableStream<Uint8Array>;
-  readonly #conn: Deno.Conn;
+  readonly #conn: ByteConn;
   #closed = false;
   #readingFinished = false;
   #writingFinished = false;
 
-  constructor(conn: Deno.Conn, description: string) {
+  constructor(conn: ByteConn, description: string) {
     this.#conn = conn;
     this.description = description;
     this.readable = createSourceStream({

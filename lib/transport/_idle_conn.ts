@@ -6,6 +6,7 @@
  */
 
 import { type Clock, SYSTEM_CLOCK } from "../streams/clock.ts";
+import type { ByteConn } from "./_conn_transport.ts";
 
 /**
  * Returns `conn` with a `read()` that fails when no byte arrives within
@@ -13,7 +14,7 @@ import { type Clock, SYSTEM_CLOCK } from "../streams/clock.ts";
  * saying so (the transport reports it as the cause of its failed read).
  * Every other member is `conn`'s own.
  */
-export function watchIdle<C extends Deno.Conn>(
+export function watchIdle<C extends ByteConn>(
   conn: C,
   timeoutMs: number,
   clock: Clock = SYSTEM_CLOCK,

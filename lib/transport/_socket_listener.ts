@@ -14,6 +14,7 @@ import { describeError } from "../errors.ts";
 import type { Transport, TransportListener } from "./transport.ts";
 import { abortable } from "./_abortable.ts";
 import { watchIdle } from "./_idle_conn.ts";
+import type { ByteConn } from "./_conn_transport.ts";
 import type { ListenOptions } from "./listen_options.ts";
 import { TransportError } from "./transport_error.ts";
 
@@ -23,11 +24,18 @@ export interface SocketListenerOptions extends ListenOptions {
   onClose?: () => Promise<void>;
 }
 
-/** A `Deno.Listener` as a {@linkcode TransportListener}. */
-export class SocketListener implements TransportListener {
+/** What {@linkcode SocketListener} listens with: a `Deno.Listener` or the like. */
+export interface ConnListener<C extends ByteConn> {
+  accept(): Promise<C>;
+  close(): void;
+}
+
+/** A `Deno.Listener` (or a TLS one) as a {@linkcode TransportListener}. */
+export class SocketListener<C extends ByteConn = Deno.Conn>
+  implements TransportListener {
   readonly address: string;
-  readonly #listener: Deno.Listener;
-  readonly #wrap: (conn: Deno.Conn) => Transport;
+  readonly #listener: ConnListener<C>;
+  readonly #wrap: (conn: C) => Transport;
   readonly #options: SocketListenerOptions;
   readonly #onAbort = () => void this.close();
   /** Accepts waiting for the background loop, in order. */
@@ -38,9 +46,9 @@ export class SocketListener implements TransportListener {
   #closed = false;
 
   constructor(
-    listener: Deno.Listener,
+    listener: ConnListener<C>,
     address: string,
-    wrap: (conn: Deno.Conn) => Transport,
+    wrap: (conn: C) => Transport,
     options: SocketListenerOptions = {},
   ) {
     this.#listener = listener;
@@ -59,7 +67,7 @@ export class SocketListener implements TransportListener {
     const spare = this.#spares.shift();
     if (spare !== undefined) return spare;
     if (this.#looping) return await this.#waitForLoop(signal);
-    let conn: Deno.Conn;
+    let conn: C;
     try {
       conn = await abortable(
         this.#listener.accept(),

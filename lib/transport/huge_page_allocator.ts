@@ -10,6 +10,8 @@
  * @module
  */
 
+import { populateInChunks } from "./_populate_in_chunks.ts";
+
 /** `madvise` advice: back the range with transparent huge pages. */
 const MADV_HUGEPAGE = 14;
 /** `madvise` advice: fault the range in for writing (Linux 5.14+). */
@@ -21,8 +23,9 @@ const HUGE_PAGE = 2 * 1024 * 1024;
 export interface HugePageAllocatorOptions {
   /**
    * Whether to fault each new block in on another thread
-   * (`madvise(MADV_POPULATE_WRITE)`, best effort: older kernels refuse it)
-   * while the caller goes on, as a destination wants for RAM that is about
+   * (`madvise(MADV_POPULATE_WRITE)` 8 MiB at a time, so that the caller's
+   * own memory mapping never waits long behind it; best effort: older
+   * kernels refuse it) while the caller goes on, as a destination wants for RAM that is about
    * to be written page by page.
    *
    * @default {false}
@@ -48,7 +51,10 @@ export type HugePageAllocator =
   | {
     /** Huge pages cannot be asked for: allocate plain memory. */
     available: false;
-    /** Why: the error opening libc (no `--allow-ffi`, not Linux). */
+    /**
+     * Why: not Linux, no `--allow-ffi` (asked for without prompting), or
+     * the error opening libc.
+     */
     reason: string;
   };
 
@@ -81,6 +87,16 @@ export type HugePageAllocator =
 export function createHugePageAllocator(
   options: HugePageAllocatorOptions = {},
 ): HugePageAllocator {
+  if (Deno.build.os !== "linux") {
+    return { available: false, reason: "transparent huge pages need Linux" };
+  }
+  // Asking first keeps Deno from prompting for the permission on a terminal.
+  if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") {
+    return {
+      available: false,
+      reason: "FFI is not allowed (run deno with --allow-ffi)",
+    };
+  }
   let libc;
   try {
     libc = Deno.dlopen("libc.so.6", {
@@ -111,8 +127,16 @@ export function createHugePageAllocator(
       symbols.madvise(start, BigInt(size), MADV_HUGEPAGE);
       if (populate) {
         // Best effort: older kernels refuse MADV_POPULATE_WRITE.
-        symbols.madviseInBackground(start, BigInt(size), MADV_POPULATE_WRITE)
-          .catch(() => {});
+        populateInChunks(
+          (address, length) =>
+            symbols.madviseInBackground(
+              Deno.UnsafePointer.create(address),
+              BigInt(length),
+              MADV_POPULATE_WRITE,
+            ),
+          { address: aligned, size },
+          buffer,
+        ).catch(() => {});
       }
       return new Uint8Array(buffer, Number(aligned - base), size);
     },

@@ -1,4 +1,5 @@
 import type { Clock } from "../streams/clock.ts";
+import type { TlsOptions } from "./tls_transport.ts";
 
 /**
  * Options for listening on a socket address ({@linkcode listenTransport},
@@ -54,4 +55,9 @@ export interface ListenOptions {
    * `spareConnections`.
    */
   onRefused?: (peer: string) => void;
+  /**
+   * Runs TLS on every accepted connection, as a server (`tcp:` only): see
+   * `listenTls()`.
+   */
+  tls?: TlsOptions;
 }

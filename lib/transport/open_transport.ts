@@ -10,6 +10,8 @@ import { spawnExecTransport } from "./exec_transport.ts";
 import { openFileTransport } from "./file_transport.ts";
 import { SingleTransportListener } from "./_single_listener.ts";
 import type { ListenOptions } from "./listen_options.ts";
+import { connectTls, listenTls, type TlsOptions } from "./tls_transport.ts";
+import { NotSupportedError } from "../errors.ts";
 
 /** Options for {@linkcode connectTransport}. */
 export interface ConnectTransportOptions {
@@ -18,6 +20,8 @@ export interface ConnectTransportOptions {
    * `signal.reason`. Has no effect once the transport is open.
    */
   signal?: AbortSignal;
+  /** Runs TLS over the connection, as a client (`tcp:` only). */
+  tls?: TlsOptions;
 }
 
 /**
@@ -65,7 +69,8 @@ export type ListenTransportOptions = ListenOptions;
  * @param options An abort signal.
  * @returns The open transport.
  * @throws {TypeError} If the URI is malformed.
- * @throws {NotSupportedError} For `vsock:`, `rdma:` and `fd:`.
+ * @throws {NotSupportedError} For `vsock:`, `rdma:` and `fd:`, and for TLS
+ * on anything but `tcp:`.
  * @throws {TransportError} If the transport cannot be opened.
  */
 export async function connectTransport(
@@ -73,6 +78,11 @@ export async function connectTransport(
   options: ConnectTransportOptions = {},
 ): Promise<Transport> {
   const parsed = typeof uri === "string" ? parseTransportUri(uri) : uri;
+  const { tls, ...rest } = options;
+  if (tls !== undefined) {
+    refuseTlsOn(parsed);
+    return await connectTls(parsed, { ...rest, tls });
+  }
   switch (parsed.scheme) {
     case "tcp":
       return await connectTcp(parsed, options);
@@ -118,7 +128,8 @@ export async function connectTransport(
  *   `unix:` an idle timeout and how many spare connections to keep.
  * @returns The listener.
  * @throws {TypeError} If the URI is malformed.
- * @throws {NotSupportedError} For `vsock:`, `rdma:` and `fd:`.
+ * @throws {NotSupportedError} For `vsock:`, `rdma:` and `fd:`, and for TLS
+ * on anything but `tcp:`.
  * @throws {TransportError} If the address cannot be listened on, the command
  * not started or the file not opened.
  */
@@ -127,6 +138,11 @@ export async function listenTransport(
   options: ListenTransportOptions = {},
 ): Promise<TransportListener> {
   const parsed = typeof uri === "string" ? parseTransportUri(uri) : uri;
+  const { tls } = options;
+  if (tls !== undefined) {
+    refuseTlsOn(parsed);
+    return await listenTls(parsed, { ...options, tls });
+  }
   switch (parsed.scheme) {
     case "tcp":
       return await listenTcp(parsed, options);
@@ -149,4 +165,15 @@ export async function listenTransport(
         options.signal,
       );
   }
+}
+
+function refuseTlsOn(
+  uri: TransportUri,
+): asserts uri is Extract<TransportUri, { scheme: "tcp" }> {
+  if (uri.scheme === "tcp") return;
+  throw new NotSupportedError(
+    `Cannot use TLS on "${
+      formatTransportUri(uri)
+    }": livemig runs TLS over tcp: only`,
+  );
 }

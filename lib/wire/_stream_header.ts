@@ -73,7 +73,11 @@ export function decodeStreamHeader(
     throw new StreamFormatError(
       `Cannot decode stream header at offset ${offset}: magic ${
         hex(magic, 8)
-      } is not "QEVM" (0x5145564d), so this is not a migration stream`,
+      } is not "QEVM" (0x5145564d), so this is not a migration stream${
+        // A TLS record header: handshake (0x16), version 3.x.
+        bytes[0] === 0x16 && bytes[1] === 0x03
+          ? ": it starts a TLS handshake (the source uses TLS, so give this side tls-creds too)"
+          : ""}`,
       { offset },
     );
   }

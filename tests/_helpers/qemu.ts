@@ -214,7 +214,7 @@ export interface QemuInstance {
   readonly tempDir: string;
   /** The full command line, program name first. */
   readonly commandLine: readonly string[];
-  /** What QEMU wrote to stderr so far. */
+  /** What QEMU wrote to stderr so far (all of it once `exited` settled). */
   stderr(): string;
   /** Resolves with QEMU's exit status once the process has ended. */
   readonly exited: Promise<Deno.CommandStatus>;
@@ -349,7 +349,12 @@ export async function startQemu(options: QemuOptions): Promise<QemuInstance> {
     tempDir,
     commandLine: [QEMU_BINARY, ...args],
     stderr: () => stderrText,
-    exited: qemu.status,
+    // Resolves once stderr is read to its end too, so that what QEMU
+    // printed before exiting is in stderr() when this settles.
+    exited: qemu.status.then(async (status) => {
+      await stderrDone;
+      return status;
+    }),
     stop,
     [Symbol.asyncDispose]: stop,
   };

@@ -557,6 +557,37 @@ async function incomingPort(monitor: Monitor): Promise<number> {
   return Number(address.port);
 }
 
+/**
+ * A running source and a destination started with `-incoming defer`, both
+ * with a monitor open, the destination listening on a free port with
+ * events on.
+ */
+async function deferredPair(
+  rec: Recording,
+  source: string,
+  destination: string,
+): Promise<{ s: Monitor; d: Monitor; port: number }> {
+  const src = await rec.start("src", { firmware: source, paused: false });
+  const dst = await rec.start("dst", {
+    firmware: destination,
+    paused: false,
+    incoming: "defer",
+  });
+  const s = await rec.open("src", src);
+  const d = await rec.open("dst", dst);
+  await d.execute("migrate-set-capabilities", caps({ events: true }));
+  await d.execute("migrate-incoming", { uri: "tcp:127.0.0.1:0" });
+  return { s, d, port: await incomingPort(d) };
+}
+
+/** Waits for the MIGRATION event with `status`. */
+function waitStatus(monitor: Monitor, status: string): Promise<unknown> {
+  return monitor.waitForEvent(
+    "MIGRATION",
+    (data) => (data as { status: string }).status === status,
+  );
+}
+
 const INFO_MIGRATE = { "command-line": "info migrate" };
 
 /** A raw line, sent as is. */
@@ -1315,14 +1346,8 @@ const SCENARIOS: readonly Scenario[] = [
       await s.execute("query-migrate");
       await s.execute("human-monitor-command", INFO_MIGRATE);
       await s.execute("migrate", { uri: `tcp:127.0.0.1:${port}` });
-      await s.waitForEvent(
-        "MIGRATION",
-        (data) => (data as { status: string }).status === "completed",
-      );
-      await d.waitForEvent(
-        "MIGRATION",
-        (data) => (data as { status: string }).status === "completed",
-      );
+      await waitStatus(s, "completed");
+      await waitStatus(d, "completed");
       await d.waitForEvent("RESUME");
       await s.execute("query-migrate");
       await s.execute("human-monitor-command", INFO_MIGRATE);
@@ -1347,27 +1372,14 @@ const SCENARIOS: readonly Scenario[] = [
     description:
       "The precopy migration again with pause-before-switchover: the source stops in pre-switchover (query-migrate, info migrate, refused commands there), migrate-continue with the wrong and the right state, then device and completed.",
     async run(rec, fw) {
-      const src = await rec.start("src", { firmware: fw.idle, paused: false });
-      const dst = await rec.start("dst", {
-        firmware: fw.idle,
-        paused: false,
-        incoming: "defer",
-      });
-      const s = await rec.open("src", src);
-      const d = await rec.open("dst", dst);
-      await d.execute("migrate-set-capabilities", caps({ events: true }));
-      await d.execute("migrate-incoming", { uri: "tcp:127.0.0.1:0" });
-      const port = await incomingPort(d);
+      const { s, d, port } = await deferredPair(rec, fw.idle, fw.idle);
       await s.execute(
         "migrate-set-capabilities",
         caps({ events: true, "pause-before-switchover": true }),
       );
       await s.execute("migrate-continue", { state: "pre-switchover" });
       await s.execute("migrate", { uri: `tcp:127.0.0.1:${port}` });
-      await s.waitForEvent(
-        "MIGRATION",
-        (data) => (data as { status: string }).status === "pre-switchover",
-      );
+      await waitStatus(s, "pre-switchover");
       await s.execute("query-migrate");
       await s.execute("human-monitor-command", INFO_MIGRATE);
       await s.execute("query-status");
@@ -1384,14 +1396,8 @@ const SCENARIOS: readonly Scenario[] = [
       await s.execute("migrate-set-parameters", { "downtime-limit": 400 });
       await s.execute("query-migrate-parameters");
       await s.execute("migrate-continue", { state: "pre-switchover" });
-      await s.waitForEvent(
-        "MIGRATION",
-        (data) => (data as { status: string }).status === "completed",
-      );
-      await d.waitForEvent(
-        "MIGRATION",
-        (data) => (data as { status: string }).status === "completed",
-      );
+      await waitStatus(s, "completed");
+      await waitStatus(d, "completed");
       await d.waitForEvent("RESUME");
       await s.execute("query-migrate");
       await s.execute("human-monitor-command", INFO_MIGRATE);
@@ -1404,17 +1410,7 @@ const SCENARIOS: readonly Scenario[] = [
     description:
       "A guest that keeps dirtying pages, with xbzrle on: downtime-limit 1 ms and max-bandwidth 1 MiB/s keep it in active; query-migrate and info migrate while active (xbzrle section); max-bandwidth changed during the migration; then downtime-limit 2000000 makes it complete at once.",
     async run(rec, fw) {
-      const src = await rec.start("src", { firmware: fw.dirty, paused: false });
-      const dst = await rec.start("dst", {
-        firmware: fw.idle,
-        paused: false,
-        incoming: "defer",
-      });
-      const s = await rec.open("src", src);
-      const d = await rec.open("dst", dst);
-      await d.execute("migrate-set-capabilities", caps({ events: true }));
-      await d.execute("migrate-incoming", { uri: "tcp:127.0.0.1:0" });
-      const port = await incomingPort(d);
+      const { s, d, port } = await deferredPair(rec, fw.dirty, fw.idle);
       await s.execute(
         "migrate-set-capabilities",
         caps({ events: true, xbzrle: true }),
@@ -1443,14 +1439,8 @@ const SCENARIOS: readonly Scenario[] = [
       await s.execute("query-migrate");
       rec.note("downtime-limit 2000000 lets it complete");
       await s.execute("migrate-set-parameters", { "downtime-limit": 2000000 });
-      await s.waitForEvent(
-        "MIGRATION",
-        (data) => (data as { status: string }).status === "completed",
-      );
-      await d.waitForEvent(
-        "MIGRATION",
-        (data) => (data as { status: string }).status === "completed",
-      );
+      await waitStatus(s, "completed");
+      await waitStatus(d, "completed");
       await d.waitForEvent("RESUME");
       await s.execute("query-migrate");
       await s.execute("human-monitor-command", INFO_MIGRATE);
@@ -1462,26 +1452,13 @@ const SCENARIOS: readonly Scenario[] = [
     description:
       "migrate and migrate_cancel in one write, so the cancel arrives while the source is still in setup; what the source reports and what the destination sees.",
     async run(rec, fw) {
-      const src = await rec.start("src", { firmware: fw.idle, paused: false });
-      const dst = await rec.start("dst", {
-        firmware: fw.idle,
-        paused: false,
-        incoming: "defer",
-      });
-      const s = await rec.open("src", src);
-      const d = await rec.open("dst", dst);
-      await d.execute("migrate-set-capabilities", caps({ events: true }));
-      await d.execute("migrate-incoming", { uri: "tcp:127.0.0.1:0" });
-      const port = await incomingPort(d);
+      const { s, d, port } = await deferredPair(rec, fw.idle, fw.idle);
       await s.execute("migrate-set-capabilities", caps({ events: true }));
       await s.send(
         `{"execute": "migrate", "arguments": {"uri": "tcp:127.0.0.1:${port}"}}{"execute": "migrate_cancel"}{"execute": "query-migrate"}\n`,
         { replies: 3 },
       );
-      await s.waitForEvent(
-        "MIGRATION",
-        (data) => (data as { status: string }).status === "cancelled",
-      );
+      await waitStatus(s, "cancelled");
       await s.execute("query-migrate");
       await s.execute("human-monitor-command", INFO_MIGRATE);
       await s.execute("query-status");
@@ -1497,35 +1474,19 @@ const SCENARIOS: readonly Scenario[] = [
     description:
       "A guest that keeps dirtying pages, held in active by max-bandwidth 8 KiB/s (the first pass takes seconds) and downtime-limit 1 ms, cancelled 0.5 s into active: cancelling, cancelled; the guest keeps running; a second migrate_cancel; what the destination sees.",
     async run(rec, fw) {
-      const src = await rec.start("src", { firmware: fw.dirty, paused: false });
-      const dst = await rec.start("dst", {
-        firmware: fw.idle,
-        paused: false,
-        incoming: "defer",
-      });
-      const s = await rec.open("src", src);
-      const d = await rec.open("dst", dst);
-      await d.execute("migrate-set-capabilities", caps({ events: true }));
-      await d.execute("migrate-incoming", { uri: "tcp:127.0.0.1:0" });
-      const port = await incomingPort(d);
+      const { s, d, port } = await deferredPair(rec, fw.dirty, fw.idle);
       await s.execute("migrate-set-capabilities", caps({ events: true }));
       await s.execute("migrate-set-parameters", {
         "downtime-limit": 1,
         "max-bandwidth": 8192,
       });
       await s.execute("migrate", { uri: `tcp:127.0.0.1:${port}` });
-      await s.waitForEvent(
-        "MIGRATION",
-        (data) => (data as { status: string }).status === "active",
-      );
+      await waitStatus(s, "active");
       await delay(500);
       await s.execute("query-migrate");
       await s.execute("human-monitor-command", INFO_MIGRATE);
       await s.execute("migrate_cancel");
-      await s.waitForEvent(
-        "MIGRATION",
-        (data) => (data as { status: string }).status === "cancelled",
-      );
+      await waitStatus(s, "cancelled");
       await s.execute("query-migrate");
       await s.execute("human-monitor-command", INFO_MIGRATE);
       await s.execute("query-status");
@@ -1543,32 +1504,16 @@ const SCENARIOS: readonly Scenario[] = [
     description:
       "Cancelled while paused in pre-switchover (pause-before-switchover): the source restarts its guest (RESUME) and reports cancelled.",
     async run(rec, fw) {
-      const src = await rec.start("src", { firmware: fw.idle, paused: false });
-      const dst = await rec.start("dst", {
-        firmware: fw.idle,
-        paused: false,
-        incoming: "defer",
-      });
-      const s = await rec.open("src", src);
-      const d = await rec.open("dst", dst);
-      await d.execute("migrate-set-capabilities", caps({ events: true }));
-      await d.execute("migrate-incoming", { uri: "tcp:127.0.0.1:0" });
-      const port = await incomingPort(d);
+      const { s, d, port } = await deferredPair(rec, fw.idle, fw.idle);
       await s.execute(
         "migrate-set-capabilities",
         caps({ events: true, "pause-before-switchover": true }),
       );
       await s.execute("migrate", { uri: `tcp:127.0.0.1:${port}` });
-      await s.waitForEvent(
-        "MIGRATION",
-        (data) => (data as { status: string }).status === "pre-switchover",
-      );
+      await waitStatus(s, "pre-switchover");
       await s.execute("query-status");
       await s.execute("migrate_cancel");
-      await s.waitForEvent(
-        "MIGRATION",
-        (data) => (data as { status: string }).status === "cancelled",
-      );
+      await waitStatus(s, "cancelled");
       await delay(200);
       await s.execute("query-migrate");
       await s.execute("human-monitor-command", INFO_MIGRATE);
@@ -1604,17 +1549,11 @@ const SCENARIOS: readonly Scenario[] = [
         "max-bandwidth": 4194304,
       });
       await s.execute("migrate", { uri: `tcp:127.0.0.1:${sink.port}` });
-      await s.waitForEvent(
-        "MIGRATION",
-        (data) => (data as { status: string }).status === "pre-switchover",
-      );
+      await waitStatus(s, "pre-switchover");
       await s.execute("query-status");
       sink.pause();
       await s.execute("migrate-continue", { state: "pre-switchover" });
-      await s.waitForEvent(
-        "MIGRATION",
-        (data) => (data as { status: string }).status === "device",
-      );
+      await waitStatus(s, "device");
       rec.note(
         "migrate_cancel and query-migrate while the device phase is blocked on the socket",
       );
@@ -1653,23 +1592,10 @@ const SCENARIOS: readonly Scenario[] = [
     description:
       "migrate_cancel after the migration completed: accepted, nothing changes (no event, status stays completed, the guest stays in postmigrate).",
     async run(rec, fw) {
-      const src = await rec.start("src", { firmware: fw.idle, paused: false });
-      const dst = await rec.start("dst", {
-        firmware: fw.idle,
-        paused: false,
-        incoming: "defer",
-      });
-      const s = await rec.open("src", src);
-      const d = await rec.open("dst", dst);
-      await d.execute("migrate-set-capabilities", caps({ events: true }));
-      await d.execute("migrate-incoming", { uri: "tcp:127.0.0.1:0" });
-      const port = await incomingPort(d);
+      const { s, d, port } = await deferredPair(rec, fw.idle, fw.idle);
       await s.execute("migrate-set-capabilities", caps({ events: true }));
       await s.execute("migrate", { uri: `tcp:127.0.0.1:${port}` });
-      await s.waitForEvent(
-        "MIGRATION",
-        (data) => (data as { status: string }).status === "completed",
-      );
+      await waitStatus(s, "completed");
       await d.waitForEvent("RESUME");
       await s.execute("migrate_cancel");
       await delay(300);

@@ -28,11 +28,15 @@
  * `--profile DIR` runs both ends with `--cpu-prof` and writes their V8 CPU
  * profiles to DIR/source and DIR/destination; each `--deno-arg` is passed
  * to both `deno run` commands (e.g. `--v8-flags=...`, a permission), and
- * each `--cli-arg` to both CLI commands (e.g. `--hugepages`, which also
- * needs `--deno-arg=--allow-ffi`).
+ * each `--cli-arg` to both CLI commands (e.g. `--no-hugepages` for plain
+ * memory: both ends are given `--allow-ffi`, as the README's alias does, so
+ * guest RAM is on transparent huge pages by default). `--tls` runs both
+ * over TLS with x509 client certificates (`--tls-creds DIR`, made with
+ * openssl).
  */
 import { parseArgs } from "node:util";
 import { parseSize } from "../../mod.ts";
+import { createTlsCredentials } from "../_helpers/tls_certs.ts";
 
 const MIB = 1 << 20;
 const SAMPLE_MS = 5;
@@ -47,6 +51,7 @@ const { values } = parseArgs({
     cli: { type: "string" },
     "deno-arg": { type: "string", multiple: true },
     "cli-arg": { type: "string", multiple: true },
+    tls: { type: "boolean", default: false },
   },
 });
 const ramBytes = parseSize(values.ram, "--ram");
@@ -124,6 +129,7 @@ function denoArgs(side: "source" | "destination"): string[] {
     "run",
     "--allow-net=127.0.0.1",
     "--allow-read",
+    "--allow-ffi", // as the README's alias: huge pages by default
     ...values["deno-arg"] ?? [],
   ];
   if (values.profile !== undefined) {
@@ -140,6 +146,7 @@ async function runOnce(run: number): Promise<void> {
       "incoming",
       "tcp:127.0.0.1:0",
       ...values["cli-arg"] ?? [],
+      ...tlsArgs,
     ],
     stdin: "null",
     stdout: "piped",
@@ -174,6 +181,7 @@ async function runOnce(run: number): Promise<void> {
       `max-bandwidth=${values["max-bandwidth"]}`,
       "--json",
       ...values["cli-arg"] ?? [],
+      ...tlsArgs,
     ],
     stdin: "null",
     stdout: "piped",
@@ -240,4 +248,6 @@ async function runOnce(run: number): Promise<void> {
   console.log(lines.join("\n"));
 }
 
+await using tls = values.tls ? await createTlsCredentials() : undefined;
+const tlsArgs = tls === undefined ? [] : ["--tls-creds", tls.dir];
 for (let run = 1; run <= Number(values.runs); run++) await runOnce(run);

@@ -16,9 +16,12 @@
  * both ends report `completed` (polled every 5 ms), throughput, and both
  * processes' peak RSS (VmHWM).
  *
+ * `--tls` runs the migration over TLS with x509 client certificates
+ * (`tls-creds-x509` objects, verify-peer on), credentials made with openssl.
+ *
  * Run (needs qemu-system-x86_64 and nasm; -A so that /proc of the QEMU
  * processes can be read):
- *   deno run -A tests/bench/qemu_migrate_1gib.ts [--runs 3]
+ *   deno run -A tests/bench/qemu_migrate_1gib.ts [--runs 3] [--tls]
  */
 import { parseArgs } from "node:util";
 import {
@@ -26,9 +29,11 @@ import {
   incomingPort,
   type MigrationInfo,
   pmemsave,
+  type QemuInstance,
   qemuSkipReason,
   startQemu,
 } from "../_helpers/qemu.ts";
+import { createTlsCredentials } from "../_helpers/tls_certs.ts";
 
 const MIB = 1 << 20;
 const RAM_MIB = 1024;
@@ -37,7 +42,10 @@ const LAST_PAGE = RAM_MIB * MIB - 4096;
 
 const { values } = parseArgs({
   args: Deno.args,
-  options: { runs: { type: "string", default: "3" } },
+  options: {
+    runs: { type: "string", default: "3" },
+    tls: { type: "boolean", default: false },
+  },
 });
 
 function vmHwm(pid: number): number {
@@ -49,12 +57,41 @@ function delay(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
-async function runOnce(run: number, firmware: string): Promise<void> {
+/** Gives `vm` x509 credentials `tls0` and points its migration at them. */
+async function useTls(
+  vm: QemuInstance,
+  dir: string,
+  endpoint: "client" | "server",
+): Promise<void> {
+  await vm.qmp.execute("object-add", {
+    "qom-type": "tls-creds-x509",
+    id: "tls0",
+    dir,
+    endpoint,
+    "verify-peer": true,
+  });
+  await vm.qmp.execute("migrate-set-parameters", {
+    "tls-creds": "tls0",
+    ...(endpoint === "client" ? { "tls-hostname": "localhost" } : {}),
+  });
+}
+
+async function runOnce(
+  run: number,
+  firmware: string,
+  tlsDir: string | undefined,
+): Promise<void> {
   await using destination = await startQemu({
     firmware,
     ramMiB: RAM_MIB,
-    incoming: "tcp:127.0.0.1:0",
+    incoming: tlsDir === undefined ? "tcp:127.0.0.1:0" : "defer",
   });
+  if (tlsDir !== undefined) {
+    await useTls(destination, tlsDir, "server");
+    await destination.qmp.execute("migrate-incoming", {
+      uri: "tcp:127.0.0.1:0",
+    });
+  }
   await using source = await startQemu({
     firmware,
     ramMiB: RAM_MIB,
@@ -78,6 +115,7 @@ async function runOnce(run: number, firmware: string): Promise<void> {
   }
   const fillMs = performance.now() - fillStart;
   await source.qmp.execute("stop");
+  if (tlsDir !== undefined) await useTls(source, tlsDir, "client");
   await source.qmp.execute("migrate-set-parameters", {
     "max-bandwidth": 100 * 1024 * MIB,
   });
@@ -141,8 +179,9 @@ if (skip !== undefined) {
       PATTERN_START,
       PATTERN_PAGES: (RAM_MIB * MIB - PATTERN_START) / 4096,
     }, dir);
+    await using tls = values.tls ? await createTlsCredentials() : undefined;
     for (let run = 1; run <= Number(values.runs); run++) {
-      await runOnce(run, firmware);
+      await runOnce(run, firmware, tls?.dir);
     }
   } finally {
     await Deno.remove(dir, { recursive: true });

@@ -82,7 +82,10 @@ Deno.test("cli migrate -c return-path=off completes unconfirmed and warns", asyn
   const destination = await silentDestination();
   const io = captureIo();
   const code = await MIGRATE_COMMAND.run(
-    [destination.address, "--ram", "4MiB", "-c", "return-path=off", "--json"],
+    [
+      destination.address,
+      ...["--ram", "4MiB", "-c", "return-path=off", "--json", "--no-hugepages"],
+    ],
     io,
   );
   await destination.received;
@@ -100,7 +103,7 @@ Deno.test("cli migrate to exec: and file: runs without a return path and without
     for (const uri of [`file:${path}`, `exec:cat > '${path}'`]) {
       const io = captureIo();
       const code = await MIGRATE_COMMAND.run(
-        [uri, "--ram", "1MiB", "--json"],
+        [uri, "--ram", "1MiB", "--json", "--no-hugepages"],
         io,
       );
       assert.equal(code, 0, `${uri}: ${io.err}`);

@@ -25,6 +25,10 @@ Deno.test("DEFAULT_PARAMETERS are QEMU 7.2's defaults (dirty-limit's: 8.1's)", (
     "max-cpu-throttle": 99,
     "x-vcpu-dirty-limit-period": 1000,
     "vcpu-dirty-limit": 1,
+    "multifd-channels": 2,
+    "multifd-compression": "none",
+    "multifd-zlib-level": 1,
+    "multifd-zstd-level": 1,
   });
   assert.ok(Object.values(DEFAULT_CAPABILITIES).every((on) => on === false));
 });
@@ -67,14 +71,46 @@ Deno.test("parseParameterArgument() refuses QEMU's out-of-range values", () => {
   );
 });
 
+Deno.test("parseParameterArgument() takes the multifd parameters with QEMU 7.2's checks", () => {
+  assert.deepEqual(parseParameterArgument("multifd-channels=4"), [
+    "multifd-channels",
+    4,
+  ]);
+  assert.deepEqual(parseParameterArgument("multifd-compression=zstd"), [
+    "multifd-compression",
+    "zstd",
+  ]);
+  assert.throws(() => parseParameterArgument("multifd-channels=0"), {
+    name: "RangeError",
+    message: "Parameter 'multifd_channels' expects a value between 1 and 255",
+  });
+  assert.throws(() => parseParameterArgument("multifd-channels=256"), {
+    message: "Parameter 'multifd_channels' expects a value between 1 and 255",
+  });
+  assert.throws(() => parseParameterArgument("multifd-compression=lz4"), {
+    name: "TypeError",
+    message: "Parameter 'multifd-compression' does not accept value 'lz4'",
+  });
+  assert.throws(() => parseParameterArgument("multifd-zlib-level=10"), {
+    message: "Parameter 'multifd_zlib_level' expects a value between 0 and 9",
+  });
+  assert.throws(() => parseParameterArgument("multifd-zstd-level=21"), {
+    message: "Parameter 'multifd_zstd_level' expects a value between 0 and 20",
+  });
+  assert.throws(
+    () => parseParameterArgument("multifd-channels=two"),
+    /"multifd-channels": it expects an integer/,
+  );
+});
+
 Deno.test("parseParameterArgument() names what it refuses", () => {
   assert.throws(
     () => parseParameterArgument("announce-step=100"),
     NotSupportedError,
   );
   assert.throws(
-    () => parseParameterArgument("multifd-channels=4"),
-    /"multifd-channels": livemig does not implement it/,
+    () => parseParameterArgument("compress-level=4"),
+    /"compress-level": livemig does not implement it/,
   );
   assert.throws(
     () => parseParameterArgument("warp=9"),
@@ -96,7 +132,11 @@ Deno.test("parseCapabilityArgument() takes on/off and names what it refuses", ()
     false,
   ]);
   assert.deepEqual(parseCapabilityArgument("events=true"), ["events", true]);
-  assert.throws(() => parseCapabilityArgument("multifd=on"), NotSupportedError);
+  assert.deepEqual(parseCapabilityArgument("multifd=on"), ["multifd", true]);
+  assert.throws(
+    () => parseCapabilityArgument("compress=on"),
+    NotSupportedError,
+  );
   assert.throws(
     () => parseCapabilityArgument("nope=on"),
     /not a migration capability/,

@@ -7,16 +7,15 @@
  */
 import assert from "node:assert/strict";
 import {
-  connectTransport,
   createMemoryTransportPair,
   DestinationMigration,
-  listenTransport,
   ramSha256,
   SimulatedGuest,
   SourceMigration,
-  type Transport,
 } from "../../mod.ts";
 import { runCutCase } from "./_cut_case.ts";
+import { finishCli, spawnCli, waitForLine } from "../_helpers/cli_process.ts";
+import { freeTcpAddress, startTcpRelay } from "../_helpers/tcp_relay.ts";
 
 const MIB = 1024 * 1024;
 
@@ -32,7 +31,9 @@ async function migrate(postcopy: boolean, received = true) {
     // Postcopy at once, and slow enough that the destination guest runs
     // (and writes) for a while before the last page arrives.
     parameters: { "max-postcopy-bandwidth": 2 * MIB },
-    ...(postcopy ? { postcopyAfterPasses: 1 } : {}),
+    // postcopyAfterPasses 0: at the first sync, before the convergence
+    // check (1 MiB would fit the downtime budget after one pass).
+    ...(postcopy ? { postcopyAfterPasses: 0 } : {}),
   });
   const destination = new DestinationMigration({
     postcopy,
@@ -94,107 +95,12 @@ Deno.test("ram-sha256-received equals the source's digest after a postcopy recov
 });
 
 // ---------------------------------------------------------------------
-// Two CLI processes, their connection cut by killing the relay between
+// Two CLI processes, their connection cut by cutting the relay between
 // them once postcopy runs; they recover at another address.
 
-const CLI = new URL("../../cli.ts", import.meta.url).pathname;
-
-interface Process {
-  child: Deno.ChildProcess;
-  stdout: Promise<string>;
-  stderr: ReadableStreamDefaultReader<string>;
-}
-
-function spawn(args: string[]): Process {
-  const child = new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-net=127.0.0.1", CLI, ...args],
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  // A stuck process fails the test instead of hanging the run.
-  const watchdog = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch {
-      // it has ended
-    }
-  }, 120_000);
-  child.status.finally(() => clearTimeout(watchdog));
-  return {
-    child,
-    stdout: new Response(child.stdout).text(),
-    stderr: child.stderr.pipeThrough(new TextDecoderStream())
-      .pipeThrough(splitLines()).getReader(),
-  };
-}
-
-function splitLines(): TransformStream<string, string> {
-  let rest = "";
-  return new TransformStream({
-    transform(text, controller) {
-      const parts = (rest + text).split("\n");
-      rest = parts.pop()!;
-      for (const line of parts) controller.enqueue(line);
-    },
-    flush(controller) {
-      if (rest) controller.enqueue(rest);
-    },
-  });
-}
-
-async function waitForLine(process: Process, pattern: RegExp) {
-  while (true) {
-    const { done, value } = await process.stderr.read();
-    if (done) throw new Error(`the process ended before printing ${pattern}`);
-    const match = pattern.exec(value);
-    if (match) return match;
-  }
-}
-
-async function finish(process: Process) {
-  const [status, stdout] = await Promise.all([
-    process.child.status,
-    process.stdout,
-  ]);
-  while (!(await process.stderr.read()).done) { /* drain */ }
-  const json = JSON.parse(stdout.trimEnd().split("\n").at(-1) ?? "{}");
-  return { code: status.code, json };
-}
-
-/** A TCP relay to `target` that can be killed, cutting what it carries. */
-async function startRelay(target: string) {
-  const listener = await listenTransport("tcp:127.0.0.1:0");
-  const open: Transport[] = [];
-  const accepting = (async () => {
-    while (true) {
-      const inbound = await listener.accept().catch(() => undefined);
-      if (inbound === undefined) return;
-      const outbound = await connectTransport(target);
-      open.push(inbound, outbound);
-      inbound.readable.pipeTo(outbound.writable).catch(() => {});
-      outbound.readable.pipeTo(inbound.writable).catch(() => {});
-    }
-  })();
-  return {
-    address: listener.address,
-    async kill() {
-      await listener.close();
-      await Promise.all(open.splice(0).map((t) => t.close()));
-      await accepting;
-    },
-  };
-}
-
-async function freePort(): Promise<number> {
-  const listener = await listenTransport("tcp:127.0.0.1:0");
-  const port = Number(listener.address.split(":").at(-1));
-  await listener.close();
-  return port;
-}
-
 Deno.test("cli: ram-sha256-received equals the source's ram-sha256 after postcopy is cut and recovered", async () => {
-  const recover = `tcp:127.0.0.1:${await freePort()}`;
-  const incoming = spawn([
+  const recover = await freeTcpAddress();
+  const incoming = spawnCli([
     "incoming",
     "tcp:127.0.0.1:0",
     "-c",
@@ -207,10 +113,9 @@ Deno.test("cli: ram-sha256-received equals the source's ram-sha256 after postcop
     incoming,
     /waiting for a migration at (tcp:\S+)/,
   );
-  const relay = await startRelay(address!);
-  let killed = false;
+  const relay = await startTcpRelay(address!);
   try {
-    const migrate = spawn([
+    const migrate = spawnCli([
       "migrate",
       relay.address,
       "--ram",
@@ -223,7 +128,7 @@ Deno.test("cli: ram-sha256-received equals the source's ram-sha256 after postcop
       "-p",
       "max-postcopy-bandwidth=4MiB/s",
       "--postcopy-after",
-      "1",
+      "0",
       "--recover",
       recover,
       "--json",
@@ -232,18 +137,18 @@ Deno.test("cli: ram-sha256-received equals the source's ram-sha256 after postcop
     // and the source comes back at the recovery address.
     await waitForLine(incoming, /postcopy-active/);
     await new Promise((resolve) => setTimeout(resolve, 300));
-    await relay.kill();
-    killed = true;
+    await relay.cut();
     await waitForLine(incoming, /postcopy paused; waiting for the source/);
     const [source, destination] = await Promise.all([
-      finish(migrate),
-      finish(incoming),
+      finishCli(migrate),
+      finishCli(incoming),
     ]);
     assert.equal(source.code, 0, JSON.stringify(source.json));
     assert.equal(destination.code, 0, JSON.stringify(destination.json));
     assert.equal(source.json.status, "completed");
     assert.equal(destination.json.status, "completed");
-    assert.ok(destination.json.ram["postcopy-requests"] > 0);
+    const ram = destination.json.ram as Record<string, number>;
+    assert.ok(ram["postcopy-requests"]! > 0);
     assert.notDeepEqual(
       destination.json["ram-sha256"],
       source.json["ram-sha256"],
@@ -254,6 +159,6 @@ Deno.test("cli: ram-sha256-received equals the source's ram-sha256 after postcop
       source.json["ram-sha256"],
     );
   } finally {
-    if (!killed) await relay.kill();
+    await relay.close();
   }
 });
