@@ -312,8 +312,8 @@ Deno.test("cli migrate, incoming and demo exit 2 naming the bad argument", async
     [["migrate", "vsock:1:2"], /"vsock:1:2".*not supported/],
     [["migrate", "tcp:nohost"], /"tcp:nohost": a port is required/],
     [
-      ["migrate", "tcp:127.0.0.1:1", "-c", "auto-converge=on"],
-      /"auto-converge"/,
+      ["migrate", "tcp:127.0.0.1:1", "-c", "compress=on"],
+      /"compress"/,
     ],
     [
       ["migrate", "tcp:127.0.0.1:1", "-p", "max-bandwidth=fast"],

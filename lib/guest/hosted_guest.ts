@@ -1,5 +1,10 @@
 import type { GuestMemory } from "./guest_memory.ts";
-import type { GuestStateField, MigratableGuest } from "./migratable_guest.ts";
+import {
+  type GuestStateField,
+  type GuestThrottle,
+  type MigratableGuest,
+  NO_THROTTLE,
+} from "./migratable_guest.ts";
 
 /** Options for {@linkcode HostedGuest}. */
 export interface HostedGuestOptions {
@@ -19,6 +24,13 @@ export interface HostedGuestOptions {
   loadState?: (state: Uint8Array) => void;
   /** The layout of the state bytes, for the vmdesc trailer. */
   stateFields?: readonly GuestStateField[];
+  /**
+   * Called when a migration throttles the app (auto-converge,
+   * dirty-limit) and with {@linkcode NO_THROTTLE} when it stops: an app
+   * that slows its writers accordingly lets a migration converge that
+   * could not otherwise.
+   */
+  onThrottle?: (throttle: GuestThrottle) => void;
 }
 
 /**
@@ -61,6 +73,7 @@ export interface HostedGuestOptions {
 export class HostedGuest implements MigratableGuest {
   readonly #options: HostedGuestOptions;
   #running = true;
+  #throttle: GuestThrottle = NO_THROTTLE;
 
   /**
    * Constructs a new instance; the app is taken to be running.
@@ -84,6 +97,21 @@ export class HostedGuest implements MigratableGuest {
   /** The layout of the app's state bytes, when it gave one. */
   get stateFields(): readonly GuestStateField[] | undefined {
     return this.#options.stateFields;
+  }
+
+  /** The throttle a migration asked for last. */
+  get throttle(): GuestThrottle {
+    return this.#throttle;
+  }
+
+  /**
+   * Passes a migration's throttle on to the app (`onThrottle`).
+   *
+   * @param throttle How much to slow down.
+   */
+  setThrottle(throttle: GuestThrottle): void {
+    this.#throttle = throttle;
+    this.#options.onThrottle?.(throttle);
   }
 
   /** Stops the app's writers. */

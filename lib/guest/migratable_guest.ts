@@ -11,6 +11,35 @@ export interface GuestStateField {
 }
 
 /**
+ * How much a migration asks a running guest to slow down so that it can
+ * converge: auto-converge takes CPU time away (QEMU's CPU throttle: the
+ * guest runs `100 - cpuPercentage` percent of the time), dirty-limit caps
+ * the rate at which it dirties memory. Both zero: full speed.
+ *
+ * @example Usage
+ * ```ts
+ * import type { GuestThrottle } from "@livemig/livemig";
+ * import assert from "node:assert/strict";
+ *
+ * const throttle: GuestThrottle = { cpuPercentage: 20, dirtyLimit: 0 };
+ * const bytesPerSecond = 100e6 * (1 - throttle.cpuPercentage / 100);
+ * assert.equal(bytesPerSecond, 80e6);
+ * ```
+ */
+export interface GuestThrottle {
+  /** Percent of its CPU time the guest gives up (auto-converge), 0–99. */
+  readonly cpuPercentage: number;
+  /** Most bytes per second the guest may dirty (dirty-limit); 0 = no cap. */
+  readonly dirtyLimit: number;
+}
+
+/** No throttle: the guest runs at full speed. */
+export const NO_THROTTLE: GuestThrottle = Object.freeze({
+  cpuPercentage: 0,
+  dirtyLimit: 0,
+});
+
+/**
  * What a migration needs from a guest: its RAM with a dirty log, a way to
  * stop and restart it, and its device state (the small, versioned part
  * that is not RAM).
@@ -61,4 +90,12 @@ export interface MigratableGuest {
    * is described as one buffer.
    */
   readonly stateFields?: readonly GuestStateField[] | undefined;
+  /**
+   * Slows the guest down (auto-converge, dirty-limit) or, with
+   * {@linkcode NO_THROTTLE}, lets it run at full speed again. A guest
+   * without it is never throttled.
+   *
+   * @param throttle How much.
+   */
+  setThrottle?(throttle: GuestThrottle): void;
 }

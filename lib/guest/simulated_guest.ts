@@ -17,7 +17,12 @@
 
 import { type Clock, SYSTEM_CLOCK } from "../streams/clock.ts";
 import { GuestMemory, type GuestMemoryOptions } from "./guest_memory.ts";
-import type { GuestStateField, MigratableGuest } from "./migratable_guest.ts";
+import {
+  type GuestStateField,
+  type GuestThrottle,
+  type MigratableGuest,
+  NO_THROTTLE,
+} from "./migratable_guest.ts";
 import { Workload, type WorkloadSpec } from "./workload.ts";
 
 /** Options for {@linkcode SimulatedGuest}. */
@@ -116,6 +121,7 @@ export class SimulatedGuest implements MigratableGuest {
   #rateWindowPages = 0;
   #dirtyRate = 0;
   #blockedMs = 0;
+  #throttle: GuestThrottle = NO_THROTTLE;
 
   /**
    * Constructs a new instance; it starts running unless told otherwise.
@@ -178,6 +184,23 @@ export class SimulatedGuest implements MigratableGuest {
     return STATE_FIELDS;
   }
 
+  /** The throttle a migration asked for last. */
+  get throttle(): GuestThrottle {
+    return this.#throttle;
+  }
+
+  /**
+   * Slows the workload: it runs `100 - cpuPercentage` percent of the time
+   * (QEMU's CPU throttle lets a vCPU run a slice, then sleeps it in
+   * proportion), and never dirties more than `dirtyLimit` bytes per
+   * second.
+   *
+   * @param throttle How much.
+   */
+  setThrottle(throttle: GuestThrottle): void {
+    this.#throttle = throttle;
+  }
+
   /** Stops the workload: no write happens after this returns. */
   pause(): void {
     this.#running = false;
@@ -193,13 +216,16 @@ export class SimulatedGuest implements MigratableGuest {
   }
 
   /**
-   * Runs the workload for `elapsedMs` milliseconds' worth of writes, now.
+   * Runs the workload for `elapsedMs` milliseconds' worth of writes, now,
+   * slowed by the throttle.
    *
    * @param elapsedMs Simulated time.
    * @returns Pages written.
    */
   step(elapsedMs: number): number {
-    const pages = this.#workload.step(elapsedMs);
+    const pages = this.#workload.step(
+      elapsedMs * throttledShare(this.#throttle, this.#workload.spec),
+    );
     this.#rateWindowPages += pages;
     const now = this.#clock.now();
     const window = now - this.#rateWindowStart;
@@ -300,6 +326,16 @@ export class SimulatedGuest implements MigratableGuest {
       }
     }
   }
+}
+
+/** The share of real time the workload gets under a throttle, 0–1. */
+function throttledShare(throttle: GuestThrottle, spec: WorkloadSpec): number {
+  let share = 1 - throttle.cpuPercentage / 100;
+  const rate = "bytesPerSecond" in spec ? spec.bytesPerSecond : 0;
+  if (throttle.dirtyLimit > 0 && rate * share > throttle.dirtyLimit) {
+    share = throttle.dirtyLimit / rate;
+  }
+  return share;
 }
 
 const STATE_FIELDS: readonly GuestStateField[] = [

@@ -64,6 +64,7 @@ export async function runMigrationThread(
     }
     run.metrics.completed();
     run.scanner.stop();
+    run.throttle.stop();
     run.state.moveTo("completed");
     run.progress(true);
     return run.info(run.state.status);

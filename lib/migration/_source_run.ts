@@ -22,6 +22,8 @@ import { XbzrlePageEncoder } from "../ram/xbzrle_page_encoder.ts";
 import type { Clock } from "../streams/clock.ts";
 import type { RateWindow } from "../streams/rate_limit_stream.ts";
 import type { RandomAccessFile, Transport } from "../transport/transport.ts";
+import { aborted } from "./_aborted.ts";
+import { AutoConverge } from "./_auto_converge.ts";
 import { OutgoingChannel } from "./_outgoing_channel.ts";
 import { recvBitmapBytes, servePageRequest } from "./_page_requests.ts";
 import type { PreemptChannel } from "./_preempt_channel.ts";
@@ -85,6 +87,8 @@ export class SourceRun {
   readonly requests: PageRequestQueue = new PageRequestQueue();
   /** The block the last page record named (shared by the page encoders). */
   readonly lastBlock: { name: string | undefined } = { name: undefined };
+  /** Slows the guest when it dirties too fast (auto-converge, dirty-limit). */
+  readonly throttle: AutoConverge;
   /** What went wrong last, for `error-desc` once failed. */
   errorDesc: string | undefined;
   /** The multifd channels, with the capability `multifd`. */
@@ -118,6 +122,11 @@ export class SourceRun {
       clock: config.clock,
       pageSize: memory.pageSize,
       totalBytes: memory.totalBytes,
+    });
+    this.throttle = new AutoConverge(config.guest, {
+      ...config,
+      pageSize: memory.pageSize,
+      transferred: () => this.metrics.transferred,
     });
   }
 
@@ -205,6 +214,7 @@ export class SourceRun {
     this.#abort.abort(reason);
     this.#channel?.fail(reason);
     this.#scanner?.stop();
+    this.throttle.stop();
   }
 
   /** The run ended: live parameter changes and pauses no longer apply. */
@@ -290,8 +300,12 @@ export class SourceRun {
     const scanner = this.scanner;
     const dirtied = scanner.sync();
     this.#xbzrle?.setGeneration(scanner.syncCount);
+    this.throttle.synced(dirtied);
     const sentInPeriod = this.metrics.recordSync(dirtied);
-    if (sentInPeriod !== undefined) this.#xbzrle?.closeRatePeriod(sentInPeriod);
+    if (sentInPeriod !== undefined) {
+      this.#xbzrle?.closeRatePeriod(sentInPeriod);
+      this.throttle.periodClosed();
+    }
     this.#onPass(scanner.syncCount);
   }
 
@@ -453,6 +467,7 @@ export class SourceRun {
       info.downtime = downtime;
     }
     if (this.#xbzrle) info["xbzrle-cache"] = this.#xbzrle.stats();
+    Object.assign(info, this.throttle.info());
     // As QEMU 8.1 on (7.2 only shows it once failed): a paused postcopy
     // says what broke.
     if (
@@ -487,13 +502,4 @@ export class SourceRun {
     this.metrics.recordWindow(window);
     this.#onProgress(false);
   }
-}
-
-function aborted(signal: AbortSignal): Promise<never> {
-  return new Promise((_, reject) => {
-    if (signal.aborted) reject(signal.reason);
-    signal.addEventListener("abort", () => reject(signal.reason), {
-      once: true,
-    });
-  });
 }

@@ -87,4 +87,13 @@ export interface MigrationInfo {
   "postcopy-blocktime"?: number;
   /** Destination, with `postcopy-blocktime`: ms per vCPU. */
   "postcopy-vcpu-blocktime"?: number[];
+  /** auto-converge: the guest's CPU throttle in percent, while throttled. */
+  "cpu-throttle-percentage"?: number;
+  /**
+   * dirty-limit (QEMU 8.1 on), while the guest's dirty rate is capped:
+   * microseconds it sleeps per dirty-ring round to hold the cap.
+   */
+  "dirty-limit-throttle-time-per-round"?: number;
+  /** dirty-limit: microseconds the guest takes to fill its dirty ring. */
+  "dirty-limit-ring-full-time"?: number;
 }

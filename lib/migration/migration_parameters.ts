@@ -24,6 +24,8 @@ export type MigrationCapability =
   | "postcopy-preempt"
   | "postcopy-blocktime"
   | "mapped-ram"
+  | "auto-converge"
+  | "dirty-limit"
   | "multifd";
 
 /** Which capabilities are on. */
@@ -41,6 +43,30 @@ export interface MigrationParameters {
   "xbzrle-cache-size": number;
   /** Bytes per second of the postcopy background copy; 0 = unlimited. */
   "max-postcopy-bandwidth": number;
+  /**
+   * auto-converge: the percentage of the bytes sent in a sync period that
+   * the bytes dirtied in it may reach before it counts as too high
+   * (QEMU: 50).
+   */
+  "throttle-trigger-threshold": number;
+  /** auto-converge: the first CPU throttle, in percent (QEMU: 20). */
+  "cpu-throttle-initial": number;
+  /** auto-converge: how much each further step adds, in percent (QEMU: 10). */
+  "cpu-throttle-increment": number;
+  /**
+   * auto-converge: steps after the first add only what would bring the
+   * dirty rate down to the threshold, at most the increment (QEMU: false).
+   */
+  "cpu-throttle-tailslow": boolean;
+  /** auto-converge: the most the CPU is throttled, in percent (QEMU: 99). */
+  "max-cpu-throttle": number;
+  /**
+   * dirty-limit: milliseconds over which the guest's dirty rate is
+   * measured when it is held to the limit (QEMU 8.1 on: 1000).
+   */
+  "x-vcpu-dirty-limit-period": number;
+  /** dirty-limit: the most a vCPU may dirty, in MB/s (QEMU 8.1 on: 1). */
+  "vcpu-dirty-limit": number;
   /** Channel connections of a multifd migration, 1 to 255 (QEMU: 2). */
   "multifd-channels": number;
   /** How multifd channels compress pages (QEMU: `none`). */
@@ -61,6 +87,8 @@ export const DEFAULT_CAPABILITIES: Readonly<MigrationCapabilities> = {
   "postcopy-preempt": false,
   "postcopy-blocktime": false,
   "mapped-ram": false,
+  "auto-converge": false,
+  "dirty-limit": false,
   "multifd": false,
 };
 
@@ -71,6 +99,13 @@ export const DEFAULT_PARAMETERS: Readonly<MigrationParameters> = {
   "avail-switchover-bandwidth": 0,
   "xbzrle-cache-size": 67_108_864,
   "max-postcopy-bandwidth": 0,
+  "throttle-trigger-threshold": 50,
+  "cpu-throttle-initial": 20,
+  "cpu-throttle-increment": 10,
+  "cpu-throttle-tailslow": false,
+  "max-cpu-throttle": 99,
+  "x-vcpu-dirty-limit-period": 1000,
+  "vcpu-dirty-limit": 1,
   "multifd-channels": 2,
   "multifd-compression": "none",
   "multifd-zlib-level": 1,
@@ -80,7 +115,6 @@ export const DEFAULT_PARAMETERS: Readonly<MigrationParameters> = {
 /** QEMU capabilities livemig knows but does not implement. */
 const UNSUPPORTED_CAPABILITIES = new Set([
   "rdma-pin-all",
-  "auto-converge",
   "zero-blocks",
   "compress",
   "x-colo",
@@ -93,7 +127,6 @@ const UNSUPPORTED_CAPABILITIES = new Set([
   "background-snapshot",
   "zero-copy-send",
   "switchover-ack",
-  "dirty-limit",
 ]);
 
 /** QEMU parameters livemig knows but does not implement. */
@@ -106,26 +139,29 @@ const UNSUPPORTED_PARAMETERS = new Set([
   "compress-threads",
   "compress-wait-thread",
   "decompress-threads",
-  "throttle-trigger-threshold",
-  "cpu-throttle-initial",
-  "cpu-throttle-increment",
-  "cpu-throttle-tailslow",
   "tls-creds",
   "tls-hostname",
   "tls-authz",
   "x-checkpoint-delay",
   "block-incremental",
-  "max-cpu-throttle",
   "multifd-qatzip-level",
   "block-bitmap-mapping",
-  "x-vcpu-dirty-limit-period",
-  "vcpu-dirty-limit",
   "mode",
   "zero-page-detection",
   "direct-io",
 ]);
 
 const MAX_DOWNTIME_MS = 2000 * 1000;
+
+/** QEMU's ranges for the throttling parameters (`migrate_params_check()`). */
+const RANGES: Partial<Record<keyof MigrationParameters, [number, number]>> = {
+  "throttle-trigger-threshold": [1, 100],
+  "cpu-throttle-initial": [1, 99],
+  "cpu-throttle-increment": [1, 99],
+  "max-cpu-throttle": [1, 99],
+  "x-vcpu-dirty-limit-period": [1, 1000],
+  "vcpu-dirty-limit": [1, Number.MAX_SAFE_INTEGER],
+};
 
 /**
  * Checks a capability name.
@@ -136,7 +172,7 @@ const MAX_DOWNTIME_MS = 2000 * 1000;
  * import assert from "node:assert/strict";
  *
  * assert.equal(checkCapabilityName("xbzrle"), "xbzrle");
- * assert.throws(() => checkCapabilityName("auto-converge"), NotSupportedError);
+ * assert.throws(() => checkCapabilityName("compress"), NotSupportedError);
  * assert.throws(() => checkCapabilityName("warp-drive"), TypeError);
  * ```
  *
@@ -189,6 +225,11 @@ export function checkCapabilities(capabilities: MigrationCapabilities): void {
       'Cannot set capability "postcopy-preempt": it requires "postcopy-ram"',
     );
   }
+  if (capabilities["dirty-limit"] && capabilities["auto-converge"]) {
+    throw new TypeError(
+      'Cannot set capability "dirty-limit": it conflicts with "auto-converge"',
+    );
+  }
   if (capabilities["mapped-ram"]) {
     for (const other of ["xbzrle", "postcopy-ram"] as const) {
       if (capabilities[other]) {
@@ -227,6 +268,14 @@ export function checkParameter<K extends keyof MigrationParameters>(
   value: MigrationParameters[K],
   pageSize = 4096,
 ): void {
+  if (name === "cpu-throttle-tailslow") {
+    if (typeof value !== "boolean") {
+      throw new TypeError(
+        `Cannot set parameter "${name}": it must be true or false: received ${value}`,
+      );
+    }
+    return;
+  }
   if (name === "multifd-compression") {
     if (!MULTIFD_COMPRESSIONS.includes(value as MultifdCompression)) {
       throw new TypeError(
@@ -240,18 +289,28 @@ export function checkParameter<K extends keyof MigrationParameters>(
       `Cannot set parameter "${name}": it must be a non-negative integer: received ${value}`,
     );
   }
-  const range = QEMU_RANGES[name];
-  if (range !== undefined && (value < range[0] || value > range[1])) {
+  const qemuRange = QEMU_RANGES[name];
+  if (
+    qemuRange !== undefined && (value < qemuRange[0] || value > qemuRange[1])
+  ) {
     // QEMU 7.2's message, with its underscores.
     throw new RangeError(
       `Parameter '${name.replaceAll("-", "_")}' expects a value between ${
-        range[0]
-      } and ${range[1]}`,
+        qemuRange[0]
+      } and ${qemuRange[1]}`,
     );
   }
   if (name === "downtime-limit" && value > MAX_DOWNTIME_MS) {
     throw new RangeError(
       `Cannot set parameter "downtime-limit": it must be in the range of 0 to ${MAX_DOWNTIME_MS} ms: received ${value}`,
+    );
+  }
+  const range = RANGES[name];
+  if (range !== undefined && (value < range[0] || value > range[1])) {
+    throw new RangeError(
+      `Cannot set parameter "${name}": it must be in the range of ${
+        range[0]
+      } to ${range[1]}: received ${value}`,
     );
   }
   if (
@@ -302,10 +361,25 @@ const QEMU_RANGES: Partial<
  */
 export function parseParameterArgument(
   argument: string,
-): [keyof MigrationParameters, number | MultifdCompression] {
+): [keyof MigrationParameters, number | boolean | MultifdCompression] {
   const [name, value] = splitArgument(argument, "parameter");
-  let parsed: number;
+  let parsed: number | boolean;
   switch (name) {
+    case "throttle-trigger-threshold":
+    case "cpu-throttle-initial":
+    case "cpu-throttle-increment":
+    case "max-cpu-throttle":
+    case "vcpu-dirty-limit":
+      parsed = parseInteger(name, value);
+      break;
+    case "x-vcpu-dirty-limit-period":
+      parsed = /^\d+$/.test(value)
+        ? Number(value)
+        : parseDuration(value, `parameter "${name}"`);
+      break;
+    case "cpu-throttle-tailslow":
+      parsed = parseSwitch(name, value, "parameter");
+      break;
     case "multifd-compression":
       checkParameter(name, value as MultifdCompression);
       return [name, value as MultifdCompression];
@@ -368,12 +442,56 @@ export function parseCapabilityArgument(
 ): [MigrationCapability, boolean] {
   const [name, value] = splitArgument(argument, "capability");
   const capability = checkCapabilityName(name);
+  return [capability, parseSwitch(name, value, "capability")];
+}
+
+/**
+ * Checks what single values cannot: `max-cpu-throttle` may not be below
+ * `cpu-throttle-initial` (QEMU's `migrate_params_check()`).
+ *
+ * @example Usage
+ * ```ts
+ * import { checkParameters, DEFAULT_PARAMETERS } from "@livemig/livemig";
+ * import assert from "node:assert/strict";
+ *
+ * checkParameters(DEFAULT_PARAMETERS);
+ * assert.throws(
+ *   () => checkParameters({ ...DEFAULT_PARAMETERS, "max-cpu-throttle": 10 }),
+ *   RangeError,
+ * );
+ * ```
+ *
+ * @param parameters The parameters as they would be.
+ * @throws {RangeError} If `max-cpu-throttle` is below `cpu-throttle-initial`.
+ */
+export function checkParameters(
+  parameters: Readonly<MigrationParameters>,
+): void {
+  const initial = parameters["cpu-throttle-initial"];
+  const max = parameters["max-cpu-throttle"];
+  if (max < initial) {
+    throw new RangeError(
+      `Cannot set parameter "max-cpu-throttle": it must be in the range of cpu-throttle-initial (${initial}) to 99: received ${max}`,
+    );
+  }
+}
+
+function parseSwitch(name: string, value: string, what: string): boolean {
   const state = value.toLowerCase();
-  if (state === "on" || state === "true") return [capability, true];
-  if (state === "off" || state === "false") return [capability, false];
+  if (state === "on" || state === "true") return true;
+  if (state === "off" || state === "false") return false;
   throw new TypeError(
-    `Cannot set capability "${name}": its state must be on or off: received "${value}"`,
+    `Cannot set ${what} "${name}": its state must be on or off: received "${value}"`,
   );
+}
+
+function parseInteger(name: string, value: string): number {
+  if (!/^\d+$/.test(value)) {
+    throw new TypeError(
+      `Cannot set parameter "${name}": expected a whole number: received "${value}"`,
+    );
+  }
+  return Number(value);
 }
 
 function splitArgument(argument: string, what: string): [string, string] {

@@ -49,6 +49,7 @@ import type { MigrationInfo } from "./migration_info.ts";
 import {
   checkCapabilities,
   checkParameter,
+  checkParameters,
   DEFAULT_CAPABILITIES,
   DEFAULT_PARAMETERS,
   type MigrationCapabilities,
@@ -219,10 +220,11 @@ export class SourceMigration extends EventTarget {
       }
       checkParameter(
         name as keyof MigrationParameters,
-        value as number,
+        value as number | boolean,
         pageSize,
       );
     }
+    checkParameters({ ...this.#parameters, ...parameters });
     Object.assign(this.#parameters, parameters);
     this.#run?.parametersChanged(parameters);
   }

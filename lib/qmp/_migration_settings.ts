@@ -43,6 +43,11 @@ const LIVE_PARAMETERS = [
   "downtime-limit",
   "xbzrle-cache-size",
   "max-postcopy-bandwidth",
+  "throttle-trigger-threshold",
+  "cpu-throttle-initial",
+  "cpu-throttle-increment",
+  "cpu-throttle-tailslow",
+  "max-cpu-throttle",
   "multifd-channels",
   "multifd-compression",
 ] as const;
@@ -197,6 +202,12 @@ export class MigrationSettings {
         "max-postcopy-bandwidth",
         Number.MAX_SAFE_INTEGER,
       ),
+      "throttle-trigger-threshold": get("throttle-trigger-threshold", 100),
+      "cpu-throttle-initial": get("cpu-throttle-initial", 99),
+      "cpu-throttle-increment": get("cpu-throttle-increment", 99),
+      "cpu-throttle-tailslow": this.#parameters["cpu-throttle-tailslow"] ===
+        true,
+      "max-cpu-throttle": get("max-cpu-throttle", 99),
       "multifd-channels": get("multifd-channels", 255),
       "multifd-compression": this.#parameters[
         "multifd-compression"

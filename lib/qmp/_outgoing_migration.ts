@@ -473,6 +473,16 @@ function runningInfo(
   if (options.xbzrle && info["xbzrle-cache"] !== undefined) {
     result["xbzrle-cache"] = { ...info["xbzrle-cache"] };
   }
+  // While auto-converge throttles the guest (dirty-limit's are 8.1's).
+  for (
+    const name of [
+      "cpu-throttle-percentage",
+      "dirty-limit-throttle-time-per-round",
+      "dirty-limit-ring-full-time",
+    ] as const
+  ) {
+    if (info[name] !== undefined) result[name] = info[name];
+  }
   return result;
 }
 

@@ -11,13 +11,20 @@ import {
   parseSize,
 } from "../../mod.ts";
 
-Deno.test("DEFAULT_PARAMETERS are QEMU 7.2's defaults", () => {
+Deno.test("DEFAULT_PARAMETERS are QEMU 7.2's defaults (dirty-limit's: 8.1's)", () => {
   assert.deepEqual(DEFAULT_PARAMETERS, {
     "max-bandwidth": 134217728,
     "downtime-limit": 300,
     "avail-switchover-bandwidth": 0,
     "xbzrle-cache-size": 67108864,
     "max-postcopy-bandwidth": 0,
+    "throttle-trigger-threshold": 50,
+    "cpu-throttle-initial": 20,
+    "cpu-throttle-increment": 10,
+    "cpu-throttle-tailslow": false,
+    "max-cpu-throttle": 99,
+    "x-vcpu-dirty-limit-period": 1000,
+    "vcpu-dirty-limit": 1,
     "multifd-channels": 2,
     "multifd-compression": "none",
     "multifd-zlib-level": 1,
@@ -127,7 +134,7 @@ Deno.test("parseCapabilityArgument() takes on/off and names what it refuses", ()
   assert.deepEqual(parseCapabilityArgument("events=true"), ["events", true]);
   assert.deepEqual(parseCapabilityArgument("multifd=on"), ["multifd", true]);
   assert.throws(
-    () => parseCapabilityArgument("auto-converge=on"),
+    () => parseCapabilityArgument("compress=on"),
     NotSupportedError,
   );
   assert.throws(

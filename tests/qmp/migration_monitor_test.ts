@@ -100,9 +100,9 @@ Deno.test("MigrationMonitor refuses capabilities and parameters livemig lacks wi
     };
     assert.equal(
       await refusal(qmp.execute("migrate-set-capabilities", {
-        capabilities: [{ capability: "auto-converge", state: true }],
+        capabilities: [{ capability: "compress", state: true }],
       })),
-      cli(() => parseCapabilityArgument("auto-converge=on")),
+      cli(() => parseCapabilityArgument("compress=on")),
     );
     // tls-creds names an object-add object, looked up when the migration
     // connects (as QEMU does), so setting it is accepted.
