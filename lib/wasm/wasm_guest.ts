@@ -1,4 +1,5 @@
 import { MigrationProtocolError, NotSupportedError } from "../errors.ts";
+import { type GuestThrottle, NO_THROTTLE } from "../guest/migratable_guest.ts";
 import type {
   GuestStateField,
   MigratableGuest,
@@ -116,6 +117,9 @@ export class WasmGuest implements MigratableGuest {
   #looping = false;
   #error: unknown;
   readonly #stopped = new Set<() => void>();
+  #throttle: GuestThrottle = NO_THROTTLE;
+  /** Milliseconds the throttle still owes, not yet slept. */
+  #throttleDebtMs = 0;
 
   /**
    * Instantiates the program. Use {@linkcode WasmProgram.createGuest}.
@@ -200,6 +204,19 @@ export class WasmGuest implements MigratableGuest {
         size: 8,
       })),
     ];
+  }
+
+  /**
+   * Slows the program as auto-converge slows a vCPU: after a step that
+   * took `t` ms it sleeps `t × p / (100 − p)` ms, so it runs `100 − p` % of
+   * the time. (dirty-limit's cap is not applied to Wasm programs: they
+   * are throttled by CPU share only.)
+   *
+   * @param throttle How much.
+   */
+  setThrottle(throttle: GuestThrottle): void {
+    this.#throttle = throttle;
+    if (throttle.cpuPercentage === 0) this.#throttleDebtMs = 0;
   }
 
   /** Stops the program between two steps. */
@@ -307,7 +324,13 @@ export class WasmGuest implements MigratableGuest {
         }
         if (arrived) this.#keepReceived();
         arrived = false;
+        const started = performance.now();
         this.#stepOnce();
+        const slept = await this.#payThrottle(performance.now() - started);
+        if (slept) {
+          waited = performance.now();
+          continue;
+        }
         // Sockets (the migration's, a monitor's) are looked at only when
         // the thread waits, which a MessagePort turn never does: at least
         // every millisecond, and after every step while migrating, the
@@ -328,6 +351,26 @@ export class WasmGuest implements MigratableGuest {
         this.#stopped.clear();
       }
     }
+  }
+
+  /**
+   * Adds what the throttle owes for a step of `stepMs`, and sleeps once
+   * it owes a millisecond or more (timers are no finer).
+   *
+   * @returns Whether it slept (the thread waited, sockets were seen).
+   */
+  async #payThrottle(stepMs: number): Promise<boolean> {
+    const percentage = Math.min(99, this.#throttle.cpuPercentage);
+    if (percentage <= 0) return false;
+    this.#throttleDebtMs += stepMs * percentage / (100 - percentage);
+    if (this.#throttleDebtMs < 1) return false;
+    const started = performance.now();
+    await new Promise((resolve) => setTimeout(resolve, this.#throttleDebtMs));
+    this.#throttleDebtMs = Math.max(
+      0,
+      this.#throttleDebtMs - (performance.now() - started),
+    );
+    return true;
   }
 
   #stepOnce(): void {

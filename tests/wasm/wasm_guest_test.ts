@@ -312,3 +312,36 @@ Deno.test("WasmGuest: analyze shows the Wasm memory block and the device state",
     await Deno.remove(path);
   }
 });
+
+Deno.test("WasmGuest: auto-converge's CPU throttle slows the program, and lifting it lets it run at full speed", async () => {
+  const free = program.createGuest({
+    budget: BUDGET,
+    setup: (exports) => (exports.init as (mib: number) => void)(1),
+  });
+  const slowed = program.createGuest({
+    budget: BUDGET,
+    setup: (exports) => (exports.init as (mib: number) => void)(1),
+  });
+  slowed.setThrottle({ cpuPercentage: 90, dirtyLimit: 0 });
+  try {
+    const [free0, slowed0] = [free.steps, slowed.steps];
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    const freeSteps = free.steps - free0;
+    const slowedSteps = slowed.steps - slowed0;
+    // At 90 % it runs a tenth of the time; both share one thread, so
+    // assert only a clear gap.
+    assert.ok(freeSteps > 20, `free: ${freeSteps} steps`);
+    assert.ok(
+      slowedSteps * 3 < freeSteps,
+      `throttled ${slowedSteps} vs free ${freeSteps} steps`,
+    );
+    slowed.setThrottle({ cpuPercentage: 0, dirtyLimit: 0 });
+    const [free1, slowed1] = [free.steps, slowed.steps];
+    await new Promise((resolve) => setTimeout(resolve, 400));
+    const ratio = (slowed.steps - slowed1) / (free.steps - free1);
+    assert.ok(ratio > 0.5, `unthrottled again: ratio ${ratio}`);
+  } finally {
+    free.pause();
+    slowed.pause();
+  }
+});
