@@ -3,30 +3,12 @@
  * memory, functions with their code given as instruction bytes.
  */
 
-export function uleb(value: number): number[] {
-  const out: number[] = [];
-  let rest = value;
-  do {
-    let byte = rest % 128;
-    rest = Math.floor(rest / 128);
-    if (rest !== 0) byte |= 0x80;
-    out.push(byte);
-  } while (rest !== 0);
-  return out;
-}
+import { sleb32, uleb } from "../../lib/wasm/_wasm_bytes.ts";
 
-export function sleb(value: number): number[] {
-  const out: number[] = [];
-  let rest = value | 0;
-  for (;;) {
-    const byte = rest & 0x7f;
-    rest >>= 7;
-    const done = (rest === 0 && (byte & 0x40) === 0) ||
-      (rest === -1 && (byte & 0x40) !== 0);
-    out.push(done ? byte : byte | 0x80);
-    if (done) return out;
-  }
-}
+export { uleb };
+
+/** Signed LEB128 of an i32 value. */
+export const sleb: (value: number) => number[] = sleb32;
 
 function name(text: string): number[] {
   const bytes = new TextEncoder().encode(text);
