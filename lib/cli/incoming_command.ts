@@ -12,6 +12,7 @@ import {
   type MigrationParameters,
   parseSize,
   parseTransportUri,
+  parseUuid,
   ramSha256,
   type TlsOptions,
 } from "../../mod.ts";
@@ -55,6 +56,8 @@ Options:
   --ram-dump DIR       Write each RAM block to DIR/<name>.bin before the
                        guest resumes (if that fails, the migration fails)
   --max-ram SIZE       Largest RAM a source may announce (default 16GiB)
+  --uuid UUID          This VM's UUID, as QEMU's -uuid: a source with
+                       validate-uuid on that sends another one is refused
   --idle-timeout DURATION
                        Fail when the source sends nothing for DURATION,
                        e.g. 30s (default: wait forever, as QEMU does)
@@ -94,6 +97,7 @@ interface IncomingSettings {
   capabilities: Partial<MigrationCapabilities>;
   parameters: Partial<MigrationParameters>;
   maxRamBytes: number;
+  uuid: string | undefined;
   recoverUri: string | undefined;
   idleTimeoutMs: number;
   progress: ProgressMode;
@@ -130,6 +134,7 @@ export const INCOMING_COMMAND: Command = defineCommand({
   flags: {
     "ram-dump": { type: "string" },
     "max-ram": { type: "string" },
+    uuid: { type: "string" },
     "idle-timeout": { type: "string" },
     recover: { type: "string" },
     progress: { type: "string" },
@@ -166,6 +171,7 @@ export const INCOMING_COMMAND: Command = defineCommand({
     const destination = new DestinationMigration({
       ...(allocate ? { allocate } : {}),
       maxRamBytes: settings.maxRamBytes,
+      ...(settings.uuid === undefined ? {} : { uuid: settings.uuid }),
       events: capabilities.events,
       postcopy: capabilities["postcopy-ram"],
       preempt: capabilities["postcopy-preempt"],
@@ -219,6 +225,7 @@ function parseIncomingFlags(flags: {
   capability?: string[] | undefined;
   parameter?: string[] | undefined;
   "max-ram"?: string | undefined;
+  uuid?: string | undefined;
   "idle-timeout"?: string | undefined;
   recover?: string | undefined;
   progress?: string | undefined;
@@ -244,6 +251,7 @@ function parseIncomingFlags(flags: {
     capabilities,
     parameters,
     maxRamBytes: parseSize(flags["max-ram"] ?? "16GiB", "--max-ram"),
+    uuid: flags.uuid === undefined ? undefined : checkUuidFlag(flags.uuid),
     idleTimeoutMs: parseIdleTimeout(flags["idle-timeout"], USAGE),
     recoverUri: flags.recover,
     progress: progress as ProgressMode,
@@ -339,4 +347,10 @@ function reportFailure(
     }`;
   io.writeErr(`livemig: ${message}\n`);
   return 1;
+}
+
+/** Checks `--uuid` (QEMU's -uuid form). */
+function checkUuidFlag(uuid: string): string {
+  parseUuid(uuid);
+  return uuid;
 }

@@ -6,6 +6,7 @@ import {
   type MigrationCapabilities,
   type MigrationEventDetail,
   parseTransportUri,
+  parseUuid,
   ramSha256,
   SourceAutoRecovery,
   SourceMigration,
@@ -73,6 +74,9 @@ ${WASM_FLAGS_USAGE}
                        once, before any page is sent; 1: after every page
                        went once; needs -c postcopy-ram=on here and on
                        the destination)
+  --uuid UUID          The VM's UUID, as QEMU's -uuid: with -c validate-uuid=on
+                       the stream carries it and the destination refuses
+                       it unless its own UUID matches
   --recover URI        When postcopy pauses (connection lost), reconnect to
                        the destination's recovery address URI and resume
 ${TLS_FLAGS_USAGE}
@@ -106,6 +110,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
     ...WASM_FLAGS,
     "postcopy-after": { type: "string" },
     recover: { type: "string" },
+    uuid: { type: "string" },
     qmp: { type: "string" },
     ...TLS_FLAGS,
   },
@@ -120,7 +125,9 @@ export const MIGRATE_COMMAND: Command = defineCommand({
     });
     const postcopyAfter = flags["postcopy-after"];
     const recoverUri = flags.recover;
+    const uuid = flags.uuid;
     asUsageError(USAGE, () => {
+      if (uuid !== undefined) parseUuid(uuid);
       if (postcopyAfter !== undefined) {
         checkPostcopyAfter(postcopyAfter, settings.capabilities);
       }
@@ -133,6 +140,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
     const source = new SourceMigration(guest, {
       capabilities: settings.capabilities,
       parameters: settings.parameters,
+      ...(uuid === undefined ? {} : { uuid }),
       ...(postcopyAfter === undefined
         ? {}
         : { postcopyAfterPasses: Number(postcopyAfter) }),

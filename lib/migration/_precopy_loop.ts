@@ -85,13 +85,17 @@ export async function completePrecopy(run: SourceRun): Promise<void> {
 
 /** The setup records, and the RAM section's START with the block list. */
 async function sendSetup(run: SourceRun): Promise<void> {
-  const { capabilities, guest, machine } = run.config;
+  const { capabilities, guest, machine, uuid } = run.config;
   const memory = guest.memory;
   const pageSize = memory.pageSize;
   const channel = run.channel;
   const setup: MigrationRecord[] = [
     { type: "header", version: 3 },
-    { type: "configuration", machine },
+    // QEMU sends its UUID only when it has one (-uuid) and validate-uuid
+    // is on (vmstate_uuid_needed()).
+    capabilities["validate-uuid"] && uuid !== undefined
+      ? { type: "configuration", machine, uuid }
+      : { type: "configuration", machine },
   ];
   if (run.usesReturnPath) {
     setup.push(

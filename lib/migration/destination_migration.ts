@@ -34,6 +34,7 @@
  * @module
  */
 
+import { parseUuid } from "../bytes/parse_uuid.ts";
 import {
   describeError,
   MigrationAbortedError,
@@ -138,6 +139,14 @@ export interface DestinationMigrationOptions {
   preempt?: boolean;
   /** multifd on (QEMU's `multifd` capability), with its parameters. */
   multifd?: DestinationMultifdOptions;
+  /**
+   * This VM's UUID (QEMU's `-uuid`, 8-4-4-4-12 hex digits). A stream whose
+   * CONFIGURATION carries another one (a source with `validate-uuid` on)
+   * fails with QEMU's "UUID received is … and local is …"; without a
+   * UUID here a received one is only warned about (a `"warning"` event),
+   * as QEMU does. The destination needs no capability for this.
+   */
+  uuid?: string;
 }
 
 /**
@@ -198,7 +207,8 @@ type IncomingConnectionOffer = IncomingOptions & { transport: Transport };
  * Receives a migration over a {@linkcode Transport} into a new guest.
  *
  * Events: `"status"` with `{ status }` on every status change, and
- * `"migration"` (QEMU's `MIGRATION` event) too when `events` is set.
+ * `"migration"` (QEMU's `MIGRATION` event) too when `events` is set;
+ * `"warning"` with `{ message }` for what QEMU would warn about.
  *
  * Never reports `completed` for RAM it did not fully receive: the status
  * moves to `completed` only after EOF (and the vmdesc trailer) decoded
@@ -237,6 +247,7 @@ export class DestinationMigration extends EventTarget {
    * Constructs a new instance in status `none`.
    *
    * @param options How to build the guest and the limits.
+   * @throws {TypeError} If `uuid` is not a UUID.
    */
   constructor(options: DestinationMigrationOptions = {}) {
     super();
@@ -268,6 +279,9 @@ export class DestinationMigration extends EventTarget {
         this.#errorDesc = undefined;
       },
       onRamEos: () => this.#multifd?.sync(),
+      uuid: options.uuid === undefined ? undefined : parseUuid(options.uuid),
+      onWarning: (message) =>
+        this.dispatchEvent(new CustomEvent("warning", { detail: { message } })),
     });
   }
 

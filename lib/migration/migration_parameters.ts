@@ -26,6 +26,7 @@ export type MigrationCapability =
   | "mapped-ram"
   | "auto-converge"
   | "dirty-limit"
+  | "validate-uuid"
   | "multifd";
 
 /** Which capabilities are on. */
@@ -89,6 +90,7 @@ export const DEFAULT_CAPABILITIES: Readonly<MigrationCapabilities> = {
   "mapped-ram": false,
   "auto-converge": false,
   "dirty-limit": false,
+  "validate-uuid": false,
   "multifd": false,
 };
 
@@ -123,7 +125,6 @@ const UNSUPPORTED_CAPABILITIES = new Set([
   "dirty-bitmaps",
   "late-block-activate",
   "x-ignore-shared",
-  "validate-uuid",
   "background-snapshot",
   "zero-copy-send",
   "switchover-ack",
