@@ -120,3 +120,29 @@ interopTest(
     });
   },
 );
+
+interopTest(
+  "QEMU 7.2 with validate-uuid is refused by run --uuid with another UUID",
+  async () => {
+    await withWorkDir(async (dir) => {
+      const firmware = await firmwareIn(IDLE_FIRMWARE, dir);
+      await using source = await startSource(firmware, {
+        capabilities: ["validate-uuid"],
+        extraArgs: ["-uuid", UUID],
+      });
+      const port = freeLoopbackPort();
+      const io = captureIo();
+      const args = ["--incoming", `tcp:127.0.0.1:${port}`, "--uuid", OTHER];
+      const run = main(["run", ...args, "--json", "--no-hugepages"], io);
+      await startMigration(source, `tcp:127.0.0.1:${port}`);
+      // As a QEMU destination, run exits once the load failed.
+      assert.equal(await run, 1, io.err);
+      const json = lastJsonLine<{ migration: MigrationInfo }>(io.out);
+      assert.equal(json.migration.status, "failed");
+      assert.match(
+        io.err,
+        new RegExp(`UUID received is ${UUID} and local is ${OTHER}\n`),
+      );
+    });
+  },
+);
