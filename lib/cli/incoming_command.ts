@@ -175,6 +175,7 @@ export const INCOMING_COMMAND: Command = defineCommand({
       events: capabilities.events,
       postcopy: capabilities["postcopy-ram"],
       preempt: capabilities["postcopy-preempt"],
+      switchoverAck: capabilities["switchover-ack"],
       ...(capabilities.multifd
         ? {
           multifd: {

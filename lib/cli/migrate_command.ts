@@ -1,5 +1,7 @@
 import {
+  checkCapabilities,
   connectTransport,
+  DEFAULT_CAPABILITIES,
   type MigratableGuest,
   migrateToUri,
   MigrationAbortedError,
@@ -133,6 +135,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
       }
       if (recoverUri !== undefined) parseTransportUri(recoverUri);
       settings.capabilities = withReturnPath(settings.capabilities, uri);
+      checkCapabilities({ ...DEFAULT_CAPABILITIES, ...settings.capabilities });
     });
     checkCompletion(settings.capabilities, { uri, qmp: flags.qmp, io });
     const tls = await parseTlsFlags(flags, "client", USAGE);

@@ -151,6 +151,7 @@ async function iterate(run: SourceRun): Promise<IterationDecision> {
     if (decision.step === "complete" || decision.step === "postcopy") {
       return decision;
     }
+    await awaitSwitchoverAck(run);
     await channel.write([{ type: "section-part", sectionId: RAM_SECTION_ID }]);
     const started = clock.now();
     const pages = new PageSourceStream(scanner, {
@@ -183,6 +184,8 @@ function decide(run: SourceRun): IterationDecision {
     postcopyRequested: run.postcopyRequested,
     inPostcopy: false,
     mustPrecopyBytes: 0,
+    canSwitchover: !run.config.capabilities["switchover-ack"] ||
+      run.channel.switchoverAcked,
   };
   const decision = decideIteration(state);
   if (decision.step !== "sync") return decision;
@@ -194,6 +197,25 @@ function decide(run: SourceRun): IterationDecision {
     exact: true,
     postcopyRequested: run.postcopyRequested,
   });
+}
+
+/**
+ * With switchover-ack and nothing left to send, waits up to a step for
+ * the destination's ack instead of sending empty PART sections.
+ */
+async function awaitSwitchoverAck(run: SourceRun): Promise<void> {
+  const channel = run.channel;
+  if (
+    !run.config.capabilities["switchover-ack"] || channel.switchoverAcked ||
+    run.scanner.remainingPages > 0
+  ) {
+    return;
+  }
+  const wait = new AbortController();
+  await Promise.race([
+    channel.switchoverAck,
+    run.config.clock.sleep(run.config.stepMs, wait.signal).catch(() => {}),
+  ]).finally(() => wait.abort());
 }
 
 /**

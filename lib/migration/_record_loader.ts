@@ -86,6 +86,11 @@ export interface RecordLoaderOptions {
    * one is refused, as QEMU refuses it whatever its own capabilities.
    */
   uuid?: Uint8Array | undefined;
+  /**
+   * Send SWITCHOVER_ACK (switchover-ack, QEMU 8.1 on) once the block list
+   * is loaded and the guest made: from then on this side is ready.
+   */
+  switchoverAck?: boolean | undefined;
   /** Told what QEMU would warn about (a UUID sent to a VM without one). */
   onWarning?: ((message: string) => void) | undefined;
   /** Called at each RAM EOS (the multifd channels' sync of the round). */
@@ -134,6 +139,7 @@ export class RecordLoader {
   #accept: (() => Promise<Transport>) | undefined;
   #guest: MigratableGuest | undefined;
   #machine: string | undefined;
+  #switchoverAcked = false;
   #livemig = false;
   #guestState: Uint8Array | undefined;
   #guestStarted = false;
@@ -312,6 +318,10 @@ export class RecordLoader {
         return;
       case "ram-mem-size":
         this.#createGuest(record.blocks);
+        if (this.#options.switchoverAck && !this.#switchoverAcked) {
+          this.#switchoverAcked = true;
+          await this.#reply({ type: "SWITCHOVER_ACK" });
+        }
         return;
       case "ram-zero":
       case "ram-page":

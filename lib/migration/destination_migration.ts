@@ -147,6 +147,14 @@ export interface DestinationMigrationOptions {
    * as QEMU does. The destination needs no capability for this.
    */
   uuid?: string;
+  /**
+   * QEMU 8.1's `switchover-ack`: send SWITCHOVER_ACK on the return path
+   * once the block list is loaded and the guest made; a source with the
+   * capability does not stop its guest before. Needs a return path.
+   *
+   * @default {false}
+   */
+  switchoverAck?: boolean;
 }
 
 /**
@@ -280,6 +288,7 @@ export class DestinationMigration extends EventTarget {
       },
       onRamEos: () => this.#multifd?.sync(),
       uuid: options.uuid === undefined ? undefined : parseUuid(options.uuid),
+      switchoverAck: options.switchoverAck ?? false,
       onWarning: (message) =>
         this.dispatchEvent(new CustomEvent("warning", { detail: { message } })),
     });

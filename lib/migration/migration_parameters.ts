@@ -27,6 +27,7 @@ export type MigrationCapability =
   | "auto-converge"
   | "dirty-limit"
   | "validate-uuid"
+  | "switchover-ack"
   | "multifd";
 
 /** Which capabilities are on. */
@@ -91,6 +92,7 @@ export const DEFAULT_CAPABILITIES: Readonly<MigrationCapabilities> = {
   "auto-converge": false,
   "dirty-limit": false,
   "validate-uuid": false,
+  "switchover-ack": false,
   "multifd": false,
 };
 
@@ -127,7 +129,6 @@ const UNSUPPORTED_CAPABILITIES = new Set([
   "x-ignore-shared",
   "background-snapshot",
   "zero-copy-send",
-  "switchover-ack",
 ]);
 
 /** QEMU parameters livemig knows but does not implement. */
@@ -224,6 +225,11 @@ export function checkCapabilities(capabilities: MigrationCapabilities): void {
   if (capabilities["postcopy-preempt"] && !capabilities["postcopy-ram"]) {
     throw new TypeError(
       'Cannot set capability "postcopy-preempt": it requires "postcopy-ram"',
+    );
+  }
+  if (capabilities["switchover-ack"] && !capabilities["return-path"]) {
+    throw new TypeError(
+      "Capability 'switchover-ack' requires capability 'return-path'",
     );
   }
   if (capabilities["dirty-limit"] && capabilities["auto-converge"]) {
