@@ -73,6 +73,8 @@ ${TLS_FLAGS_USAGE}
                        (on: URI must be a mapped-ram file; off: a stream),
                        multifd (tcp: and unix: only; the source opens
                        multifd-channels more connections for the pages)
+                       switchover-ack (with return-path=on: tell the source
+                       once the RAM block list is loaded)
   -p, --parameter NAME=VALUE
                        accepted and checked as on a source; with multifd on,
                        multifd-channels (default 2) and multifd-compression
