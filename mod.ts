@@ -18,6 +18,7 @@ export * from "./lib/bytes/byte_writer.ts";
 export * from "./lib/bytes/escape_untrusted_text.ts";
 export * from "./lib/bytes/human_units.ts";
 export * from "./lib/bytes/is_zero_page.ts";
+export * from "./lib/bytes/parse_uuid.ts";
 export * from "./lib/bytes/seeded_random.ts";
 export * from "./lib/bytes/uleb128.ts";
 export * from "./lib/errors.ts";

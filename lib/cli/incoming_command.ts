@@ -12,6 +12,7 @@ import {
   type MigrationParameters,
   parseSize,
   parseTransportUri,
+  parseUuid,
   ramSha256,
   type TlsOptions,
 } from "../../mod.ts";
@@ -55,6 +56,8 @@ Options:
   --ram-dump DIR       Write each RAM block to DIR/<name>.bin before the
                        guest resumes (if that fails, the migration fails)
   --max-ram SIZE       Largest RAM a source may announce (default 16GiB)
+  --uuid UUID          This VM's UUID, as QEMU's -uuid: a source with
+                       validate-uuid on that sends another one is refused
   --idle-timeout DURATION
                        Fail when the source sends nothing for DURATION,
                        e.g. 30s (default: wait forever, as QEMU does)
@@ -70,6 +73,8 @@ ${TLS_FLAGS_USAGE}
                        (on: URI must be a mapped-ram file; off: a stream),
                        multifd (tcp: and unix: only; the source opens
                        multifd-channels more connections for the pages)
+                       switchover-ack (with return-path=on: tell the source
+                       once the RAM block list is loaded)
   -p, --parameter NAME=VALUE
                        accepted and checked as on a source; with multifd on,
                        multifd-channels (default 2) and multifd-compression
@@ -94,6 +99,7 @@ interface IncomingSettings {
   capabilities: Partial<MigrationCapabilities>;
   parameters: Partial<MigrationParameters>;
   maxRamBytes: number;
+  uuid: string | undefined;
   recoverUri: string | undefined;
   idleTimeoutMs: number;
   progress: ProgressMode;
@@ -130,6 +136,7 @@ export const INCOMING_COMMAND: Command = defineCommand({
   flags: {
     "ram-dump": { type: "string" },
     "max-ram": { type: "string" },
+    uuid: { type: "string" },
     "idle-timeout": { type: "string" },
     recover: { type: "string" },
     progress: { type: "string" },
@@ -166,9 +173,11 @@ export const INCOMING_COMMAND: Command = defineCommand({
     const destination = new DestinationMigration({
       ...(allocate ? { allocate } : {}),
       maxRamBytes: settings.maxRamBytes,
+      ...(settings.uuid === undefined ? {} : { uuid: settings.uuid }),
       events: capabilities.events,
       postcopy: capabilities["postcopy-ram"],
       preempt: capabilities["postcopy-preempt"],
+      switchoverAck: capabilities["switchover-ack"],
       ...(capabilities.multifd
         ? {
           multifd: {
@@ -219,6 +228,7 @@ function parseIncomingFlags(flags: {
   capability?: string[] | undefined;
   parameter?: string[] | undefined;
   "max-ram"?: string | undefined;
+  uuid?: string | undefined;
   "idle-timeout"?: string | undefined;
   recover?: string | undefined;
   progress?: string | undefined;
@@ -244,6 +254,7 @@ function parseIncomingFlags(flags: {
     capabilities,
     parameters,
     maxRamBytes: parseSize(flags["max-ram"] ?? "16GiB", "--max-ram"),
+    uuid: flags.uuid === undefined ? undefined : checkUuidFlag(flags.uuid),
     idleTimeoutMs: parseIdleTimeout(flags["idle-timeout"], USAGE),
     recoverUri: flags.recover,
     progress: progress as ProgressMode,
@@ -339,4 +350,10 @@ function reportFailure(
     }`;
   io.writeErr(`livemig: ${message}\n`);
   return 1;
+}
+
+/** Checks `--uuid` (QEMU's -uuid form). */
+function checkUuidFlag(uuid: string): string {
+  parseUuid(uuid);
+  return uuid;
 }

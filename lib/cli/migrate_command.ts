@@ -1,5 +1,7 @@
 import {
+  checkCapabilities,
   connectTransport,
+  DEFAULT_CAPABILITIES,
   type MigratableGuest,
   migrateToUri,
   MigrationAbortedError,
@@ -7,6 +9,7 @@ import {
   type MigrationEventDetail,
   type MigrationInfo,
   parseTransportUri,
+  parseUuid,
   ramSha256,
   sampleOfMigrationInfo,
   SourceAutoRecovery,
@@ -76,6 +79,9 @@ ${WASM_FLAGS_USAGE}
                        once, before any page is sent; 1: after every page
                        went once; needs -c postcopy-ram=on here and on
                        the destination)
+  --uuid UUID          The VM's UUID, as QEMU's -uuid: with -c validate-uuid=on
+                       the stream carries it and the destination refuses
+                       it unless its own UUID matches
   --recover URI        When postcopy pauses (connection lost), reconnect to
                        the destination's recovery address URI and resume
   --progress MODE      auto (default), tty (one line rewritten), lines (a
@@ -116,6 +122,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
     ...WASM_FLAGS,
     "postcopy-after": { type: "string" },
     recover: { type: "string" },
+    uuid: { type: "string" },
     qmp: { type: "string" },
     progress: { type: "string" },
     report: { type: "string" },
@@ -132,12 +139,15 @@ export const MIGRATE_COMMAND: Command = defineCommand({
     });
     const postcopyAfter = flags["postcopy-after"];
     const recoverUri = flags.recover;
+    const uuid = flags.uuid;
     asUsageError(USAGE, () => {
+      if (uuid !== undefined) parseUuid(uuid);
       if (postcopyAfter !== undefined) {
         checkPostcopyAfter(postcopyAfter, settings.capabilities);
       }
       if (recoverUri !== undefined) parseTransportUri(recoverUri);
       settings.capabilities = withReturnPath(settings.capabilities, uri);
+      checkCapabilities({ ...DEFAULT_CAPABILITIES, ...settings.capabilities });
     });
     checkCompletion(settings.capabilities, { uri, qmp: flags.qmp, io });
     const tls = await parseTlsFlags(flags, "client", USAGE);
@@ -145,6 +155,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
     const source = new SourceMigration(guest, {
       capabilities: settings.capabilities,
       parameters: settings.parameters,
+      ...(uuid === undefined ? {} : { uuid }),
       ...(postcopyAfter === undefined
         ? {}
         : { postcopyAfterPasses: Number(postcopyAfter) }),

@@ -4,6 +4,7 @@ import {
   MigrationMonitor,
   type MonitorEnd,
   parseTransportUri,
+  parseUuid,
   QmpError,
   ramSha256,
   sampleOfMigrationInfo,
@@ -55,6 +56,9 @@ Options:
                        QEMU's -incoming; "defer" waits for migrate-incoming
   -S                   Keep the guest stopped until cont (an incoming guest
                        stays paused once loaded)
+  --uuid UUID          The VM's UUID, as QEMU's -uuid: sent with the
+                       validate-uuid capability on; an incoming stream with
+                       another one is refused
   --ram SIZE           Guest RAM (default 256MiB)
   --workload SPEC      idle | random:RATE | hot-set:SIZE@RATE | sweep[:RATE] |
                        fill (default idle)
@@ -116,6 +120,7 @@ export const RUN_COMMAND: Command = defineCommand({
   flags: {
     qmp: { type: "string" },
     incoming: { type: "string" },
+    uuid: { type: "string" },
     paused: { type: "boolean", short: "S" },
     ram: { type: "string" },
     workload: { type: "string" },
@@ -134,6 +139,8 @@ export const RUN_COMMAND: Command = defineCommand({
     if (wasm !== undefined) refuseGuestFlags(flags, USAGE);
     const qmpAddress = flags.qmp;
     const incoming = flags.incoming;
+    const uuid = flags.uuid;
+    if (uuid !== undefined) asUsageError(USAGE, () => parseUuid(uuid));
     if (qmpAddress !== undefined) {
       asUsageError(USAGE, () => checkQmpAddress(qmpAddress));
     } else if (incoming === "defer") {
@@ -234,6 +241,7 @@ function startMonitorReport(
 function createMonitor(
   flags: {
     incoming?: string | undefined;
+    uuid?: string | undefined;
     paused?: boolean | undefined;
     ram?: string | undefined;
     workload?: string | undefined;
@@ -247,24 +255,28 @@ function createMonitor(
 ): MigrationMonitor {
   const hugePages = parseHugePagesMode(flags, USAGE);
   const paused = flags.paused ?? false;
+  const uuid = flags.uuid === undefined ? {} : { uuid: flags.uuid };
   if (wasm !== undefined) {
     if (flags.incoming !== undefined) {
       const options = wasmGuestOptions(wasm.wasm);
       return new MigrationMonitor({
         incoming: true,
         paused,
-        destination: { createGuest: wasm.program.guestFactory(options) },
+        destination: {
+          createGuest: wasm.program.guestFactory(options),
+          ...uuid,
+        },
       });
     }
     const guest = startWasmGuest(wasm.program, wasm.wasm);
-    return new MigrationMonitor({ guest, paused });
+    return new MigrationMonitor({ guest, paused, source: uuid });
   }
   if (flags.incoming !== undefined) {
     const allocate = guestRamAllocator(io, { hugePages, populate: true });
     return new MigrationMonitor({
       incoming: true,
       paused,
-      destination: allocate ? { allocate } : {},
+      destination: allocate ? { allocate, ...uuid } : uuid,
     });
   }
   const settings = parseGuestFlags(flags, {
@@ -273,7 +285,7 @@ function createMonitor(
     prefill: false,
   });
   const guest = createGuest(settings, guestRamAllocator(io, { hugePages }));
-  return new MigrationMonitor({ guest, paused });
+  return new MigrationMonitor({ guest, paused, source: uuid });
 }
 
 /** Prints the outcome and gives the exit status. */

@@ -80,9 +80,15 @@ export function watchIncoming(
       io.writeErr(`livemig: ${status}\n`);
     }
   };
+  const onWarning = (event: Event) => {
+    const { message } = (event as CustomEvent<{ message: string }>).detail;
+    io.writeErr(`livemig: warning: ${message}\n`);
+  };
   destination.addEventListener("status", onStatus);
+  destination.addEventListener("warning", onWarning);
   const stops = [
     () => destination.removeEventListener("status", onStatus),
+    () => destination.removeEventListener("warning", onWarning),
     showProgress(destination, io, {
       mode: options.progress,
       format: formatIncomingProgress,

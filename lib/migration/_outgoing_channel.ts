@@ -68,6 +68,8 @@ export class OutgoingChannel {
   readonly #failure = Promise.withResolvers<never>();
   readonly #shut = Promise.withResolvers<number>();
   readonly #resumeAck = Promise.withResolvers<number>();
+  readonly #switchoverAck = Promise.withResolvers<void>();
+  #switchoverAcked = false;
   readonly #bitmaps = new Map<string, PromiseWithResolvers<Uint8Array>>();
   #reader: ReadableStreamDefaultReader | undefined;
   #closed = false;
@@ -211,6 +213,16 @@ export class OutgoingChannel {
     return this.#resumeAck.promise;
   }
 
+  /** Whether the destination sent SWITCHOVER_ACK (switchover-ack). */
+  get switchoverAcked(): boolean {
+    return this.#switchoverAcked;
+  }
+
+  /** Resolves when the destination sends SWITCHOVER_ACK. */
+  get switchoverAck(): Promise<void> {
+    return this.#switchoverAck.promise;
+  }
+
   /**
    * The destination's received-pages bitmap for `block` (RECV_BITMAP).
    *
@@ -342,7 +354,10 @@ export class OutgoingChannel {
         if (done) break;
         switch (value.type) {
           case "PONG":
+            break;
           case "SWITCHOVER_ACK":
+            this.#switchoverAcked = true;
+            this.#switchoverAck.resolve();
             break;
           case "SHUT":
             this.#shut.resolve(value.value);

@@ -85,13 +85,17 @@ export async function completePrecopy(run: SourceRun): Promise<void> {
 
 /** The setup records, and the RAM section's START with the block list. */
 async function sendSetup(run: SourceRun): Promise<void> {
-  const { capabilities, guest, machine } = run.config;
+  const { capabilities, guest, machine, uuid } = run.config;
   const memory = guest.memory;
   const pageSize = memory.pageSize;
   const channel = run.channel;
   const setup: MigrationRecord[] = [
     { type: "header", version: 3 },
-    { type: "configuration", machine },
+    // QEMU sends its UUID only when it has one (-uuid) and validate-uuid
+    // is on (vmstate_uuid_needed()).
+    capabilities["validate-uuid"] && uuid !== undefined
+      ? { type: "configuration", machine, uuid }
+      : { type: "configuration", machine },
   ];
   if (run.usesReturnPath) {
     setup.push(
@@ -147,6 +151,7 @@ async function iterate(run: SourceRun): Promise<IterationDecision> {
     if (decision.step === "complete" || decision.step === "postcopy") {
       return decision;
     }
+    await awaitSwitchoverAck(run);
     await channel.write([{ type: "section-part", sectionId: RAM_SECTION_ID }]);
     const started = clock.now();
     const pages = new PageSourceStream(scanner, {
@@ -179,6 +184,8 @@ function decide(run: SourceRun): IterationDecision {
     postcopyRequested: run.postcopyRequested,
     inPostcopy: false,
     mustPrecopyBytes: 0,
+    canSwitchover: !run.config.capabilities["switchover-ack"] ||
+      run.channel.switchoverAcked,
   };
   const decision = decideIteration(state);
   if (decision.step !== "sync") return decision;
@@ -190,6 +197,25 @@ function decide(run: SourceRun): IterationDecision {
     exact: true,
     postcopyRequested: run.postcopyRequested,
   });
+}
+
+/**
+ * With switchover-ack and nothing left to send, waits up to a step for
+ * the destination's ack instead of sending empty PART sections.
+ */
+async function awaitSwitchoverAck(run: SourceRun): Promise<void> {
+  const channel = run.channel;
+  if (
+    !run.config.capabilities["switchover-ack"] || channel.switchoverAcked ||
+    run.scanner.remainingPages > 0
+  ) {
+    return;
+  }
+  const wait = new AbortController();
+  await Promise.race([
+    channel.switchoverAck,
+    run.config.clock.sleep(run.config.stepMs, wait.signal).catch(() => {}),
+  ]).finally(() => wait.abort());
 }
 
 /**

@@ -4,7 +4,7 @@
  * connection, a file). Private to the destination.
  *
  * ```
- * configuration    → the machine name
+ * configuration    → the machine name; a UUID is checked against ours
  * section-start    → the RAM section's id (for a recovery's decoder)
  * command          → its handler (one per MIG_CMD, see #commands)
  * block list       → create the guest (size capped by maxRamBytes)
@@ -33,6 +33,7 @@ import type {
   MigrationRecord,
 } from "../wire/migration_record.ts";
 import type { ReturnPathMessage } from "../wire/return_path_message.ts";
+import { checkUuid } from "./_check_uuid.ts";
 import { defaultGuest } from "./_default_guest.ts";
 import {
   DestinationPostcopy,
@@ -80,6 +81,18 @@ export interface RecordLoaderOptions {
   connection(): IncomingConnection | undefined;
   /** Called at POSTCOPY_RESUME, before the status moves back. */
   onResume(): void;
+  /**
+   * This VM's UUID (QEMU's `-uuid`): a CONFIGURATION that carries another
+   * one is refused, as QEMU refuses it whatever its own capabilities.
+   */
+  uuid?: Uint8Array | undefined;
+  /**
+   * Send SWITCHOVER_ACK (switchover-ack, QEMU 8.1 on) once the block list
+   * is loaded and the guest made: from then on this side is ready.
+   */
+  switchoverAck?: boolean | undefined;
+  /** Told what QEMU would warn about (a UUID sent to a VM without one). */
+  onWarning?: ((message: string) => void) | undefined;
   /** Called at each RAM EOS (the multifd channels' sync of the round). */
   onRamEos?: () => Promise<void> | undefined;
 }
@@ -126,6 +139,7 @@ export class RecordLoader {
   #accept: (() => Promise<Transport>) | undefined;
   #guest: MigratableGuest | undefined;
   #machine: string | undefined;
+  #switchoverAcked = false;
   #livemig = false;
   #guestState: Uint8Array | undefined;
   #guestStarted = false;
@@ -291,6 +305,10 @@ export class RecordLoader {
     switch (record.type) {
       case "configuration":
         this.#machine = record.machine;
+        if (record.uuid !== undefined) {
+          const { uuid, onWarning } = this.#options;
+          checkUuid(record.uuid, uuid, onWarning);
+        }
         return;
       case "section-start":
         this.#ramSectionId = record.sectionId;
@@ -300,6 +318,10 @@ export class RecordLoader {
         return;
       case "ram-mem-size":
         this.#createGuest(record.blocks);
+        if (this.#options.switchoverAck && !this.#switchoverAcked) {
+          this.#switchoverAcked = true;
+          await this.#reply({ type: "SWITCHOVER_ACK" });
+        }
         return;
       case "ram-zero":
       case "ram-page":

@@ -46,6 +46,7 @@ export interface SourceConfig {
   readonly clock: Clock;
   /** The machine name in the CONFIGURATION section. */
   readonly machine: string;
+  readonly uuid: Uint8Array | undefined; // sent with validate-uuid on
   /** Most pages per batch through the page stages. */
   readonly batchPages: number;
   /** Longest iteration step in milliseconds. */

@@ -34,6 +34,7 @@
  * @module
  */
 
+import { parseUuid } from "../bytes/parse_uuid.ts";
 import {
   describeError,
   MigrationAbortedError,
@@ -138,6 +139,22 @@ export interface DestinationMigrationOptions {
   preempt?: boolean;
   /** multifd on (QEMU's `multifd` capability), with its parameters. */
   multifd?: DestinationMultifdOptions;
+  /**
+   * This VM's UUID (QEMU's `-uuid`, 8-4-4-4-12 hex digits). A stream whose
+   * CONFIGURATION carries another one (a source with `validate-uuid` on)
+   * fails with QEMU's "UUID received is … and local is …"; without a
+   * UUID here a received one is only warned about (a `"warning"` event),
+   * as QEMU does. The destination needs no capability for this.
+   */
+  uuid?: string;
+  /**
+   * QEMU 8.1's `switchover-ack`: send SWITCHOVER_ACK on the return path
+   * once the block list is loaded and the guest made; a source with the
+   * capability does not stop its guest before. Needs a return path.
+   *
+   * @default {false}
+   */
+  switchoverAck?: boolean;
 }
 
 /**
@@ -198,7 +215,8 @@ type IncomingConnectionOffer = IncomingOptions & { transport: Transport };
  * Receives a migration over a {@linkcode Transport} into a new guest.
  *
  * Events: `"status"` with `{ status }` on every status change, and
- * `"migration"` (QEMU's `MIGRATION` event) too when `events` is set.
+ * `"migration"` (QEMU's `MIGRATION` event) too when `events` is set;
+ * `"warning"` with `{ message }` for what QEMU would warn about.
  *
  * Never reports `completed` for RAM it did not fully receive: the status
  * moves to `completed` only after EOF (and the vmdesc trailer) decoded
@@ -237,6 +255,7 @@ export class DestinationMigration extends EventTarget {
    * Constructs a new instance in status `none`.
    *
    * @param options How to build the guest and the limits.
+   * @throws {TypeError} If `uuid` is not a UUID.
    */
   constructor(options: DestinationMigrationOptions = {}) {
     super();
@@ -268,6 +287,10 @@ export class DestinationMigration extends EventTarget {
         this.#errorDesc = undefined;
       },
       onRamEos: () => this.#multifd?.sync(),
+      uuid: options.uuid === undefined ? undefined : parseUuid(options.uuid),
+      switchoverAck: options.switchoverAck ?? false,
+      onWarning: (message) =>
+        this.dispatchEvent(new CustomEvent("warning", { detail: { message } })),
     });
   }
 

@@ -26,6 +26,8 @@ export type MigrationCapability =
   | "mapped-ram"
   | "auto-converge"
   | "dirty-limit"
+  | "validate-uuid"
+  | "switchover-ack"
   | "multifd";
 
 /** Which capabilities are on. */
@@ -89,6 +91,8 @@ export const DEFAULT_CAPABILITIES: Readonly<MigrationCapabilities> = {
   "mapped-ram": false,
   "auto-converge": false,
   "dirty-limit": false,
+  "validate-uuid": false,
+  "switchover-ack": false,
   "multifd": false,
 };
 
@@ -123,10 +127,8 @@ const UNSUPPORTED_CAPABILITIES = new Set([
   "dirty-bitmaps",
   "late-block-activate",
   "x-ignore-shared",
-  "validate-uuid",
   "background-snapshot",
   "zero-copy-send",
-  "switchover-ack",
 ]);
 
 /** QEMU parameters livemig knows but does not implement. */
@@ -223,6 +225,11 @@ export function checkCapabilities(capabilities: MigrationCapabilities): void {
   if (capabilities["postcopy-preempt"] && !capabilities["postcopy-ram"]) {
     throw new TypeError(
       'Cannot set capability "postcopy-preempt": it requires "postcopy-ram"',
+    );
+  }
+  if (capabilities["switchover-ack"] && !capabilities["return-path"]) {
+    throw new TypeError(
+      "Capability 'switchover-ack' requires capability 'return-path'",
     );
   }
   if (capabilities["dirty-limit"] && capabilities["auto-converge"]) {

@@ -36,6 +36,7 @@
  * @module
  */
 
+import { parseUuid } from "../bytes/parse_uuid.ts";
 import { MigrationAbortedError } from "../errors.ts";
 import type { MigratableGuest } from "../guest/migratable_guest.ts";
 import { type Clock, SYSTEM_CLOCK } from "../streams/clock.ts";
@@ -84,6 +85,8 @@ export interface SourceMigrationOptions {
    * @default {"livemig"}
    */
   machine?: string;
+  /** The VM's UUID (QEMU's `-uuid`), sent when `validate-uuid` is on. */
+  uuid?: string;
   /**
    * Most pages per batch through the page stages.
    *
@@ -159,7 +162,8 @@ export class SourceMigration extends EventTarget {
    *
    * @param guest The guest to migrate.
    * @param options Capabilities, parameters, clock.
-   * @throws {TypeError} If a capability combination is not allowed.
+   * @throws {TypeError} If a capability combination is not allowed, or
+   *   `uuid` is not a UUID.
    * @throws {RangeError} If a parameter is out of range.
    */
   constructor(guest: MigratableGuest, options: SourceMigrationOptions = {}) {
@@ -171,6 +175,7 @@ export class SourceMigration extends EventTarget {
       guest,
       clock: options.clock ?? SYSTEM_CLOCK,
       machine: options.machine ?? "livemig",
+      uuid: options.uuid === undefined ? undefined : parseUuid(options.uuid),
       batchPages: options.batchPages ?? 256,
       stepMs: options.stepMs ?? 50,
       postcopyAfterPasses: options.postcopyAfterPasses,

@@ -39,6 +39,13 @@ export interface IterationState {
    * state); 0 for RAM-only guests.
    */
   mustPrecopyBytes: number;
+  /**
+   * Whether the guest may be stopped for switchover: with `switchover-ack`
+   * (QEMU 8.1 on), only once the destination's SWITCHOVER_ACK arrived.
+   *
+   * @default {true}
+   */
+  canSwitchover?: boolean;
 }
 
 /** The loop's next step, with the reason kept for logs and tests. */
@@ -63,6 +70,8 @@ export type IterationDecision =
  * assert.deepEqual(decideIteration(state), { step: "sync" });
  * assert.deepEqual(decideIteration({ ...state, exact: true }), { step: "complete", reason: "fits-downtime" });
  * assert.deepEqual(decideIteration({ ...state, pendingBytes: 64 << 20 }), { step: "iterate" });
+ * // switchover-ack: no switchover before the destination's ack.
+ * assert.deepEqual(decideIteration({ ...state, exact: true, canSwitchover: false }), { step: "iterate" });
  * ```
  *
  * @param state What the loop measured.
@@ -70,17 +79,18 @@ export type IterationDecision =
  */
 export function decideIteration(state: IterationState): IterationDecision {
   const { pendingBytes, thresholdBytes } = state;
+  const canSwitchover = state.canSwitchover ?? true;
   if (!state.exact && !state.inPostcopy && pendingBytes < thresholdBytes) {
     return { step: "sync" };
   }
-  if (pendingBytes === 0) {
+  if (pendingBytes === 0 && canSwitchover) {
     return { step: "complete", reason: "nothing-pending" };
   }
-  if (pendingBytes < thresholdBytes) {
+  if (pendingBytes < thresholdBytes && canSwitchover) {
     return { step: "complete", reason: "fits-downtime" };
   }
   if (
-    state.postcopyRequested && !state.inPostcopy &&
+    canSwitchover && state.postcopyRequested && !state.inPostcopy &&
     state.mustPrecopyBytes <= thresholdBytes
   ) {
     return { step: "postcopy" };

@@ -134,6 +134,24 @@ Deno.test("cli migrate refuses -c return-path=on with a file: URI", async () => 
   );
 });
 
+Deno.test("cli migrate refuses switchover-ack without return-path before starting the guest", async () => {
+  for (const uri of ["file:/tmp/never.mig", "tcp:127.0.0.1:1"]) {
+    const io = captureIo();
+    const args = [uri, "-c", "switchover-ack=on", "-c", "return-path=off"];
+    await assert.rejects(
+      MIGRATE_COMMAND.run(
+        uri.startsWith("file:") ? args.slice(0, 3) : args,
+        io,
+      ),
+      {
+        name: "UsageError",
+        message:
+          "Capability 'switchover-ack' requires capability 'return-path'",
+      },
+    );
+  }
+});
+
 /** A stand-in for a source: its status, and what cancel/abandon did. */
 function fakeSource(status: string) {
   const calls: string[] = [];

@@ -154,6 +154,8 @@ export interface SourceOptions {
   parameters?: Record<string, number>;
   /** Finished firmware passes to wait for before returning. */
   passes?: number;
+  /** More QEMU arguments (e.g. `-uuid`). */
+  extraArgs?: string[];
 }
 
 /**
@@ -168,7 +170,11 @@ export async function startSource(
   firmware: string,
   options: SourceOptions = {},
 ): Promise<QemuInstance> {
-  const vm = await startQemu({ firmware, ramMiB: RAM_MIB });
+  const vm = await startQemu({
+    firmware,
+    ramMiB: RAM_MIB,
+    extraArgs: options.extraArgs ?? [],
+  });
   try {
     const { capabilities = [], parameters = {}, passes = 0 } = options;
     if (capabilities.length > 0) {

@@ -298,3 +298,28 @@ async function waitFor(condition: () => boolean): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }
+
+Deno.test("monitor: validate-uuid is accepted as in QEMU 7.2, switchover-ack (8.1) is unknown", async () => {
+  const guest = new SimulatedGuest({ ramBytes: 16 * 4096 });
+  await withMonitor({ guest }, async (qmp) => {
+    await qmp.execute("migrate-set-capabilities", {
+      capabilities: [{ capability: "validate-uuid", state: true }],
+    });
+    const list = await qmp.execute("query-migrate-capabilities") as {
+      capability: string;
+      state: boolean;
+    }[];
+    assert.ok(
+      list.some((c) => c.capability === "validate-uuid" && c.state),
+    );
+    assert.equal(
+      await refusal(qmp.execute("migrate-set-capabilities", {
+        capabilities: [
+          { capability: "return-path", state: true },
+          { capability: "switchover-ack", state: true },
+        ],
+      })),
+      "Parameter 'capability' does not accept value 'switchover-ack'",
+    );
+  });
+});
