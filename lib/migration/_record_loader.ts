@@ -370,6 +370,11 @@ export class RecordLoader {
     this.#place(record);
   }
 
+  /** Counts pages a multifd channel's worker placed itself. */
+  countChannelPages(pages: number): void {
+    this.#received.normal += pages;
+  }
+
   /** Counts channel bytes: all, and QEMU's `multifd-bytes`. */
   countChannelBytes(bytes: number, multifdBytes: number): void {
     this.#countBytes(bytes);

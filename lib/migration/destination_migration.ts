@@ -83,7 +83,7 @@ export interface DestinationMigrationOptions {
    * Allocates guest RAM for the default guests (see
    * {@linkcode GuestMemoryOptions.allocate}).
    *
-   * @default {(size) => new Uint8Array(size)}
+   * @default {(size) => new Uint8Array(new SharedArrayBuffer(size))}
    */
   allocate?: GuestMemoryOptions["allocate"];
   /**
@@ -500,6 +500,7 @@ export class DestinationMigration extends EventTarget {
       this.multifd,
       first.multifdChannels ?? [],
       this.#loader,
+      !(this.#options.postcopy ?? false),
     );
     while (true) {
       const connection = new IncomingConnection(next.transport, { recovery });

@@ -1,0 +1,195 @@
+/**
+ * The main thread's side of one destination multifd channel: it reads the
+ * channel's connection and transfers each chunk to the channel's worker
+ * (_multifd_channel_worker.ts), at most {@linkcode WINDOW_BYTES} ahead of
+ * what the worker has read, and turns the worker's reports into calls, in
+ * order. Private to the destination.
+ *
+ * @module
+ */
+
+import type { Transport } from "../transport/transport.ts";
+import type { MultifdCompression } from "../wire/multifd_flags.ts";
+import type {
+  ChannelPacketReport,
+  FromChannelWorker,
+  SharedRamBlock,
+  ToChannelWorker,
+} from "./_multifd_channel_worker.ts";
+import { rebuildError } from "./_worker_error.ts";
+
+/** How far the main thread reads ahead of a worker, in bytes. */
+const WINDOW_BYTES = 4 * 1024 * 1024;
+
+/** What a {@linkcode MultifdChannel} reports to, in channel order. */
+export interface MultifdChannelHandlers {
+  /** The initial packet named the channel's id (may throw to refuse it). */
+  initial(id: number): void;
+  /**
+   * One packet: count it, place handed-back pages, and for a SYNC wait
+   * until the round is over. The worker goes on once this resolves.
+   */
+  packet(report: ChannelPacketReport, id: number): Promise<void> | void;
+}
+
+/** Options for {@linkcode MultifdChannel}. */
+export interface MultifdChannelOptions {
+  /** The target page size. */
+  pageSize: number;
+  /** `multifd-compression`. */
+  compression: MultifdCompression;
+  /**
+   * The guest's RAM blocks when the worker may write them in place (each
+   * over a `SharedArrayBuffer`), else undefined; asked at each release.
+   */
+  memory: () => SharedRamBlock[] | undefined;
+  /** Where reports go. */
+  handlers: MultifdChannelHandlers;
+}
+
+/** One channel connection and the worker that decodes it. */
+export class MultifdChannel {
+  readonly #transport: Transport;
+  readonly #options: MultifdChannelOptions;
+  readonly #worker: Worker;
+  readonly #done = Promise.withResolvers<void>();
+  #reports: Promise<void> = Promise.resolve();
+  #id = -1;
+  #ahead = 0;
+  #credit: PromiseWithResolvers<void> | undefined;
+  #blocksSent = false;
+  #stopped = false;
+
+  /**
+   * Starts the worker and reads `transport` into it.
+   *
+   * @param transport The channel connection.
+   * @param options Settings, RAM, where reports go.
+   */
+  constructor(transport: Transport, options: MultifdChannelOptions) {
+    this.#transport = transport;
+    this.#options = options;
+    this.#done.promise.catch(() => {});
+    this.#worker = new Worker(
+      new URL("./_multifd_channel_worker.ts", import.meta.url),
+      { type: "module" },
+    );
+    this.#worker.onmessage = (event: MessageEvent<FromChannelWorker>) =>
+      this.#receive(event.data);
+    this.#worker.onerror = (event) => {
+      event.preventDefault();
+      this.#fail(new Error(event.message));
+    };
+    this.#post({
+      type: "start",
+      pageSize: options.pageSize,
+      compression: options.compression,
+    });
+    const blocks = options.memory();
+    if (blocks !== undefined) this.#sendBlocks(blocks);
+    this.#pump().catch((error) => this.#fail(error));
+  }
+
+  /**
+   * Settles when the channel ended cleanly between packets (resolves) or
+   * failed (rejects with the error the worker or the connection had).
+   */
+  get done(): Promise<void> {
+    return this.#done.promise;
+  }
+
+  /** Stops the worker and closes the connection. */
+  async stop(): Promise<void> {
+    if (!this.#stopped) {
+      this.#stopped = true;
+      this.#worker.terminate();
+      this.#credit?.resolve();
+    }
+    await this.#transport.close().catch(() => {});
+  }
+
+  async #pump(): Promise<void> {
+    const reader = this.#transport.readable.getReader();
+    const owned = this.#transport.copiesWrites === true;
+    try {
+      while (!this.#stopped) {
+        while (this.#ahead >= WINDOW_BYTES && !this.#stopped) {
+          this.#credit = Promise.withResolvers<void>();
+          await this.#credit.promise;
+        }
+        const { value, done } = await reader.read();
+        if (this.#stopped) return;
+        if (done) return this.#post({ type: "end" });
+        if (value.byteLength === 0) continue;
+        // A socket's chunks are fresh buffers of their own: they move to
+        // the worker. Other transports may hand over memory their writer
+        // still uses, so that is copied first.
+        const bytes = owned && value.buffer instanceof ArrayBuffer
+          ? value
+          : value.slice();
+        this.#ahead += bytes.byteLength;
+        this.#post({ type: "data", bytes }, [bytes.buffer as ArrayBuffer]);
+      }
+    } finally {
+      reader.releaseLock();
+    }
+  }
+
+  #receive(message: FromChannelWorker): void {
+    if (message.type === "consumed") {
+      this.#ahead -= message.bytes;
+      if (this.#ahead < WINDOW_BYTES) this.#credit?.resolve();
+      return;
+    }
+    this.#reports = this.#reports.then(() => this.#handle(message)).catch(
+      (error) => this.#fail(error),
+    );
+  }
+
+  async #handle(message: FromChannelWorker): Promise<void> {
+    if (this.#stopped) return;
+    const { handlers } = this.#options;
+    switch (message.type) {
+      case "initial":
+        this.#id = message.channelId;
+        return handlers.initial(message.channelId);
+      case "packet":
+        await handlers.packet(message, this.#id);
+        if (message.pages !== undefined) this.#post({ type: "placed" });
+        if (message.sync) this.#release();
+        return;
+      case "ended":
+        return this.#done.resolve();
+      case "error": {
+        const channel = this.#id < 0 ? "" : ` ${this.#id}`;
+        throw rebuildError(
+          message.error,
+          `, on multifd channel${channel} from ${this.#transport.description}`,
+        );
+      }
+    }
+  }
+
+  /** Lets the worker go on after its SYNC, with the RAM if it is shared. */
+  #release(): void {
+    if (!this.#blocksSent) {
+      const blocks = this.#options.memory();
+      if (blocks !== undefined) this.#sendBlocks(blocks);
+    }
+    this.#post({ type: "release" });
+  }
+
+  #sendBlocks(blocks: SharedRamBlock[]): void {
+    this.#blocksSent = true;
+    this.#post({ type: "blocks", blocks });
+  }
+
+  #post(message: ToChannelWorker, transfer: Transferable[] = []): void {
+    if (!this.#stopped) this.#worker.postMessage(message, transfer);
+  }
+
+  #fail(error: unknown): void {
+    this.#done.reject(error);
+    void this.stop();
+  }
+}
