@@ -82,7 +82,7 @@ export function startMultifd(
     place: (record) => loader.placeChannelPage(record),
     count: (bytes, multifd) => loader.countChannelBytes(bytes, multifd),
     memory: () => inPlace ? sharedBlocks(loader.guest?.memory) : undefined,
-    placed: (pages) => loader.countChannelPages(pages),
+    placed: (pages) => loader.countChannelBytes(0, 0, pages),
   });
 }
 

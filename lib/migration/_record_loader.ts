@@ -370,13 +370,12 @@ export class RecordLoader {
     this.#place(record);
   }
 
-  /** Counts pages a multifd channel's worker placed itself. */
-  countChannelPages(pages: number): void {
+  /**
+   * Counts channel bytes: all, and QEMU's `multifd-bytes`; and pages a
+   * channel's worker placed itself.
+   */
+  countChannelBytes(bytes: number, multifdBytes: number, pages = 0): void {
     this.#received.normal += pages;
-  }
-
-  /** Counts channel bytes: all, and QEMU's `multifd-bytes`. */
-  countChannelBytes(bytes: number, multifdBytes: number): void {
     this.#countBytes(bytes);
     this.#received.multifd += multifdBytes;
   }
