@@ -4,12 +4,14 @@
  *
  * ```
  * open             initial packet on each channel (id, zero UUID)
- * page             copied into the batch: up to 128 pages of one block
+ * page             into the batch: up to 128 pages of one block, by their
+ *                  place in shared guest RAM (others copied)
  * batch full, other block, or sync
  *                  → the next free channel, round-robin from the last one
  *                    used; while every channel is busy the migration
  *                    thread waits (a channel is free once its socket took
- *                    its last packet); compressed with the channel's own
+ *                    its last packet); the channel's worker gathers the
+ *                    pages and compresses them with the channel's own
  *                    zlib/zstd session; counted against max-bandwidth
  * RAM EOS          → sync(): the batch, then one SYNC packet on every
  *                    channel, each written, before the EOS goes out on
@@ -38,7 +40,7 @@ import {
   multifdPacketHeaderSize,
   multifdPageSlots,
 } from "../wire/multifd_packet.ts";
-import { MultifdPageCompressor } from "../wire/multifd_page_compressor.ts";
+import { MultifdSendWorker, PageBatch } from "./_multifd_send_channel.ts";
 
 /** Options for {@linkcode MultifdSender}. */
 export interface MultifdSenderOptions {
@@ -56,18 +58,15 @@ export interface MultifdSenderOptions {
 
 const ZERO_UUID = "00000000-0000-0000-0000-000000000000";
 
-/** One channel: its connection, its compression session, its last write. */
+/** One channel: its connection, its encoding worker, its last packet. */
 interface SendChannel {
   id: number;
   transport: Transport;
   writer: WritableStreamDefaultWriter<Uint8Array>;
-  compressor: MultifdPageCompressor;
-  /** The last write, until the socket took it. */
+  /** Encodes and compresses the channel's packets (started at first use). */
+  encoder: MultifdSendWorker | undefined;
+  /** The last packet, until the socket took it. */
   busy: Promise<void> | undefined;
-  /** Page buffer: the last packet's pages, then the next batch's. */
-  buffer: Uint8Array;
-  /** Whether the socket copies what it took (else data is copied first). */
-  copies: boolean;
 }
 
 /**
@@ -79,9 +78,7 @@ export class MultifdSender {
   readonly #channels: SendChannel[];
   readonly #slots: number;
   readonly #headerSize: number;
-  #batch: Uint8Array;
-  #batchBlock = "";
-  #batchOffsets: number[] = [];
+  readonly #batch: PageBatch;
   #last = -1;
   #packetNum = 0n;
   #multifdBytes = 0;
@@ -95,18 +92,16 @@ export class MultifdSender {
    */
   constructor(transports: Transport[], options: MultifdSenderOptions) {
     this.#options = options;
-    const { pageSize, compression, level } = options;
+    const { pageSize } = options;
     this.#slots = multifdPageSlots(pageSize);
     this.#headerSize = multifdPacketHeaderSize(pageSize);
-    this.#batch = new Uint8Array(this.#slots * pageSize);
+    this.#batch = new PageBatch(pageSize, this.#slots);
     this.#channels = transports.map((transport, id) => ({
       id,
       transport,
       writer: transport.writable.getWriter(),
-      compressor: new MultifdPageCompressor(compression, { level }),
+      encoder: undefined,
       busy: undefined,
-      buffer: new Uint8Array(this.#slots * pageSize),
-      copies: transport.copiesWrites ?? false,
     }));
     for (const channel of this.#channels) {
       this.#write(
@@ -126,20 +121,18 @@ export class MultifdSender {
   }
 
   /**
-   * Queues one page (its bytes are copied now).
+   * Queues one page: a page in shared guest RAM by its place (a channel's
+   * worker reads it there), any other by a copy made now.
    *
    * @param record The page.
    * @returns When the page is queued (a full batch went to a channel).
    */
   async queue(record: RamPageRecord): Promise<void> {
     this.#throwIfFailed();
-    const count = this.#batchOffsets.length;
-    if (count > 0 && record.block !== this.#batchBlock) await this.#flush();
-    const at = this.#batchOffsets.length * this.#options.pageSize;
-    this.#batch.set(record.data, at);
-    this.#batchOffsets.push(record.offset);
-    this.#batchBlock = record.block;
-    if (this.#batchOffsets.length === this.#slots) await this.#flush();
+    const batch = this.#batch;
+    if (batch.length > 0 && record.block !== batch.block) await this.#flush();
+    batch.add(record.block, record.offset, record.data);
+    if (batch.length === this.#slots) await this.#flush();
   }
 
   /**
@@ -152,7 +145,7 @@ export class MultifdSender {
     await this.#flush();
     for (const channel of this.#channels) {
       await this.#settle(channel);
-      await this.#sendPacket(channel, MULTIFD_FLAG.SYNC, []);
+      await this.#sendSync(channel);
     }
     await Promise.all(this.#channels.map((c) => this.#settle(c)));
   }
@@ -161,53 +154,60 @@ export class MultifdSender {
   async close(): Promise<void> {
     await Promise.all(this.#channels.map(async (channel) => {
       await channel.busy?.catch(() => {});
-      channel.compressor.close();
+      channel.encoder?.stop();
       await channel.transport.close().catch(() => {});
     }));
   }
 
-  /** Sends the batch on the next free channel. */
+  /**
+   * Sends the batch on the next free channel: its worker encodes it while
+   * this thread goes on; the channel is busy until its socket took it.
+   */
   async #flush(): Promise<void> {
-    if (this.#batchOffsets.length === 0) return;
+    const batch = this.#batch;
+    if (batch.length === 0) return;
     const channel = await this.#freeChannel();
-    const offsets = this.#batchOffsets;
-    this.#batchOffsets = [];
-    // The channel's buffer is free (its socket took the last packet): it
-    // takes the batch's pages, the batch goes on in the channel's buffer.
-    const pages = this.#batch;
-    this.#batch = channel.buffer;
-    channel.buffer = pages;
-    await this.#sendPacket(channel, 0, offsets);
+    const { pageSize, compression, level, limiter, signal } = this.#options;
+    const { offsets, block } = batch;
+    const pages = batch.take();
+    this.#multifdBytes += this.#headerSize + offsets.length * pageSize;
+    channel.encoder ??= new MultifdSendWorker({ compression, level, pageSize });
+    const encoded = channel.encoder.encode({
+      type: "encode",
+      header: {
+        type: "multifd-packet",
+        flags: multifdCompressionFlag(compression),
+        pagesAlloc: this.#slots,
+        packetNum: this.#packetNum++,
+        ramBlock: block,
+        offsets,
+      },
+      ...pages,
+    });
+    this.#track(
+      channel,
+      encoded.then(async (bytes) => {
+        await limiter.pass(bytes.byteLength, signal);
+        await channel.writer.write(bytes);
+      }),
+    );
   }
 
-  /** Encodes and writes one packet; the pages are the batch's first ones. */
-  async #sendPacket(
-    channel: SendChannel,
-    flags: number,
-    offsets: number[],
-  ): Promise<void> {
-    const { pageSize, compression, limiter, signal } = this.#options;
-    const pages = offsets.length;
-    let data = channel.buffer.subarray(0, pages * pageSize);
-    if (pages > 0 && compression !== "none") {
-      const views = offsets.map((_, i) =>
-        channel.buffer.subarray(i * pageSize, (i + 1) * pageSize)
-      );
-      data = await this.#guard(channel, channel.compressor.compress(views));
-    } else if (!channel.copies) data = data.slice();
+  /** Writes a SYNC packet without pages. */
+  async #sendSync(channel: SendChannel): Promise<void> {
+    const { pageSize, limiter, signal } = this.#options;
     const header = encodeMultifdPacketHeader({
       type: "multifd-packet",
-      flags: flags | (pages > 0 ? multifdCompressionFlag(compression) : 0),
+      flags: MULTIFD_FLAG.SYNC,
       pagesAlloc: this.#slots,
-      nextPacketSize: pages > 0 ? data.byteLength : 0,
+      nextPacketSize: 0,
       packetNum: this.#packetNum++,
-      ramBlock: pages > 0 ? this.#batchBlock : "",
-      offsets,
+      ramBlock: "",
+      offsets: [],
     }, { pageSize });
-    this.#multifdBytes += this.#headerSize + pages * pageSize;
-    await limiter.pass(header.byteLength + data.byteLength, signal);
+    this.#multifdBytes += this.#headerSize;
+    await limiter.pass(header.byteLength, signal);
     this.#write(channel, header);
-    if (pages > 0) this.#write(channel, data);
   }
 
   /** The next channel whose socket took its last packet, round-robin. */
@@ -232,24 +232,20 @@ export class MultifdSender {
   }
 
   #write(channel: SendChannel, bytes: Uint8Array): void {
-    const write = channel.writer.write(bytes).then(
+    this.#track(channel, channel.writer.write(bytes));
+  }
+
+  /** The channel is busy until `work` is done; its failure fails all. */
+  #track(channel: SendChannel, work: Promise<void>): void {
+    const busy = work.then(
       () => {
-        if (channel.busy === write) channel.busy = undefined;
+        if (channel.busy === busy) channel.busy = undefined;
       },
       (error) => {
         this.#fail(channel, error);
       },
     );
-    channel.busy = write;
-  }
-
-  async #guard<T>(channel: SendChannel, promise: Promise<T>): Promise<T> {
-    try {
-      return await promise;
-    } catch (error) {
-      this.#fail(channel, error);
-      throw this.#error!.reason;
-    }
+    channel.busy = busy;
   }
 
   #fail(channel: SendChannel, cause: unknown): void {
