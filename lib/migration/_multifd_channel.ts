@@ -1,9 +1,10 @@
 /**
  * The main thread's side of one destination multifd channel: it reads the
  * channel's connection and transfers each chunk to the channel's worker
- * (_multifd_channel_worker.ts), at most {@linkcode WINDOW_BYTES} ahead of
- * what the worker has read, and turns the worker's reports into calls, in
- * order. Private to the destination.
+ * (_multifd_channel_worker.ts), a bounded amount ahead of what the worker
+ * has used, and turns the worker's reports into calls, in order. A socket
+ * is read straight into a small pool of large buffers that go back and
+ * forth between the two threads. Private to the destination.
  *
  * @module
  */
@@ -16,10 +17,20 @@ import type {
   SharedRamBlock,
   ToChannelWorker,
 } from "./_multifd_channel_worker.ts";
+import type { PeekedTransport } from "./_peeked_transport.ts";
 import { rebuildError } from "./_worker_error.ts";
 
-/** How far the main thread reads ahead of a worker, in bytes. */
+/** How far the main thread reads ahead of a worker, in copied bytes. */
 const WINDOW_BYTES = 4 * 1024 * 1024;
+/** Size of the pooled buffers a byte stream is read into. */
+const POOLED_BYTES = 512 * 1024;
+/**
+ * A read that filled less than this is copied out and its buffer reused
+ * at once, so that a packet spans at most 10 pooled buffers.
+ */
+const SMALL_READ_BYTES = 64 * 1024;
+/** Most pooled buffers at the worker (> 10: no wait for one in use). */
+const MAX_POOLED = 16;
 
 /** What a {@linkcode MultifdChannel} reports to, in channel order. */
 export interface MultifdChannelHandlers {
@@ -56,6 +67,8 @@ export class MultifdChannel {
   #reports: Promise<void> = Promise.resolve();
   #id = -1;
   #ahead = 0;
+  readonly #pool: ArrayBuffer[] = [];
+  #pooledOut = 0;
   #credit: PromiseWithResolvers<void> | undefined;
   #blocksSent = false;
   #stopped = false;
@@ -109,14 +122,15 @@ export class MultifdChannel {
   }
 
   async #pump(): Promise<void> {
-    const reader = this.#transport.readable.getReader();
-    const owned = this.#transport.copiesWrites === true;
+    const transport = this.#transport as Partial<PeekedTransport> & Transport;
+    if (transport.readInto !== undefined) {
+      if (transport.head!.byteLength > 0) this.#send(transport.head!, false);
+      return await this.#pumpInto(transport.readInto);
+    }
+    const reader = transport.readable.getReader();
+    const owned = transport.copiesWrites === true;
     try {
-      while (!this.#stopped) {
-        while (this.#ahead >= WINDOW_BYTES && !this.#stopped) {
-          this.#credit = Promise.withResolvers<void>();
-          await this.#credit.promise;
-        }
+      while (await this.#room()) {
         const { value, done } = await reader.read();
         if (this.#stopped) return;
         if (done) return this.#post({ type: "end" });
@@ -124,22 +138,65 @@ export class MultifdChannel {
         // A socket's chunks are fresh buffers of their own: they move to
         // the worker. Other transports may hand over memory their writer
         // still uses, so that is copied first.
-        const bytes = owned && value.buffer instanceof ArrayBuffer
-          ? value
-          : value.slice();
-        this.#ahead += bytes.byteLength;
-        this.#post({ type: "data", bytes }, [bytes.buffer as ArrayBuffer]);
+        this.#send(
+          owned && value.buffer instanceof ArrayBuffer ? value : value.slice(),
+          false,
+        );
       }
     } finally {
       reader.releaseLock();
     }
   }
 
+  /**
+   * Reads a byte stream straight into pooled buffers that go to the worker
+   * and come back once used: few large reads, no new memory per read.
+   */
+  async #pumpInto(
+    readInto: (buffer: ArrayBuffer) => Promise<Uint8Array | undefined>,
+  ): Promise<void> {
+    while (await this.#room()) {
+      const view = await readInto(
+        this.#pool.pop() ?? new ArrayBuffer(POOLED_BYTES),
+      );
+      if (this.#stopped) return;
+      if (view === undefined) return this.#post({ type: "end" });
+      if (view.byteLength >= SMALL_READ_BYTES) this.#send(view, true);
+      else {
+        this.#pool.push(view.buffer as ArrayBuffer);
+        if (view.byteLength > 0) this.#send(view.slice(), false);
+      }
+    }
+  }
+
+  /** Waits until the worker may take another chunk; false once stopped. */
+  async #room(): Promise<boolean> {
+    while (
+      !this.#stopped &&
+      (this.#ahead >= WINDOW_BYTES || this.#pooledOut >= MAX_POOLED)
+    ) {
+      this.#credit = Promise.withResolvers<void>();
+      await this.#credit.promise;
+    }
+    return !this.#stopped;
+  }
+
+  /** Moves a chunk to the worker (its buffer is transferred). */
+  #send(bytes: Uint8Array, pooled: boolean): void {
+    if (pooled) this.#pooledOut++;
+    else this.#ahead += bytes.byteLength;
+    this.#post({ type: "data", bytes, pooled }, [bytes.buffer as ArrayBuffer]);
+  }
+
   #receive(message: FromChannelWorker): void {
     if (message.type === "consumed") {
       this.#ahead -= message.bytes;
-      if (this.#ahead < WINDOW_BYTES) this.#credit?.resolve();
-      return;
+      return this.#credit?.resolve();
+    }
+    if (message.type === "returned") {
+      this.#pooledOut -= message.buffers.length;
+      this.#pool.push(...message.buffers);
+      return this.#credit?.resolve();
     }
     this.#reports = this.#reports.then(() => this.#handle(message)).catch(
       (error) => this.#fail(error),

@@ -10,9 +10,11 @@
  *
  * ```
  * main → worker   start (settings), blocks (the shared RAM), data (a
- *                 chunk), end, release (after the round's RAM EOS),
+ *                 chunk; a pooled one goes back once used), end, release
+ *                 (after the round's RAM EOS),
  *                 placed (pages handed back were placed)
  * worker → main   initial (channel id), consumed (a chunk was read),
+ *                 returned (pooled buffers, once their bytes were used),
  *                 packet (byte counts, pages placed or handed back, SYNC),
  *                 ended (clean end between packets), error
  * ```
@@ -56,7 +58,7 @@ export interface SharedRamBlock {
 /** What the main thread posts to a channel worker. */
 export type ToChannelWorker =
   | { type: "start"; pageSize: number; compression: MultifdCompression }
-  | { type: "data"; bytes: Uint8Array }
+  | { type: "data"; bytes: Uint8Array; pooled: boolean }
   | { type: "end" }
   | { type: "blocks"; blocks: SharedRamBlock[] }
   | { type: "release" }
@@ -91,6 +93,7 @@ export interface ChannelPacketReport {
 export type FromChannelWorker =
   | { type: "initial"; channelId: number }
   | { type: "consumed"; bytes: number }
+  | { type: "returned"; buffers: ArrayBuffer[] }
   | ChannelPacketReport
   | { type: "ended" }
   | { type: "error"; error: WorkerErrorData };
@@ -106,7 +109,7 @@ export interface ChannelWorkerScope {
 
 /** Keeps what the main thread sent until the decoder wants it. */
 class Inbox {
-  readonly #chunks: Uint8Array[] = [];
+  readonly #chunks: { bytes: Uint8Array; pooled: boolean }[] = [];
   #ended = false;
   #wake: (() => void) | undefined;
   readonly #early = new Set<string>();
@@ -116,7 +119,7 @@ class Inbox {
   deliver(message: ToChannelWorker): void {
     switch (message.type) {
       case "data":
-        this.#chunks.push(message.bytes);
+        this.#chunks.push(message);
         return this.#wake?.();
       case "end":
         this.#ended = true;
@@ -136,7 +139,7 @@ class Inbox {
   }
 
   /** The next chunk, or undefined once the channel ended. */
-  async next(): Promise<Uint8Array | undefined> {
+  async next(): Promise<{ bytes: Uint8Array; pooled: boolean } | undefined> {
     while (this.#chunks.length === 0 && !this.#ended) {
       await new Promise<void>((resolve) => this.#wake = resolve);
       this.#wake = undefined;
@@ -181,6 +184,9 @@ class ChannelDecoder {
   readonly #pageSize: number;
   readonly #compression: MultifdCompression;
   readonly #reader: ByteReader;
+  /** Pooled chunks read into the reader, with the offset of their end. */
+  readonly #held: { end: number; buffer: ArrayBuffer }[] = [];
+  #pulled = 0;
   #id = -1;
 
   constructor(
@@ -196,8 +202,15 @@ class ChannelDecoder {
       pull: async (controller) => {
         const chunk = await inbox.next();
         if (chunk === undefined) return controller.close();
-        controller.enqueue(chunk);
-        scope.postMessage({ type: "consumed", bytes: chunk.byteLength });
+        const { bytes, pooled } = chunk;
+        this.#pulled += bytes.byteLength;
+        controller.enqueue(bytes);
+        if (pooled) {
+          this.#held.push({
+            end: this.#pulled,
+            buffer: bytes.buffer as ArrayBuffer,
+          });
+        } else scope.postMessage({ type: "consumed", bytes: bytes.byteLength });
       },
     }, { highWaterMark: 0 });
     this.#reader = new ByteReader(readable);
@@ -279,9 +292,22 @@ class ChannelDecoder {
       }
     }
     this.#scope.postMessage(report, transfer);
+    this.#giveBack();
     if (report.pages !== undefined) await this.#inbox.expect("placed");
     if (report.sync) await this.#inbox.expect("release");
     return true;
+  }
+
+  /** Returns the pooled chunks whose bytes were all used. */
+  #giveBack(): void {
+    const held = this.#held;
+    let count = 0;
+    while (count < held.length && held[count]!.end <= this.#reader.offset) {
+      count++;
+    }
+    if (count === 0) return;
+    const buffers = held.splice(0, count).map((h) => h.buffer);
+    this.#scope.postMessage({ type: "returned", buffers }, buffers);
   }
 
   /**

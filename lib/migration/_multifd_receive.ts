@@ -24,6 +24,7 @@ import type { Clock } from "../streams/clock.ts";
 import type { Transport } from "../transport/transport.ts";
 import { MULTIFD_MAGIC } from "../wire/multifd_initial_packet.ts";
 import { MultifdChannel } from "./_multifd_channel.ts";
+import { peekTransport } from "./_peeked_transport.ts";
 import type {
   ChannelPages,
   SharedRamBlock,
@@ -157,7 +158,8 @@ export async function acceptMultifdConnections(
     deadline.catch(() => {});
     let next: Transport | undefined = first;
     while (true) {
-      const [head, transport] = await Promise.race([peek(next, 4), deadline]);
+      const transport = await Promise.race([peekTransport(next, 4), deadline]);
+      const head = transport.head;
       const magic = head.byteLength >= 4
         ? new DataView(head.buffer, head.byteOffset).getUint32(0)
         : undefined;
@@ -183,56 +185,6 @@ export async function acceptMultifdConnections(
   } finally {
     timer.abort();
   }
-}
-
-/**
- * Reads at least `bytes` bytes of `transport` (fewer if it ends), and
- * gives them back with a transport that reads them again.
- */
-async function peek(
-  transport: Transport,
-  bytes: number,
-): Promise<[Uint8Array, Transport]> {
-  const reader = transport.readable.getReader();
-  const chunks: Uint8Array[] = [];
-  let length = 0;
-  while (length < bytes) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-    length += value.byteLength;
-  }
-  const head = chunks.length === 1 ? chunks[0]! : concat(chunks, length);
-  const readable = new ReadableStream<Uint8Array>({
-    start(controller) {
-      if (head.byteLength > 0) controller.enqueue(head);
-    },
-    async pull(controller) {
-      const { value, done } = await reader.read();
-      if (done) controller.close();
-      else controller.enqueue(value);
-    },
-    cancel: (reason) => reader.cancel(reason),
-  }, { highWaterMark: 0 });
-  return [head, {
-    readable,
-    writable: transport.writable,
-    description: transport.description,
-    ...(transport.copiesWrites === undefined
-      ? {}
-      : { copiesWrites: transport.copiesWrites }),
-    close: () => transport.close(),
-  }];
-}
-
-function concat(chunks: Uint8Array[], length: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let at = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, at);
-    at += chunk.byteLength;
-  }
-  return out;
 }
 
 /** What {@linkcode MultifdReceiver} does with what arrives. */

@@ -40,7 +40,11 @@ import {
   multifdPacketHeaderSize,
   multifdPageSlots,
 } from "../wire/multifd_packet.ts";
-import { MultifdSendWorker, PageBatch } from "./_multifd_send_channel.ts";
+import {
+  MultifdSendWorker,
+  PageBatch,
+  pageRuns,
+} from "./_multifd_send_channel.ts";
 
 /** Options for {@linkcode MultifdSender}. */
 export interface MultifdSenderOptions {
@@ -171,17 +175,35 @@ export class MultifdSender {
     const { offsets, block } = batch;
     const pages = batch.take();
     this.#multifdBytes += this.#headerSize + offsets.length * pageSize;
+    const header = {
+      type: "multifd-packet",
+      flags: multifdCompressionFlag(compression),
+      pagesAlloc: this.#slots,
+      packetNum: this.#packetNum++,
+      ramBlock: block,
+      offsets,
+    } as const;
+    if (compression === "none") {
+      // Nothing to encode: the header, then the pages written from where
+      // they are (runs of adjacent pages as one write), as QEMU's
+      // zero-copy send does. A transport that does not copy what it is
+      // given gets copies.
+      const runs = pageRuns(pages, pageSize);
+      const bytes = encodeMultifdPacketHeader({
+        ...header,
+        nextPacketSize: offsets.length * pageSize,
+      }, { pageSize });
+      const copies = channel.transport.copiesWrites ?? false;
+      await limiter.pass(bytes.byteLength + offsets.length * pageSize, signal);
+      this.#write(channel, bytes);
+      for (const run of runs) this.#write(channel, copies ? run : run.slice());
+      return;
+    }
+    // zlib and zstd: the channel's worker gathers and compresses the pages.
     channel.encoder ??= new MultifdSendWorker({ compression, level, pageSize });
     const encoded = channel.encoder.encode({
       type: "encode",
-      header: {
-        type: "multifd-packet",
-        flags: multifdCompressionFlag(compression),
-        pagesAlloc: this.#slots,
-        packetNum: this.#packetNum++,
-        ramBlock: block,
-        offsets,
-      },
+      header,
       ...pages,
     });
     this.#track(

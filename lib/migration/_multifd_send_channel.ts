@@ -1,9 +1,10 @@
 /**
  * The main thread's side of one source multifd channel's worker
- * (_multifd_send_worker.ts): one packet at a time goes in as page
- * locations, its bytes come back. And the batch the main thread gathers
- * for the next packet: pages by where they are in shared guest RAM, copies
- * of the others. Private to the source.
+ * (_multifd_send_worker.ts), which compresses (zlib, zstd): one packet at
+ * a time goes in as page locations, its bytes come back. And the batch the
+ * main thread gathers for the next packet: pages by where they are in
+ * shared guest RAM, copies of the others; without compression they are
+ * written from there. Private to the source.
  *
  * @module
  */
@@ -160,4 +161,39 @@ export class PageBatch {
     this.offsets = [];
     return taken;
   }
+}
+
+/**
+ * The pages of a taken batch as views where they are, adjacent pages
+ * joined into one view.
+ *
+ * @param pages What {@linkcode PageBatch.take} gave.
+ * @param pageSize The target page size.
+ * @returns The views, in packet order.
+ */
+export function pageRuns(
+  pages: Pick<EncodeRequest, "shared" | "starts" | "inline">,
+  pageSize: number,
+): Uint8Array[] {
+  const runs: Uint8Array[] = [];
+  let buffer: ArrayBufferLike | undefined;
+  let first = 0;
+  let end = -1;
+  const close = () => {
+    if (buffer !== undefined) {
+      runs.push(new Uint8Array(buffer, first, end - first));
+    }
+  };
+  for (const start of pages.starts) {
+    const from = start >= 0 ? pages.shared! : pages.inline!;
+    const at = start >= 0 ? start : (-start - 1) * pageSize;
+    if (from !== buffer || at !== end) {
+      close();
+      buffer = from;
+      first = at;
+    }
+    end = at + pageSize;
+  }
+  close();
+  return runs;
 }
