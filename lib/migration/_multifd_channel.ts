@@ -3,8 +3,8 @@
  * channel's connection and transfers each chunk to the channel's worker
  * (_multifd_channel_worker.ts), a bounded amount ahead of what the worker
  * has used, and turns the worker's reports into calls, in order. A socket
- * is read straight into a small pool of large buffers that go back and
- * forth between the two threads. Private to the destination.
+ * is read straight into a ring of shared memory the worker reads from.
+ * Private to the destination.
  *
  * @module
  */
@@ -22,15 +22,11 @@ import { rebuildError } from "./_worker_error.ts";
 
 /** How far the main thread reads ahead of a worker, in copied bytes. */
 const WINDOW_BYTES = 4 * 1024 * 1024;
-/** Size of the pooled buffers a byte stream is read into. */
-const POOLED_BYTES = 512 * 1024;
 /**
- * A read that filled less than this is copied out and its buffer reused
- * at once, so that a packet spans at most 10 pooled buffers.
+ * Size of the ring a socket is read into, shared with the worker: more
+ * than two packets, so that the worker never waits for room it holds.
  */
-const SMALL_READ_BYTES = 64 * 1024;
-/** Most pooled buffers at the worker (> 10: no wait for one in use). */
-const MAX_POOLED = 16;
+const RING_BYTES = 4 * 1024 * 1024;
 
 /** What a {@linkcode MultifdChannel} reports to, in channel order. */
 export interface MultifdChannelHandlers {
@@ -64,11 +60,14 @@ export class MultifdChannel {
   readonly #options: MultifdChannelOptions;
   readonly #worker: Worker;
   readonly #done = Promise.withResolvers<void>();
+  readonly #ready = Promise.withResolvers<void>();
   #reports: Promise<void> = Promise.resolve();
   #id = -1;
   #ahead = 0;
-  readonly #pool: ArrayBuffer[] = [];
-  #pooledOut = 0;
+  #ring: Uint8Array | undefined;
+  /** Bytes read into the ring, and bytes of it the worker is done with. */
+  #ringWritten = 0;
+  #ringReleased = 0;
   #credit: PromiseWithResolvers<void> | undefined;
   #blocksSent = false;
   #stopped = false;
@@ -111,6 +110,11 @@ export class MultifdChannel {
     return this.#done.promise;
   }
 
+  /** Resolves once the worker has loaded. */
+  get ready(): Promise<void> {
+    return this.#ready.promise;
+  }
+
   /** Stops the worker and closes the connection. */
   async stop(): Promise<void> {
     if (!this.#stopped) {
@@ -123,9 +127,9 @@ export class MultifdChannel {
 
   async #pump(): Promise<void> {
     const transport = this.#transport as Partial<PeekedTransport> & Transport;
-    if (transport.readInto !== undefined) {
-      if (transport.head!.byteLength > 0) this.#send(transport.head!, false);
-      return await this.#pumpInto(transport.readInto);
+    if (transport.readInto !== undefined && transport.head !== undefined) {
+      if (transport.head.byteLength > 0) this.#send(transport.head);
+      return await this.#pumpIntoRing(transport.readInto);
     }
     const reader = transport.readable.getReader();
     const owned = transport.copiesWrites === true;
@@ -140,7 +144,6 @@ export class MultifdChannel {
         // still uses, so that is copied first.
         this.#send(
           owned && value.buffer instanceof ArrayBuffer ? value : value.slice(),
-          false,
         );
       }
     } finally {
@@ -149,23 +152,28 @@ export class MultifdChannel {
   }
 
   /**
-   * Reads a byte stream straight into pooled buffers that go to the worker
-   * and come back once used: few large reads, no new memory per read.
+   * Reads the socket straight into a ring shared with the worker, which
+   * hears where each read landed and says how much it is done with: no
+   * buffer is allocated, transferred or copied per read.
    */
-  async #pumpInto(
-    readInto: (buffer: ArrayBuffer) => Promise<Uint8Array | undefined>,
+  async #pumpIntoRing(
+    readInto: (view: Uint8Array) => Promise<number | null>,
   ): Promise<void> {
+    const ring = new Uint8Array(new SharedArrayBuffer(RING_BYTES));
+    this.#ring = ring;
+    this.#post({ type: "ring", ring });
     while (await this.#room()) {
-      const view = await readInto(
-        this.#pool.pop() ?? new ArrayBuffer(POOLED_BYTES),
+      const start = this.#ringWritten % RING_BYTES;
+      const free = RING_BYTES - (this.#ringWritten - this.#ringReleased);
+      const view = ring.subarray(
+        start,
+        start + Math.min(free, RING_BYTES - start),
       );
+      const count = await readInto(view);
       if (this.#stopped) return;
-      if (view === undefined) return this.#post({ type: "end" });
-      if (view.byteLength >= SMALL_READ_BYTES) this.#send(view, true);
-      else {
-        this.#pool.push(view.buffer as ArrayBuffer);
-        if (view.byteLength > 0) this.#send(view.slice(), false);
-      }
+      if (count === null) return this.#post({ type: "end" });
+      this.#ringWritten += count;
+      this.#post({ type: "ring-data", start, length: count });
     }
   }
 
@@ -173,7 +181,8 @@ export class MultifdChannel {
   async #room(): Promise<boolean> {
     while (
       !this.#stopped &&
-      (this.#ahead >= WINDOW_BYTES || this.#pooledOut >= MAX_POOLED)
+      (this.#ahead >= WINDOW_BYTES ||
+        this.#ringWritten - this.#ringReleased >= RING_BYTES)
     ) {
       this.#credit = Promise.withResolvers<void>();
       await this.#credit.promise;
@@ -182,20 +191,19 @@ export class MultifdChannel {
   }
 
   /** Moves a chunk to the worker (its buffer is transferred). */
-  #send(bytes: Uint8Array, pooled: boolean): void {
-    if (pooled) this.#pooledOut++;
-    else this.#ahead += bytes.byteLength;
-    this.#post({ type: "data", bytes, pooled }, [bytes.buffer as ArrayBuffer]);
+  #send(bytes: Uint8Array): void {
+    this.#ahead += bytes.byteLength;
+    this.#post({ type: "data", bytes }, [bytes.buffer as ArrayBuffer]);
   }
 
   #receive(message: FromChannelWorker): void {
+    if (message.type === "ready") return this.#ready.resolve();
     if (message.type === "consumed") {
       this.#ahead -= message.bytes;
       return this.#credit?.resolve();
     }
-    if (message.type === "returned") {
-      this.#pooledOut -= message.buffers.length;
-      this.#pool.push(...message.buffers);
+    if (message.type === "released") {
+      this.#ringReleased += message.bytes;
       return this.#credit?.resolve();
     }
     this.#reports = this.#reports.then(() => this.#handle(message)).catch(

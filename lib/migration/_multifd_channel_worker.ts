@@ -10,11 +10,13 @@
  *
  * ```
  * main → worker   start (settings), blocks (the shared RAM), data (a
- *                 chunk; a pooled one goes back once used), end, release
- *                 (after the round's RAM EOS),
+ *                 chunk, transferred), ring (the shared memory a socket is
+ *                 read into) and ring-data (where a read landed), end,
+ *                 release (after the round's RAM EOS),
  *                 placed (pages handed back were placed)
- * worker → main   initial (channel id), consumed (a chunk was read),
- *                 returned (pooled buffers, once their bytes were used),
+ * worker → main   ready (loaded), initial (channel id), consumed (a chunk
+ *                 was read),
+ *                 released (ring bytes it is done with),
  *                 packet (byte counts, pages placed or handed back, SYNC),
  *                 ended (clean end between packets), error
  * ```
@@ -58,7 +60,9 @@ export interface SharedRamBlock {
 /** What the main thread posts to a channel worker. */
 export type ToChannelWorker =
   | { type: "start"; pageSize: number; compression: MultifdCompression }
-  | { type: "data"; bytes: Uint8Array; pooled: boolean }
+  | { type: "data"; bytes: Uint8Array }
+  | { type: "ring"; ring: Uint8Array }
+  | { type: "ring-data"; start: number; length: number }
   | { type: "end" }
   | { type: "blocks"; blocks: SharedRamBlock[] }
   | { type: "release" }
@@ -91,9 +95,10 @@ export interface ChannelPacketReport {
 
 /** What a channel worker posts to the main thread. */
 export type FromChannelWorker =
+  | { type: "ready" }
   | { type: "initial"; channelId: number }
   | { type: "consumed"; bytes: number }
-  | { type: "returned"; buffers: ArrayBuffer[] }
+  | { type: "released"; bytes: number }
   | ChannelPacketReport
   | { type: "ended" }
   | { type: "error"; error: WorkerErrorData };
@@ -109,7 +114,8 @@ export interface ChannelWorkerScope {
 
 /** Keeps what the main thread sent until the decoder wants it. */
 class Inbox {
-  readonly #chunks: { bytes: Uint8Array; pooled: boolean }[] = [];
+  readonly #chunks: { bytes: Uint8Array; ring: boolean }[] = [];
+  #ring: Uint8Array | undefined;
   #ended = false;
   #wake: (() => void) | undefined;
   readonly #early = new Set<string>();
@@ -119,8 +125,17 @@ class Inbox {
   deliver(message: ToChannelWorker): void {
     switch (message.type) {
       case "data":
-        this.#chunks.push(message);
+        this.#chunks.push({ bytes: message.bytes, ring: false });
         return this.#wake?.();
+      case "ring":
+        this.#ring = message.ring;
+        return;
+      case "ring-data": {
+        const { start, length } = message;
+        const bytes = this.#ring!.subarray(start, start + length);
+        this.#chunks.push({ bytes, ring: true });
+        return this.#wake?.();
+      }
       case "end":
         this.#ended = true;
         return this.#wake?.();
@@ -139,7 +154,7 @@ class Inbox {
   }
 
   /** The next chunk, or undefined once the channel ended. */
-  async next(): Promise<{ bytes: Uint8Array; pooled: boolean } | undefined> {
+  async next(): Promise<{ bytes: Uint8Array; ring: boolean } | undefined> {
     while (this.#chunks.length === 0 && !this.#ended) {
       await new Promise<void>((resolve) => this.#wake = resolve);
       this.#wake = undefined;
@@ -184,8 +199,8 @@ class ChannelDecoder {
   readonly #pageSize: number;
   readonly #compression: MultifdCompression;
   readonly #reader: ByteReader;
-  /** Pooled chunks read into the reader, with the offset of their end. */
-  readonly #held: { end: number; buffer: ArrayBuffer }[] = [];
+  /** Ring chunks read into the reader: their end offset and size. */
+  readonly #held: { end: number; bytes: number }[] = [];
   #pulled = 0;
   #id = -1;
 
@@ -202,15 +217,12 @@ class ChannelDecoder {
       pull: async (controller) => {
         const chunk = await inbox.next();
         if (chunk === undefined) return controller.close();
-        const { bytes, pooled } = chunk;
-        this.#pulled += bytes.byteLength;
+        const { bytes, ring } = chunk;
+        const size = bytes.byteLength;
+        this.#pulled += size;
         controller.enqueue(bytes);
-        if (pooled) {
-          this.#held.push({
-            end: this.#pulled,
-            buffer: bytes.buffer as ArrayBuffer,
-          });
-        } else scope.postMessage({ type: "consumed", bytes: bytes.byteLength });
+        if (ring) this.#held.push({ end: this.#pulled, bytes: size });
+        else scope.postMessage({ type: "consumed", bytes: size });
       },
     }, { highWaterMark: 0 });
     this.#reader = new ByteReader(readable);
@@ -298,16 +310,17 @@ class ChannelDecoder {
     return true;
   }
 
-  /** Returns the pooled chunks whose bytes were all used. */
+  /** Gives the ring back up to the last chunk whose bytes were all used. */
   #giveBack(): void {
     const held = this.#held;
+    let bytes = 0;
     let count = 0;
     while (count < held.length && held[count]!.end <= this.#reader.offset) {
-      count++;
+      bytes += held[count++]!.bytes;
     }
     if (count === 0) return;
-    const buffers = held.splice(0, count).map((h) => h.buffer);
-    this.#scope.postMessage({ type: "returned", buffers }, buffers);
+    held.splice(0, count);
+    this.#scope.postMessage({ type: "released", bytes });
   }
 
   /**
@@ -382,5 +395,7 @@ function ownBuffer(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
 }
 
 if ("WorkerGlobalScope" in globalThis) {
-  runChannelWorker(globalThis as unknown as ChannelWorkerScope);
+  const scope = globalThis as unknown as ChannelWorkerScope;
+  runChannelWorker(scope);
+  scope.postMessage({ type: "ready" });
 }

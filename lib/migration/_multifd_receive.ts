@@ -257,6 +257,17 @@ export class MultifdReceiver {
     }
   }
 
+  /**
+   * Resolves once every channel's worker has loaded; rejects with the first
+   * channel error.
+   */
+  get ready(): Promise<void> {
+    return Promise.race([
+      Promise.all(this.#channels.map((c) => c.ready)).then(() => {}),
+      this.#failure.promise,
+    ]);
+  }
+
   /** Rejects with the first channel error. */
   get failure(): Promise<never> {
     return this.#failure.promise;

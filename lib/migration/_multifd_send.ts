@@ -44,6 +44,7 @@ import {
   MultifdSendWorker,
   PageBatch,
   pageRuns,
+  startSendWorkers,
 } from "./_multifd_send_channel.ts";
 
 /** Options for {@linkcode MultifdSender}. */
@@ -58,7 +59,12 @@ export interface MultifdSenderOptions {
   limiter: Pick<RateLimitStream, "pass">;
   /** Stops waits for the limiter. */
   signal: AbortSignal;
+  /** Loaded workers for the channels' compression, one per channel. */
+  workers?: Worker[] | undefined;
 }
+
+/** More runs of pages than this in a packet are copied into one write. */
+const MAX_RUN_WRITES = 8;
 
 const ZERO_UUID = "00000000-0000-0000-0000-000000000000";
 
@@ -67,7 +73,7 @@ interface SendChannel {
   id: number;
   transport: Transport;
   writer: WritableStreamDefaultWriter<Uint8Array>;
-  /** Encodes and compresses the channel's packets (started at first use). */
+  /** Compresses the channel's packets (zlib, zstd). */
   encoder: MultifdSendWorker | undefined;
   /** The last packet, until the socket took it. */
   busy: Promise<void> | undefined;
@@ -96,7 +102,7 @@ export class MultifdSender {
    */
   constructor(transports: Transport[], options: MultifdSenderOptions) {
     this.#options = options;
-    const { pageSize } = options;
+    const { pageSize, compression, level } = options;
     this.#slots = multifdPageSlots(pageSize);
     this.#headerSize = multifdPacketHeaderSize(pageSize);
     this.#batch = new PageBatch(pageSize, this.#slots);
@@ -104,7 +110,10 @@ export class MultifdSender {
       id,
       transport,
       writer: transport.writable.getWriter(),
-      encoder: undefined,
+      encoder: compression === "none" ? undefined : new MultifdSendWorker(
+        { compression, level, pageSize },
+        options.workers?.[id],
+      ),
       busy: undefined,
     }));
     for (const channel of this.#channels) {
@@ -164,14 +173,15 @@ export class MultifdSender {
   }
 
   /**
-   * Sends the batch on the next free channel: its worker encodes it while
-   * this thread goes on; the channel is busy until its socket took it.
+   * Sends the batch on the next free channel: written from where the pages
+   * are, or compressed by the channel's worker; the channel is busy until
+   * its socket took it.
    */
   async #flush(): Promise<void> {
     const batch = this.#batch;
     if (batch.length === 0) return;
     const channel = await this.#freeChannel();
-    const { pageSize, compression, level, limiter, signal } = this.#options;
+    const { pageSize, compression, limiter, signal } = this.#options;
     const { offsets, block } = batch;
     const pages = batch.take();
     this.#multifdBytes += this.#headerSize + offsets.length * pageSize;
@@ -193,26 +203,30 @@ export class MultifdSender {
         ...header,
         nextPacketSize: offsets.length * pageSize,
       }, { pageSize });
-      const copies = channel.transport.copiesWrites ?? false;
       await limiter.pass(bytes.byteLength + offsets.length * pageSize, signal);
       this.#write(channel, bytes);
-      for (const run of runs) this.#write(channel, copies ? run : run.slice());
+      const copies = channel.transport.copiesWrites ?? false;
+      if (copies && runs.length <= MAX_RUN_WRITES) {
+        for (const run of runs) this.#write(channel, run);
+      } else this.#write(channel, gather(runs));
       return;
     }
-    // zlib and zstd: the channel's worker gathers and compresses the pages.
-    channel.encoder ??= new MultifdSendWorker({ compression, level, pageSize });
-    const encoded = channel.encoder.encode({
-      type: "encode",
-      header,
-      ...pages,
-    });
-    this.#track(
-      channel,
-      encoded.then(async (bytes) => {
-        await limiter.pass(bytes.byteLength, signal);
-        await channel.writer.write(bytes);
-      }),
-    );
+    // zlib and zstd: the channel's worker gathers and compresses the pages
+    // (off this thread); the limiter then counts what goes out, as it
+    // paces the pages that come in.
+    let bytes: Uint8Array;
+    try {
+      bytes = await channel.encoder!.encode({
+        type: "encode",
+        header,
+        ...pages,
+      });
+    } catch (error) {
+      this.#fail(channel, error);
+      throw this.#error!.reason;
+    }
+    await limiter.pass(bytes.byteLength, signal);
+    this.#write(channel, bytes);
   }
 
   /** Writes a SYNC packet without pages. */
@@ -288,6 +302,17 @@ export class MultifdSender {
   }
 }
 
+/** The runs one after the other, in a buffer of their own. */
+function gather(runs: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(runs.reduce((n, run) => n + run.byteLength, 0));
+  let at = 0;
+  for (const run of runs) {
+    out.set(run, at);
+    at += run.byteLength;
+  }
+  return out;
+}
+
 /** Opens a run's main connection. */
 export type Open = (run: SourceRun) => OutgoingChannel;
 
@@ -304,6 +329,7 @@ export async function migrateMultifd(
   options: {
     connect: (() => Promise<Transport>) | undefined;
     "multifd-channels": number;
+    "multifd-compression"?: MultifdCompression;
     start: (open: Open) => Promise<MigrationInfo>;
   },
 ): Promise<MigrationInfo> {
@@ -313,13 +339,22 @@ export async function migrateMultifd(
     options["multifd-channels"],
   );
   let sender: MultifdSender | undefined;
+  let workers: Worker[] = [];
   try {
+    // Compression runs in a worker per channel, started before the first
+    // round (as QEMU starts its channel threads in setup).
+    if ((options["multifd-compression"] ?? "none") !== "none") {
+      workers = await startSendWorkers(channels.length);
+    }
     return await options.start((run) => {
       const channel = run.openChannel(transport, run.usesReturnPath);
-      sender = startMultifd(run, channels);
+      sender = startMultifd(run, channels, workers);
       return channel;
     });
   } finally {
+    if (sender === undefined) {
+      for (const worker of workers) worker.terminate();
+    }
     await (sender?.close() ??
       Promise.all(channels.map((c) => c.close().catch(() => {}))));
   }
@@ -370,6 +405,7 @@ export async function openMultifdChannels(
 function startMultifd(
   run: SourceRun,
   channels: Transport[],
+  workers: Worker[],
 ): MultifdSender {
   const { guest, parameters } = run.config;
   const compression = parameters["multifd-compression"];
@@ -381,6 +417,7 @@ function startMultifd(
     pageSize: guest.memory.pageSize,
     limiter: run.channel.limiter,
     signal: run.signal,
+    workers,
   });
   run.multifd = sender;
   run.channel.useMultifd(sender);

@@ -17,6 +17,40 @@ import type {
 } from "./_multifd_send_worker.ts";
 import { rebuildError } from "./_worker_error.ts";
 
+const SEND_WORKER_URL = new URL("./_multifd_send_worker.ts", import.meta.url);
+
+/**
+ * Starts `count` send workers and waits until each has loaded: starting a
+ * worker takes tens of milliseconds, better spent before the first round.
+ *
+ * @param count How many.
+ * @returns The loaded workers.
+ * @throws {Error} If one cannot start (the others are stopped).
+ */
+export async function startSendWorkers(count: number): Promise<Worker[]> {
+  const workers = Array.from(
+    { length: count },
+    () => new Worker(SEND_WORKER_URL, { type: "module" }),
+  );
+  try {
+    await Promise.all(
+      workers.map((worker) =>
+        new Promise<void>((resolve, reject) => {
+          worker.onmessage = () => resolve();
+          worker.onerror = (event) => {
+            event.preventDefault();
+            reject(new Error(event.message));
+          };
+        })
+      ),
+    );
+  } catch (error) {
+    for (const worker of workers) worker.terminate();
+    throw error;
+  }
+  return workers;
+}
+
 /** One channel's encoding worker. */
 export class MultifdSendWorker {
   readonly #worker: Worker;
@@ -24,9 +58,10 @@ export class MultifdSendWorker {
   #stopped = false;
 
   /**
-   * Starts the worker.
+   * Starts the worker, or takes one {@linkcode startSendWorkers} started.
    *
    * @param settings Compression method and level, page size.
+   * @param worker A loaded worker to use.
    */
   constructor(
     settings: {
@@ -34,12 +69,11 @@ export class MultifdSendWorker {
       level: number;
       pageSize: number;
     },
+    worker: Worker = new Worker(SEND_WORKER_URL, { type: "module" }),
   ) {
-    this.#worker = new Worker(
-      new URL("./_multifd_send_worker.ts", import.meta.url),
-      { type: "module" },
-    );
+    this.#worker = worker;
     this.#worker.onmessage = ({ data }: MessageEvent<FromSendWorker>) => {
+      if (data.type === "ready") return;
       const pending = this.#pending;
       this.#pending = undefined;
       if (data.type === "encoded") pending?.resolve(data.bytes);

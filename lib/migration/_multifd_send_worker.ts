@@ -47,6 +47,7 @@ export type ToSendWorker =
 
 /** What a send worker posts back: a packet's bytes, or why not. */
 export type FromSendWorker =
+  | { type: "ready" }
   | { type: "encoded"; bytes: Uint8Array }
   | { type: "error"; error: WorkerErrorData };
 
@@ -134,5 +135,7 @@ class PacketEncoder {
 }
 
 if ("WorkerGlobalScope" in globalThis) {
-  runSendWorker(globalThis as unknown as SendWorkerScope);
+  const scope = globalThis as unknown as SendWorkerScope;
+  runSendWorker(scope);
+  scope.postMessage({ type: "ready" });
 }

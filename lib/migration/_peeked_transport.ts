@@ -16,14 +16,10 @@ export interface PeekedTransport extends Transport {
   /** The bytes read ahead (a buffer of their own). */
   readonly head: Uint8Array<ArrayBuffer>;
   /**
-   * Reads the bytes after `head` straight into `buffer` (which is
-   * transferred: use the returned view's), when the connection is a byte
-   * stream; resolves to undefined at its end. Use this or `readable`
-   * (which starts with `head`), not both.
+   * The connection's {@linkcode Transport.readInto}, for the bytes after
+   * `head`. Use this or `readable` (which starts with `head`), not both.
    */
-  readonly readInto:
-    | ((buffer: ArrayBuffer) => Promise<Uint8Array<ArrayBuffer> | undefined>)
-    | undefined;
+  readonly readInto?: (view: Uint8Array) => Promise<number | null>;
 }
 
 /**
@@ -51,10 +47,8 @@ export async function peekTransport(
   let readable: ReadableStream<Uint8Array> | undefined;
   return {
     head,
-    readInto: byob && (async (buffer) => {
-      const { value, done } = await byob.read(new Uint8Array(buffer));
-      return done ? undefined : value;
-    }),
+    // The readable side reads only on demand: nothing is buffered there.
+    ...(transport.readInto ? { readInto: transport.readInto } : {}),
     get readable() {
       readable ??= new ReadableStream<Uint8Array>({
         start(controller) {

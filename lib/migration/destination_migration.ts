@@ -502,6 +502,7 @@ export class DestinationMigration extends EventTarget {
       this.#loader,
       !(this.#options.postcopy ?? false),
     );
+    await this.#multifd?.ready; // workers start before the first round
     while (true) {
       const connection = new IncomingConnection(next.transport, { recovery });
       this.#connection = connection;
