@@ -23,10 +23,14 @@ import { rebuildError } from "./_worker_error.ts";
 /** How far the main thread reads ahead of a worker, in copied bytes. */
 const WINDOW_BYTES = 4 * 1024 * 1024;
 /**
- * Size of the ring a socket is read into, shared with the worker: more
- * than two packets, so that the worker never waits for room it holds.
+ * Size of the ring a socket is read into, shared with the worker, and the
+ * most one read takes. The worker gives bytes back by whole reads, so it
+ * holds at most one read it is partway through plus what it is waiting
+ * for (a packet's data: at most 1 MiB compressed): that must leave room
+ * for the reads it waits for.
  */
 const RING_BYTES = 4 * 1024 * 1024;
+const MAX_READ_BYTES = 512 * 1024;
 
 /** What a {@linkcode MultifdChannel} reports to, in channel order. */
 export interface MultifdChannelHandlers {
@@ -64,7 +68,6 @@ export class MultifdChannel {
   #reports: Promise<void> = Promise.resolve();
   #id = -1;
   #ahead = 0;
-  #ring: Uint8Array | undefined;
   /** Bytes read into the ring, and bytes of it the worker is done with. */
   #ringWritten = 0;
   #ringReleased = 0;
@@ -160,15 +163,12 @@ export class MultifdChannel {
     readInto: (view: Uint8Array) => Promise<number | null>,
   ): Promise<void> {
     const ring = new Uint8Array(new SharedArrayBuffer(RING_BYTES));
-    this.#ring = ring;
     this.#post({ type: "ring", ring });
     while (await this.#room()) {
       const start = this.#ringWritten % RING_BYTES;
       const free = RING_BYTES - (this.#ringWritten - this.#ringReleased);
-      const view = ring.subarray(
-        start,
-        start + Math.min(free, RING_BYTES - start),
-      );
+      const size = Math.min(free, RING_BYTES - start, MAX_READ_BYTES);
+      const view = ring.subarray(start, start + size);
       const count = await readInto(view);
       if (this.#stopped) return;
       if (count === null) return this.#post({ type: "end" });

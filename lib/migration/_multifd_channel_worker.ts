@@ -215,6 +215,9 @@ class ChannelDecoder {
     this.#compression = settings.compression;
     const readable = new ReadableStream<Uint8Array>({
       pull: async (controller) => {
+        // Whatever was used up goes back now: the main thread may need that
+        // room to read what this pull waits for.
+        this.#giveBack();
         const chunk = await inbox.next();
         if (chunk === undefined) return controller.close();
         const { bytes, ring } = chunk;

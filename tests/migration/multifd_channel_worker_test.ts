@@ -251,3 +251,73 @@ Deno.test("a multifd page beyond its block fails as on the main thread", async (
     await multifd.close();
   }
 });
+
+/**
+ * A socket-like channel whose reads fill the whole view they are given
+ * (the kernel had everything queued), after a head read ahead.
+ */
+function greedySocket(bytes: Uint8Array) {
+  let at = 4;
+  const transport: Transport & {
+    head: Uint8Array<ArrayBuffer>;
+    readInto(view: Uint8Array): Promise<number | null>;
+  } = {
+    head: bytes.slice(0, 4),
+    readInto: (view) => {
+      if (at === bytes.byteLength) return Promise.resolve(null);
+      const count = Math.min(view.byteLength, bytes.byteLength - at);
+      view.set(bytes.subarray(at, at + count));
+      at += count;
+      return Promise.resolve(count);
+    },
+    readable: new ReadableStream(),
+    writable: new WritableStream(),
+    description: "greedy socket",
+    close: () => Promise.resolve(),
+  };
+  return transport;
+}
+
+Deno.test("a multifd channel read in large reads never waits for ring room its worker holds", async () => {
+  const pages = 4096; // 16 MiB in 32 full packets: the ring fills often
+  const ram = new Uint8Array(new SharedArrayBuffer(pages * PAGE));
+  const parts = [initial(0), SYNC()];
+  for (let first = 0; first < pages; first += 128) {
+    const data = new Uint8Array(128 * PAGE);
+    const offsets = [];
+    for (let i = 0; i < 128; i++) {
+      offsets.push((first + i) * PAGE);
+      data.fill((first + i) % 251, i * PAGE, (i + 1) * PAGE);
+    }
+    parts.push(packet(offsets, data));
+  }
+  parts.push(SYNC());
+  const stream = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
+  let at = 0;
+  for (const part of parts) {
+    stream.set(part, at);
+    at += part.byteLength;
+  }
+  const { multifd, counts } = receiver([greedySocket(stream)], [{
+    idstr: "pc.ram",
+    bytes: ram,
+  }]);
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  try {
+    const stuck = new Promise((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error("the channel is stuck")),
+        20_000,
+      );
+    });
+    await Promise.race([multifd.sync(), stuck]);
+    await Promise.race([multifd.sync(), stuck]);
+    assert.equal(counts.placed, pages);
+    for (const page of [0, 1, 250, 251, 4095]) {
+      assert.equal(ram[page * PAGE + 17], page % 251);
+    }
+  } finally {
+    clearTimeout(timer);
+    await multifd.close();
+  }
+});
