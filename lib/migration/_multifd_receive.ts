@@ -300,8 +300,18 @@ export class MultifdReceiver {
     round.release.resolve();
   }
 
-  /** Stops every channel's worker and closes every channel. */
+  /**
+   * Stops every channel's worker and closes every channel; a RAM EOS still
+   * waiting for their SYNC fails.
+   */
   async close(): Promise<void> {
+    if (!this.#closed && this.#error === undefined) {
+      this.#failure.reject(
+        new MigrationProtocolError(
+          "Cannot sync the multifd channels: they were closed",
+        ),
+      );
+    }
     this.#closed = true;
     for (const channel of this.#channels) void channel.stop();
     await Promise.all(this.#transports.map((t) => t.close().catch(() => {})));

@@ -93,6 +93,8 @@ export class MultifdSender {
   #packetNum = 0n;
   #multifdBytes = 0;
   #error: { reason: unknown } | undefined;
+  /** Rejects when the run is aborted: a peer that takes nothing is left. */
+  readonly #aborted: Promise<never>;
 
   /**
    * Sends the initial packet on every channel.
@@ -106,6 +108,14 @@ export class MultifdSender {
     this.#slots = multifdPageSlots(pageSize);
     this.#headerSize = multifdPacketHeaderSize(pageSize);
     this.#batch = new PageBatch(pageSize, this.#slots);
+    const { signal } = options;
+    this.#aborted = new Promise<never>((_, reject) => {
+      if (signal.aborted) reject(signal.reason);
+      signal.addEventListener("abort", () => reject(signal.reason), {
+        once: true,
+      });
+    });
+    this.#aborted.catch(() => {});
     this.#channels = transports.map((transport, id) => ({
       id,
       transport,
@@ -163,12 +173,15 @@ export class MultifdSender {
     await Promise.all(this.#channels.map((c) => this.#settle(c)));
   }
 
-  /** Closes every channel connection (after the last sync, or on failure). */
+  /**
+   * Closes every channel connection (after the last sync, or on failure:
+   * a write the peer does not take then fails instead of waiting).
+   */
   async close(): Promise<void> {
     await Promise.all(this.#channels.map(async (channel) => {
-      await channel.busy?.catch(() => {});
       channel.encoder?.stop();
       await channel.transport.close().catch(() => {});
+      await channel.busy?.catch(() => {});
     }));
   }
 
@@ -258,12 +271,12 @@ export class MultifdSender {
           return channel;
         }
       }
-      await Promise.race(channels.map((c) => c.busy));
+      await Promise.race([...channels.map((c) => c.busy), this.#aborted]);
     }
   }
 
   async #settle(channel: SendChannel): Promise<void> {
-    await channel.busy;
+    await Promise.race([channel.busy, this.#aborted]);
     this.#throwIfFailed();
   }
 

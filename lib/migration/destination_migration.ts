@@ -355,6 +355,7 @@ export class DestinationMigration extends EventTarget {
       return;
     }
     void this.#connection?.close();
+    void this.#multifd?.close(); // a RAM EOS may be waiting for them
   }
 
   /**

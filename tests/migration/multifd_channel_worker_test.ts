@@ -321,3 +321,24 @@ Deno.test("a multifd channel read in large reads never waits for ring room its w
     await multifd.close();
   }
 });
+
+Deno.test("closing the multifd channels fails a RAM EOS still waiting for their SYNC", async () => {
+  const channel = feed();
+  const { multifd } = receiver([channel.transport], undefined);
+  await channel.push(initial(0));
+  const syncing = multifd.sync();
+  syncing.catch(() => {});
+  await multifd.close();
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const stuck = new Promise((resolve) => timer = setTimeout(resolve, 5_000));
+  try {
+    await assert.rejects(
+      Promise.race([syncing, stuck]),
+      (error) =>
+        error instanceof MigrationProtocolError &&
+        error.message === "Cannot sync the multifd channels: they were closed",
+    );
+  } finally {
+    clearTimeout(timer);
+  }
+});

@@ -12,7 +12,9 @@ import {
   GuestMemory,
   MULTIFD_FLAG,
   MultifdPageDecompressor,
+  type Transport,
 } from "../../mod.ts";
+import { MultifdSender } from "../../lib/migration/_multifd_send.ts";
 import {
   MultifdSendWorker,
   PageBatch,
@@ -86,3 +88,47 @@ for (const compression of ["none", "zstd"] as const) {
     }
   });
 }
+
+Deno.test("MultifdSender stops waiting for a peer that takes nothing once the run is aborted", async () => {
+  let closed = 0;
+  const stuck = (): Transport => {
+    const pending: ((error: Error) => void)[] = [];
+    return {
+      readable: new ReadableStream(),
+      // Takes nothing until closed, as a socket whose peer does not read.
+      writable: new WritableStream({
+        write: () => new Promise((_, reject) => pending.push(reject)),
+      }),
+      description: "a peer that takes nothing",
+      copiesWrites: true,
+      close: () => {
+        closed++;
+        for (const reject of pending) reject(new Error("closed"));
+        return Promise.resolve();
+      },
+    };
+  };
+  const controller = new AbortController();
+  const sender = new MultifdSender([stuck(), stuck()], {
+    compression: "none",
+    level: 1,
+    pageSize: PAGE,
+    limiter: { pass: () => Promise.resolve() },
+    signal: controller.signal,
+  });
+  const ram = new Uint8Array(new SharedArrayBuffer(1024 * PAGE));
+  const sending = (async () => {
+    for (let page = 0; page < 1024; page++) {
+      await sender.queue({
+        type: "ram-page",
+        block: "pc.ram",
+        offset: page * PAGE,
+        data: ram.subarray(page * PAGE, (page + 1) * PAGE),
+      });
+    }
+  })();
+  setTimeout(() => controller.abort(new Error("cancelled")), 50);
+  await assert.rejects(sending, /cancelled/);
+  await sender.close();
+  assert.ok(closed >= 2, "both channels closed");
+});
