@@ -15,8 +15,9 @@
  *           yet how fast the guest dirties RAM, as large as the ETA or
  *           the time so far (all that went may come back at the sync)
  * dirty     the rate the guest writes pages at: the measured rate of
- *           distinct pages as writes, or until there is one, from how
- *           much the last sync added (the model's dirtying, inverted)
+ *           distinct pages per sync interval as writes, or until there
+ *           is one, from how much the last sync added (the model's
+ *           dirtying, inverted)
  * stalled   the bytes pending after a sync have not fallen below their
  *           lowest for stallPasses syncs: "not converging", with advice
  *           from planMigration()
@@ -44,6 +45,14 @@ export interface EtaSample {
   bytesPerSecond: number;
   /** Measured dirty rate in bytes per second (`dirty-pages-rate` × page). */
   dirtyBytesPerSecond: number;
+  /**
+   * The mean time between the syncs that rate was measured over, in ms:
+   * each sync counts distinct pages written since the one before, so the
+   * longer the interval, the more writes a rate stands for.
+   *
+   * @default {1000}
+   */
+  dirtySyncIntervalMs?: number;
   /** `dirty-sync-count`. */
   passes: number;
   /** Bytes sent so far (`ram.transferred`). */
@@ -233,11 +242,15 @@ export class MigrationEta {
         this.#writeRate = -ram * Math.log(1 - dirtied / ram) / seconds;
       }
     }
-    // The measured rate counts distinct pages over a second or more:
-    // as writes, W = −RAM·ln(1 − rate/RAM).
-    const measured = Math.min(ram * 0.999, sample.dirtyBytesPerSecond);
-    const rate = measured > 0
-      ? -ram * Math.log(1 - measured / ram)
+    // The measured rate counts distinct pages per sync interval T: as
+    // writes, W = −RAM·ln(1 − rate·T/RAM)/T.
+    const interval = Math.max(1, sample.dirtySyncIntervalMs ?? 1000) / 1000;
+    const distinct = Math.min(
+      ram * 0.999,
+      sample.dirtyBytesPerSecond * interval,
+    );
+    const rate = distinct > 0
+      ? -ram * Math.log(1 - distinct / ram) / interval
       : this.#writeRate ?? 0;
     return { ...sample, dirtyBytesPerSecond: rate };
   }

@@ -117,6 +117,8 @@ export class MigrationMetrics {
   #ratePeriodStart: number;
   #ratePeriodDirtied = 0;
   #ratePeriodPages = 0;
+  #ratePeriodSyncs = 0;
+  #syncIntervalMs = 1000;
   #bytesBefore = 0;
   #channel: PassedBytes | undefined;
   #preempt: PassedBytes | undefined;
@@ -137,6 +139,16 @@ export class MigrationMetrics {
   /** The bandwidth of the last rate-limit window in bytes/ms; 0 before it. */
   get bytesPerMs(): number {
     return this.#bytesPerMs;
+  }
+
+  /**
+   * The mean time between two syncs over the period `dirty-pages-rate` was
+   * last measured on, in ms (1000 before one closed): the dirty pages a
+   * sync counts are distinct pages written since the last one, so how
+   * many writes a rate stands for depends on it.
+   */
+  get dirtySyncIntervalMs(): number {
+    return this.#syncIntervalMs;
   }
 
   /** Pages sent so far in any record that carries one (zero, page, XBZRLE). */
@@ -227,10 +239,13 @@ export class MigrationMetrics {
    */
   recordSync(dirtiedPages: number): number | undefined {
     this.#ratePeriodDirtied += dirtiedPages;
+    this.#ratePeriodSyncs++;
     const now = this.#clock.now();
     const period = now - this.#ratePeriodStart;
     if (period < 1000) return undefined;
     this.#dirtyPagesRate = Math.round(this.#ratePeriodDirtied * 1000 / period);
+    this.#syncIntervalMs = period / this.#ratePeriodSyncs;
+    this.#ratePeriodSyncs = 0;
     const sent = this.pagesSent;
     const sentInPeriod = sent - this.#ratePeriodPages;
     this.#ratePeriodPages = sent;

@@ -141,3 +141,30 @@ Deno.test("MigrationEta gives no ETA before a bandwidth is measured", () => {
   assert.equal(estimate.etaMs, undefined);
   assert.equal(estimate.converging, true);
 });
+
+Deno.test("MigrationEta reads a dirty rate as writes over the time between syncs", () => {
+  // 16 MiB of distinct pages per second, counted over 2 s syncs, is 32 MiB
+  // of distinct pages per sync: more rewrites hidden than over 1 s syncs.
+  const sample: EtaSample = {
+    ...BASE,
+    atMs: 5000,
+    remainingBytes: 96 * MIB,
+    dirtyBytesPerSecond: 16 * MIB,
+    passes: 3,
+    transferredBytes: 300 * MIB,
+  };
+  const oneSecond = new MigrationEta().update({
+    ...sample,
+    dirtySyncIntervalMs: 1000,
+  });
+  const unstated = new MigrationEta().update(sample);
+  const twoSeconds = new MigrationEta().update({
+    ...sample,
+    dirtySyncIntervalMs: 2000,
+  });
+  assert.equal(unstated.etaMs, oneSecond.etaMs, "1 s is the default");
+  assert.ok(
+    twoSeconds.etaMs! > oneSecond.etaMs!,
+    `${twoSeconds.etaMs} > ${oneSecond.etaMs}`,
+  );
+});
