@@ -55,6 +55,7 @@ export class SourceEta {
         bytesPerSecond: this.#metrics.bytesPerMs * 1000,
         dirtyBytesPerSecond: ram["dirty-pages-rate"] * ram["page-size"],
         dirtySyncIntervalMs: this.#metrics.dirtySyncIntervalMs,
+        syncCounts: this.#metrics.syncCounts,
         passes,
         transferredBytes: ram.transferred,
         parameters: this.#config.parameters,

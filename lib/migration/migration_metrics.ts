@@ -26,6 +26,14 @@ import type { RateWindow } from "../streams/rate_limit_stream.ts";
 import type { RamStats } from "./migration_info.ts";
 import { expectedDowntime } from "./switchover_decision.ts";
 
+/** One dirty-bitmap sync: how long since the one before, what it found. */
+export interface SyncCount {
+  /** Seconds since the sync before (or the start of the migration). */
+  seconds: number;
+  /** Bytes of distinct pages written in that time. */
+  dirtiedBytes: number;
+}
+
 /** Options for {@linkcode MigrationMetrics}. */
 export interface MigrationMetricsOptions {
   /** The target page size in bytes. */
@@ -119,6 +127,8 @@ export class MigrationMetrics {
   #ratePeriodPages = 0;
   #ratePeriodSyncs = 0;
   #syncIntervalMs = 1000;
+  #lastSyncAt: number;
+  readonly #syncCounts: SyncCount[] = [];
   #bytesBefore = 0;
   #channel: PassedBytes | undefined;
   #preempt: PassedBytes | undefined;
@@ -134,6 +144,7 @@ export class MigrationMetrics {
     this.#totalBytes = options.totalBytes;
     this.#startTime = this.#clock.now();
     this.#ratePeriodStart = this.#startTime;
+    this.#lastSyncAt = this.#startTime;
   }
 
   /** The bandwidth of the last rate-limit window in bytes/ms; 0 before it. */
@@ -149,6 +160,14 @@ export class MigrationMetrics {
    */
   get dirtySyncIntervalMs(): number {
     return this.#syncIntervalMs;
+  }
+
+  /**
+   * The first sync and the last 5: the seconds since the one before and
+   * the bytes of distinct pages each found dirtied.
+   */
+  get syncCounts(): readonly SyncCount[] {
+    return this.#syncCounts;
   }
 
   /** Pages sent so far in any record that carries one (zero, page, XBZRLE). */
@@ -241,6 +260,14 @@ export class MigrationMetrics {
     this.#ratePeriodDirtied += dirtiedPages;
     this.#ratePeriodSyncs++;
     const now = this.#clock.now();
+    this.#syncCounts.push({
+      seconds: (now - this.#lastSyncAt) / 1000,
+      dirtiedBytes: dirtiedPages * this.#pageSize,
+    });
+    // The first sync (a whole first pass, the longest) stays: against the
+    // shorter ones it tells a hot set from all of RAM.
+    if (this.#syncCounts.length > 6) this.#syncCounts.splice(1, 1);
+    this.#lastSyncAt = now;
     const period = now - this.#ratePeriodStart;
     if (period < 1000) return undefined;
     this.#dirtyPagesRate = Math.round(this.#ratePeriodDirtied * 1000 / period);

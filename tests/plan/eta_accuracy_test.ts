@@ -124,7 +124,47 @@ Deno.test("query-migrate says not converging, and what to do, when pending stops
   assert.equal(info.status, "cancelled");
   assert.match(
     said!,
-    /^not converging: [\d.]+ MiB pending has not fallen for 3 passes; try .*postcopy/,
+    /^not converging: ([\d.]+ MiB pending has not fallen for 3 passes|the guest writes [\d.]+ MiB\/s over RAM, faster than the passes can send it); try .*postcopy/,
   );
   assert.equal(eta, undefined);
+});
+
+Deno.test("query-migrate finds a hot set rewritten faster than a pass, and what would converge it", async () => {
+  // 24 MiB of 64 MiB written at 96 MiB/s over a 32 MiB/s link: every
+  // pass finds the hot set dirty again.
+  const hot = (bytesPerSecond: number, maxBandwidth: number): GridCase => ({
+    ramBytes: 64 * MIB,
+    workload: { kind: "hot-set", setBytes: 24 * MIB, bytesPerSecond },
+    maxBandwidth,
+    downtimeLimitMs: 300,
+  });
+  let said: string | undefined;
+  let passes = 0;
+  const info = await migrateForReal(hot(96 * MIB, 32 * MIB), (source) => {
+    const timer = setInterval(() => {
+      const now = source.query();
+      if (now.status !== "active") return clearInterval(timer);
+      said = now["x-livemig-not-converging"];
+      passes = now.ram!["dirty-sync-count"];
+      if (said !== undefined || passes > 12) {
+        clearInterval(timer);
+        source.cancel();
+      }
+    }, 20);
+  }).catch((error) => ({ status: "cancelled" as const, error }));
+  assert.equal(info.status, "cancelled");
+  const found = said?.match(
+    /^not converging: the guest writes ([\d.]+) MiB\/s over a ([\d.]+) MiB hot set, faster than the passes can send it; try max-bandwidth >= ([\d.]+) MiB\/s, .*throttling the guest to ([\d.]+) MiB\/s/,
+  );
+  assert.ok(found, `after ${passes} passes: ${said}`);
+  const [rate, set, bandwidth, throttled] = found.slice(1).map(Number);
+  assert.ok(set! >= 20 && set! <= 28, `hot set ${set} MiB`);
+  assert.ok(rate! >= 64 && rate! <= 144, `writes ${rate} MiB/s`);
+  // What it says would converge, does.
+  for (const [workload, link] of [[96, bandwidth!], [throttled!, 32]]) {
+    const done = await migrateForReal(
+      hot(Math.round(workload! * MIB), Math.round(link! * MIB)),
+    );
+    assert.equal(done.status, "completed", `${workload} MiB/s at ${link}`);
+  }
 });
