@@ -24,7 +24,10 @@ const PAGES = 256;
  */
 class GenerationApp {
   readonly state = new Uint8Array(PAGES * PAGE);
-  readonly memory = new GuestMemory([{ idstr: "app.state", bytes: this.state }]);
+  readonly memory = new GuestMemory([{
+    idstr: "app.state",
+    bytes: this.state,
+  }]);
   readonly guest: HostedGuest;
   reference: Uint8Array | undefined;
   generation = 0;
