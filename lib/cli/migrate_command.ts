@@ -59,6 +59,16 @@ the migration pauses (postcopy-paused) and waits, and giving up loses the
 guest, so it takes Ctrl-C twice within 5 s, or SIGTERM (exit status 1,
 status postcopy-paused).
 
+-c background-snapshot=on writes a snapshot instead (a file: URI is the
+usual target): the RAM as it was when it started, while the guest keeps
+running; the guest stops only to take its device state, each page goes
+once (a page the guest is about to write is copied first), and the
+migration completes with the guest still running here. --json's
+ram-sha256 is then that of the snapshot's RAM, what "incoming" reports
+once it loaded it. A snapshot runs without return-path (QEMU refuses the
+pair), and refuses xbzrle, postcopy-ram, multifd, auto-converge and the
+other capabilities QEMU 7.2 refuses with it, in QEMU's words.
+
 "completed" means the destination confirmed it loaded everything: to tcp:
 and unix: the return-path capability is on unless -c return-path=off (then
 "completed" only means the whole stream was sent, and a warning says so).
@@ -182,11 +192,14 @@ export const MIGRATE_COMMAND: Command = defineCommand({
       stopEvents();
       await monitor?.stop();
       await done(info);
+      // A snapshot's digest is of the RAM it holds, not of the RAM now.
+      const snapshot = info["x-livemig-snapshot-ram-sha256"];
       if (settings.json) {
-        const digests = await ramSha256(guest.memory);
+        const digests = snapshot ?? await ramSha256(guest.memory);
         io.writeOut(formatJson({ ...info, "ram-sha256": digests }) + "\n");
       } else {
         io.writeOut(`${formatMigrationSummary(info)}\n`);
+        if (snapshot) io.writeOut(formatSnapshotDigests(snapshot));
       }
       return 0;
     } catch (error) {
@@ -212,6 +225,13 @@ export const MIGRATE_COMMAND: Command = defineCommand({
     }
   },
 });
+
+/** The human lines for a snapshot's digests. */
+function formatSnapshotDigests(digests: Record<string, string>): string {
+  return Object.entries(digests).map(([block, sha]) =>
+    `snapshot of the RAM at the start: ${block} sha256 ${sha} (the guest kept running)\n`
+  ).join("");
+}
 
 /**
  * `--progress` and `--report`: shows progress and records the source; the
@@ -291,8 +311,11 @@ function checkCompletion(
     );
   }
   if (!confirmsCompletion(capabilities, uri)) {
+    const why = capabilities["background-snapshot"]
+      ? "a background snapshot runs without return-path"
+      : "return-path is off";
     io.writeErr(
-      `livemig: return-path is off: "completed" will mean that the whole stream was sent, not that the destination loaded it\n`,
+      `livemig: ${why}: "completed" will mean that the whole stream was sent, not that the destination loaded it\n`,
     );
   }
 }
@@ -317,7 +340,8 @@ function checkPostcopyAfter(
 
 /**
  * The capabilities with `return-path` on by default where the destination
- * can answer (tcp:, unix:); refuses it for a file: URI, which cannot.
+ * can answer (tcp:, unix:), but for a background snapshot, which QEMU
+ * refuses with it; refuses it for a file: URI, which cannot answer.
  */
 function withReturnPath(
   capabilities: Partial<MigrationCapabilities>,
@@ -330,7 +354,10 @@ function withReturnPath(
       `Cannot use return-path with "${uri}": a file cannot answer`,
     );
   }
-  if (asked !== undefined || (scheme !== "tcp" && scheme !== "unix")) {
+  if (
+    asked !== undefined || (scheme !== "tcp" && scheme !== "unix") ||
+    capabilities["background-snapshot"]
+  ) {
     return capabilities;
   }
   return { ...capabilities, "return-path": true };
