@@ -201,6 +201,8 @@ export const MIGRATE_COMMAND: Command = defineCommand({
         io.writeOut(`${formatMigrationSummary(info)}\n`);
         if (snapshot) io.writeOut(formatSnapshotDigests(snapshot));
       }
+      // A snapshot leaves the guest running; it ends with this process.
+      if (snapshot) await guest.pause();
       return 0;
     } catch (error) {
       healing?.stop();
@@ -229,7 +231,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
 /** The human lines for a snapshot's digests. */
 function formatSnapshotDigests(digests: Record<string, string>): string {
   return Object.entries(digests).map(([block, sha]) =>
-    `snapshot of the RAM at the start: ${block} sha256 ${sha} (the guest kept running)\n`
+    `snapshot of the RAM at the start: ${block} sha256 ${sha} (the guest kept running until now)\n`
   ).join("");
 }
 

@@ -53,8 +53,7 @@ export interface SourceConfig {
   readonly stepMs: number;
   /** Complete passes over RAM after which postcopy is requested. */
   readonly postcopyAfterPasses: number | undefined;
-  /** Most bytes of pages a background snapshot copies aside at once. */
-  readonly snapshotCopyBytes: number;
+  readonly snapshotCopyBytes: number; // background-snapshot's copy limit
   readonly capabilities: Readonly<MigrationCapabilities>;
   /** Changed in place by `setParameters()`: a run sees changes at once. */
   readonly parameters: Readonly<MigrationParameters>;

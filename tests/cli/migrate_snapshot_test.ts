@@ -4,6 +4,7 @@
  * the tcp: stream), and `analyze` reads the file as a one-pass stream.
  */
 import assert from "node:assert/strict";
+import { finishCli, spawnCli } from "../_helpers/cli_process.ts";
 import { run, start } from "./_cli.ts";
 
 /** A busy guest: its workload rewrites RAM faster than the snapshot goes. */
@@ -85,4 +86,19 @@ Deno.test("cli migrate refuses background-snapshot with postcopy-ram in QEMU 7.2
     refused.err,
     /Background-snapshot is not compatible with postcopy-ram/,
   );
+});
+
+Deno.test("cli migrate -c background-snapshot=on exits once the snapshot is written, its guest ending with it", async () => {
+  const path = await Deno.makeTempFile({ suffix: ".snap" });
+  try {
+    const started = Date.now();
+    const { code, json, stderr } = await finishCli(
+      spawnCli(["migrate", `file:${path}`, ...BUSY]),
+    );
+    assert.equal(code, 0, stderr);
+    assert.equal(json.status, "completed");
+    assert.ok(Date.now() - started < 20_000);
+  } finally {
+    await Deno.remove(path);
+  }
 });
