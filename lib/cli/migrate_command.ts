@@ -192,17 +192,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
       stopEvents();
       await monitor?.stop();
       await done(info);
-      // A snapshot's digest is of the RAM it holds, not of the RAM now.
-      const snapshot = info["x-livemig-snapshot-ram-sha256"];
-      if (settings.json) {
-        const digests = snapshot ?? await ramSha256(guest.memory);
-        io.writeOut(formatJson({ ...info, "ram-sha256": digests }) + "\n");
-      } else {
-        io.writeOut(`${formatMigrationSummary(info)}\n`);
-        if (snapshot) io.writeOut(formatSnapshotDigests(snapshot));
-      }
-      // A snapshot leaves the guest running; it ends with this process.
-      if (snapshot) await guest.pause();
+      await printCompleted(info, { guest, json: settings.json, io });
       return 0;
     } catch (error) {
       healing?.stop();
@@ -227,6 +217,26 @@ export const MIGRATE_COMMAND: Command = defineCommand({
     }
   },
 });
+
+/**
+ * Prints a completed migration. A snapshot's digest is of the RAM it
+ * holds, not of the RAM now; its guest, still running, ends with the
+ * process.
+ */
+async function printCompleted(
+  info: MigrationInfo,
+  { guest, json, io }: { guest: MigratableGuest; json: boolean; io: CliIo },
+): Promise<void> {
+  const snapshot = info["x-livemig-snapshot-ram-sha256"];
+  if (json) {
+    const digests = snapshot ?? await ramSha256(guest.memory);
+    io.writeOut(formatJson({ ...info, "ram-sha256": digests }) + "\n");
+  } else {
+    io.writeOut(`${formatMigrationSummary(info)}\n`);
+    if (snapshot) io.writeOut(formatSnapshotDigests(snapshot));
+  }
+  if (snapshot) await guest.pause();
+}
 
 /** The human lines for a snapshot's digests. */
 function formatSnapshotDigests(digests: Record<string, string>): string {
