@@ -20,6 +20,7 @@ import { type Command, defineCommand } from "./define_command.ts";
 import { describeCliError } from "./describe_cli_error.ts";
 import { formatJson } from "./format_json.ts";
 import { printMigrationEvents } from "./print_migration_events.ts";
+import { withReturnPath } from "./with_return_path.ts";
 import { formatMigrationSummary } from "./format_migration_summary.ts";
 import {
   createGuest,
@@ -348,31 +349,6 @@ function checkPostcopyAfter(
       "Cannot use --postcopy-after: it needs -c postcopy-ram=on on both ends",
     );
   }
-}
-
-/**
- * The capabilities with `return-path` on by default where the destination
- * can answer (tcp:, unix:), but for a background snapshot, which QEMU
- * refuses with it; refuses it for a file: URI, which cannot answer.
- */
-function withReturnPath(
-  capabilities: Partial<MigrationCapabilities>,
-  uri: string,
-): Partial<MigrationCapabilities> {
-  const { scheme } = parseTransportUri(uri);
-  const asked = capabilities["return-path"];
-  if (scheme === "file" && asked) {
-    throw new TypeError(
-      `Cannot use return-path with "${uri}": a file cannot answer`,
-    );
-  }
-  if (
-    asked !== undefined || (scheme !== "tcp" && scheme !== "unix") ||
-    capabilities["background-snapshot"]
-  ) {
-    return capabilities;
-  }
-  return { ...capabilities, "return-path": true };
 }
 
 /**

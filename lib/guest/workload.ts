@@ -220,6 +220,19 @@ export class Workload {
     this.#cursor = progress?.cursor ?? 0;
     this.#pass = progress?.pass ?? 0;
     this.#written = progress?.written ?? 0;
+    for (
+      const [name, value] of [
+        ["bytesPerSecond", "bytesPerSecond" in spec ? spec.bytesPerSecond : 0],
+        ["setBytes", spec.kind === "hot-set" ? spec.setBytes : 0],
+      ] as const
+    ) {
+      // Both travel in the guest's device state as 64-bit integers.
+      if (!Number.isSafeInteger(value) || value < 0) {
+        throw new RangeError(
+          `Cannot construct Workload as ${name} must be a whole number of bytes >= 0: received ${value}`,
+        );
+      }
+    }
     if (spec.kind === "hot-set" && spec.setBytes > memory.totalBytes) {
       throw new RangeError(
         `Cannot construct Workload as the hot set (${spec.setBytes} bytes) is larger than RAM (${memory.totalBytes} bytes)`,
