@@ -2,7 +2,8 @@ import { type MigrationCapabilities, parseTransportUri } from "../../mod.ts";
 
 /**
  * The capabilities with `return-path` on by default where the other end
- * can answer (tcp:, unix:); refuses it for a file: URI, which cannot. Both
+ * can answer (tcp:, unix:), but for a background snapshot, which QEMU
+ * refuses with it; refuses it for a file: URI, which cannot answer. Both
  * ends take the default, so a capability that needs the return path (such
  * as `switchover-ack`) is checked against what the connection can carry.
  *
@@ -15,6 +16,8 @@ import { type MigrationCapabilities, parseTransportUri } from "../../mod.ts";
  *   "return-path": true,
  * });
  * assert.deepEqual(withReturnPath({}, "exec:cat"), {});
+ * const snapshot = { "background-snapshot": true };
+ * assert.deepEqual(withReturnPath(snapshot, "tcp:127.0.0.1:4444"), snapshot);
  * assert.throws(
  *   () => withReturnPath({ "return-path": true }, "file:/tmp/vm.mig"),
  *   /a file cannot answer/,
@@ -37,7 +40,10 @@ export function withReturnPath(
       `Cannot use return-path with "${uri}": a file cannot answer`,
     );
   }
-  if (asked !== undefined || (scheme !== "tcp" && scheme !== "unix")) {
+  if (
+    asked !== undefined || (scheme !== "tcp" && scheme !== "unix") ||
+    capabilities["background-snapshot"]
+  ) {
     return capabilities;
   }
   return { ...capabilities, "return-path": true };

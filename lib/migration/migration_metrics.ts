@@ -300,6 +300,19 @@ export class MigrationMetrics {
     this.#downtime = Math.round(this.#clock.now() - this.#stopTime);
   }
 
+  /**
+   * The guest runs again after a pause that did not end precopy (a
+   * background snapshot's start): records the pause as `downtime`, and
+   * bytes sent from now on count as precopy bytes, as QEMU counts bytes
+   * sent while the guest runs.
+   *
+   * @throws {TypeError} If the guest was never stopped.
+   */
+  guestResumed(): void {
+    this.downtimeEnded();
+    this.#stopTime = undefined;
+  }
+
   /** Postcopy started: later bytes are postcopy bytes. */
   postcopyStarted(): void {
     this.#postcopyStartBytes = this.transferred;
