@@ -43,6 +43,9 @@ const NODE_BUILTINS: Record<string, string[]> = {
   // WebCrypto has no incremental SHA-256: hashing GiBs of guest RAM in one
   // crypto.subtle.digest call is about five times slower.
   "migration/ram_sha256.ts": ["node:crypto"],
+  // A background snapshot hashes each page as it saves it, in RAM order,
+  // so it keeps no page for the digest.
+  "migration/_snapshot_page_stream.ts": ["node:crypto"],
   // multifd keeps one zlib or zstd stream per channel for the whole
   // migration, flushed at every packet: CompressionStream has no zstd and
   // no sync flush, and node:zlib's one-shot functions keep no state.

@@ -135,7 +135,11 @@ export const DEMO_COMMAND: Command = defineCommand({
     }
     done();
     received.guest.pause();
-    const sourceDigests = await ramSha256(guest.memory);
+    // A background snapshot leaves the source guest running: its digest
+    // is of the snapshot's RAM.
+    guest.pause();
+    const sourceDigests = sent["x-livemig-snapshot-ram-sha256"] ??
+      await ramSha256(guest.memory);
     await listener.close();
     return report(
       { sent, received, source: sourceDigests, ...digests },

@@ -24,8 +24,11 @@ export const GUEST_FLAGS = {
 /** The usage text of {@linkcode GUEST_FLAGS}, to go under "Options:". */
 export const GUEST_FLAGS_USAGE =
   `  --ram SIZE           Guest RAM (default 256MiB; units B, KiB, MiB, GiB, MB...)
-  --workload SPEC      idle | random:RATE | hot-set:SIZE@RATE | sweep[:RATE] | fill
-                       (RATE in bytes/s of RAM dirtied, e.g. 50MB/s)
+  --workload SPEC      idle | random:RATE | hot-set:SIZE@RATE | sweep[:RATE] |
+                       fill[:random|address] (RATE in bytes/s of RAM
+                       dirtied, e.g. 50MB/s; fill:address puts each word's
+                       address in it, as QEMU test guests do: it compresses
+                       to about 60%)
   --seed N             Seed of the workload (default 1)
   --prefill            Fill RAM with non-zero data first, like a busy guest
 ${HUGE_PAGES_USAGE}

@@ -20,6 +20,7 @@ import { type Command, defineCommand } from "./define_command.ts";
 import { describeCliError } from "./describe_cli_error.ts";
 import { formatJson } from "./format_json.ts";
 import { printMigrationEvents } from "./print_migration_events.ts";
+import { withReturnPath } from "./with_return_path.ts";
 import { formatMigrationSummary } from "./format_migration_summary.ts";
 import {
   createGuest,
@@ -58,6 +59,16 @@ only this process has the pages it still lacks: if the connection breaks
 the migration pauses (postcopy-paused) and waits, and giving up loses the
 guest, so it takes Ctrl-C twice within 5 s, or SIGTERM (exit status 1,
 status postcopy-paused).
+
+-c background-snapshot=on writes a snapshot instead (a file: URI is the
+usual target): the RAM as it was when it started, while the guest keeps
+running; the guest stops only to take its device state, each page goes
+once (a page the guest is about to write is copied first), and the
+migration completes with the guest still running here. --json's
+ram-sha256 is then that of the snapshot's RAM, what "incoming" reports
+once it loaded it. A snapshot runs without return-path (QEMU refuses the
+pair), and refuses xbzrle, postcopy-ram, multifd, auto-converge and the
+other capabilities QEMU 7.2 refuses with it, in QEMU's words.
 
 "completed" means the destination confirmed it loaded everything: to tcp:
 and unix: the return-path capability is on unless -c return-path=off (then
@@ -182,12 +193,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
       stopEvents();
       await monitor?.stop();
       await done(info);
-      if (settings.json) {
-        const digests = await ramSha256(guest.memory);
-        io.writeOut(formatJson({ ...info, "ram-sha256": digests }) + "\n");
-      } else {
-        io.writeOut(`${formatMigrationSummary(info)}\n`);
-      }
+      await printCompleted(info, { guest, json: settings.json, io });
       return 0;
     } catch (error) {
       healing?.stop();
@@ -212,6 +218,33 @@ export const MIGRATE_COMMAND: Command = defineCommand({
     }
   },
 });
+
+/**
+ * Prints a completed migration. A snapshot's digest is of the RAM it
+ * holds, not of the RAM now; its guest, still running, ends with the
+ * process.
+ */
+async function printCompleted(
+  info: MigrationInfo,
+  { guest, json, io }: { guest: MigratableGuest; json: boolean; io: CliIo },
+): Promise<void> {
+  const snapshot = info["x-livemig-snapshot-ram-sha256"];
+  if (json) {
+    const digests = snapshot ?? await ramSha256(guest.memory);
+    io.writeOut(formatJson({ ...info, "ram-sha256": digests }) + "\n");
+  } else {
+    io.writeOut(`${formatMigrationSummary(info)}\n`);
+    if (snapshot) io.writeOut(formatSnapshotDigests(snapshot));
+  }
+  if (snapshot) await guest.pause();
+}
+
+/** The human lines for a snapshot's digests. */
+function formatSnapshotDigests(digests: Record<string, string>): string {
+  return Object.entries(digests).map(([block, sha]) =>
+    `snapshot of the RAM at the start: ${block} sha256 ${sha} (the guest kept running until now)\n`
+  ).join("");
+}
 
 /**
  * `--progress` and `--report`: shows progress and records the source; the
@@ -291,8 +324,11 @@ function checkCompletion(
     );
   }
   if (!confirmsCompletion(capabilities, uri)) {
+    const why = capabilities["background-snapshot"]
+      ? "a background snapshot runs without return-path"
+      : "return-path is off";
     io.writeErr(
-      `livemig: return-path is off: "completed" will mean that the whole stream was sent, not that the destination loaded it\n`,
+      `livemig: ${why}: "completed" will mean that the whole stream was sent, not that the destination loaded it\n`,
     );
   }
 }
@@ -313,27 +349,6 @@ function checkPostcopyAfter(
       "Cannot use --postcopy-after: it needs -c postcopy-ram=on on both ends",
     );
   }
-}
-
-/**
- * The capabilities with `return-path` on by default where the destination
- * can answer (tcp:, unix:); refuses it for a file: URI, which cannot.
- */
-function withReturnPath(
-  capabilities: Partial<MigrationCapabilities>,
-  uri: string,
-): Partial<MigrationCapabilities> {
-  const { scheme } = parseTransportUri(uri);
-  const asked = capabilities["return-path"];
-  if (scheme === "file" && asked) {
-    throw new TypeError(
-      `Cannot use return-path with "${uri}": a file cannot answer`,
-    );
-  }
-  if (asked !== undefined || (scheme !== "tcp" && scheme !== "unix")) {
-    return capabilities;
-  }
-  return { ...capabilities, "return-path": true };
 }
 
 /**

@@ -1,6 +1,8 @@
 import { DirtyBitmap } from "./dirty_bitmap.ts";
 import { MissingPages } from "./_missing_pages.ts";
 import { ReceivedPages } from "./_received_pages.ts";
+import { checkBlockSpec } from "./_check_block_spec.ts";
+import type { PageWriteGuard } from "./page_write_guard.ts";
 
 /** One RAM block to create, or to wrap when `bytes` is given. */
 export interface GuestRamBlockSpec {
@@ -96,6 +98,7 @@ export class GuestMemory {
   #totalBytes = 0;
   #missing: MissingPages | undefined;
   #received: ReceivedPages | undefined;
+  #guard: PageWriteGuard | undefined;
 
   /**
    * Constructs a new instance.
@@ -117,25 +120,7 @@ export class GuestMemory {
     const allocate = options.allocate ??
       ((size: number) => new Uint8Array(new SharedArrayBuffer(size)));
     for (const spec of blocks) {
-      if (this.#byName.has(spec.idstr)) {
-        throw new RangeError(
-          `Cannot construct GuestMemory: block "${spec.idstr}" is listed twice`,
-        );
-      }
-      if (
-        spec.idstr.length === 0 ||
-        new TextEncoder().encode(spec.idstr).length > 255
-      ) {
-        throw new RangeError(
-          `Cannot construct GuestMemory: block name "${spec.idstr}" must be 1..255 bytes`,
-        );
-      }
-      const size = spec.bytes?.byteLength ?? spec.size ?? 0;
-      if (!Number.isSafeInteger(size) || size <= 0 || size % pageSize !== 0) {
-        throw new RangeError(
-          `Cannot construct GuestMemory: block "${spec.idstr}" size must be a positive multiple of ${pageSize}: received ${size}`,
-        );
-      }
+      const size = checkBlockSpec(spec, { pageSize, taken: this.#byName });
       const block: GuestRamBlock = {
         idstr: spec.idstr,
         bytes: spec.bytes ?? allocate(size),
@@ -212,7 +197,8 @@ export class GuestMemory {
    * @param offset Byte offset in the block.
    * @param bytes The bytes.
    * @throws {RangeError} If the bytes do not lie inside the block.
-   * @throws {TypeError} If a page written has not arrived yet (postcopy).
+   * @throws {TypeError} If a page written has not arrived yet (postcopy),
+   *   or the write guard holds it back (a background snapshot).
    */
   write(idstr: string, offset: number, bytes: Uint8Array): void {
     const block = this.block(idstr);
@@ -226,7 +212,11 @@ export class GuestMemory {
     for (let page = first; page <= last; page++) {
       if (!this.preparePageWrite(block.index, page)) {
         throw new TypeError(
-          `Cannot write to page ${page} of RAM block "${idstr}": it has not arrived yet (postcopy); await prepareWrite() first`,
+          `Cannot write to page ${page} of RAM block "${idstr}": ${
+            this.isMissing(block.index, page)
+              ? "it has not arrived yet (postcopy)"
+              : "the write guard holds it back (a background snapshot has not saved it and its copy budget is full)"
+          }; await prepareWrite() first`,
         );
       }
     }
@@ -280,6 +270,7 @@ export class GuestMemory {
    */
   preparePageWrite(blockIndex: number, page: number): boolean {
     if (this.isMissing(blockIndex, page)) return false;
+    if (this.#guard?.mayWrite(blockIndex, page) === false) return false;
     const received = this.#received;
     if (received !== undefined) {
       const block = this.#blocks[blockIndex]!;
@@ -334,7 +325,7 @@ export class GuestMemory {
    * @param length How many bytes were written.
    */
   markDirty(idstr: string, offset: number, length: number): void {
-    if (!this.#logging || length <= 0) return;
+    if ((!this.#logging && !this.#guard) || length <= 0) return;
     const block = this.block(idstr);
     const [first, last] = this.#pages(offset, length);
     if (first < 0 || last >= block.pageCount) {
@@ -344,6 +335,10 @@ export class GuestMemory {
         } of RAM block "${idstr}" dirty: the block is ${block.bytes.byteLength} bytes`,
       );
     }
+    for (let page = first; this.#guard && page <= last; page++) {
+      this.#guard.written(block.index, page);
+    }
+    if (!this.#logging) return;
     if (first === last) this.#logs[block.index]!.set(first);
     else this.#logs[block.index]!.setRange(first, last - first + 1);
   }
@@ -356,7 +351,18 @@ export class GuestMemory {
    * @param pageIndex The page.
    */
   markPageDirty(blockIndex: number, pageIndex: number): void {
+    this.#guard?.written(blockIndex, pageIndex);
     if (this.#logging) this.#logs[blockIndex]!.set(pageIndex);
+  }
+
+  /**
+   * Puts a guard before every page write (a background snapshot's
+   * copy-before-write), or removes it with `undefined`.
+   *
+   * @param guard The guard.
+   */
+  guardWrites(guard: PageWriteGuard | undefined): void {
+    this.#guard = guard;
   }
 
   /** Starts logging writes, with an empty log. */
@@ -423,14 +429,18 @@ export class GuestMemory {
 
   /**
    * Waits until a page is present, asking for it (through `onFault`) the
-   * first time it is waited for. Resolves at once for a present page.
+   * first time it is waited for, or, during a background snapshot, until
+   * the write guard may let a write to it go on. Resolves at once for a
+   * present page.
    *
    * @param blockIndex The block's index.
    * @param page The page.
    */
   waitForPage(blockIndex: number, page: number): Promise<void> {
-    if (!this.isMissing(blockIndex, page)) return Promise.resolve();
-    return this.#missing!.wait(blockIndex, page);
+    if (this.isMissing(blockIndex, page)) {
+      return this.#missing!.wait(blockIndex, page);
+    }
+    return this.#guard?.wait(blockIndex, page) ?? Promise.resolve();
   }
 
   /**

@@ -50,7 +50,12 @@ export interface HostedGuestOptions {
  * arrived. A write that bypasses it lands in a page that may still be
  * missing, and is then overwritten when the page arrives. On a source,
  * and on a destination in precopy (the app stays paused until all of its
- * memory is in), writing and marking the pages dirty is enough.
+ * memory is in), writing and marking the pages dirty is enough, except
+ * during a background snapshot (capability `background-snapshot`): there
+ * too an app writes with `memory.write()` or awaits `prepareWrite()`
+ * before writing in place, which keeps the page's content for the
+ * snapshot first (and waits while the snapshot's copies are at their
+ * limit); a page marked written without it fails the snapshot.
  *
  * @example Usage
  * ```ts

@@ -18,15 +18,24 @@ export type WorkloadSpec =
   | { kind: "random"; bytesPerSecond: number }
   | { kind: "hot-set"; setBytes: number; bytesPerSecond: number }
   | { kind: "sweep"; bytesPerSecond: number }
-  | { kind: "fill" };
+  | {
+    kind: "fill";
+    /**
+     * `random` (the default): non-zero pseudo-random data, which does not
+     * compress; `address`: every 32-bit word holds its own address in the
+     * RAM blocks laid end to end (as QEMU test firmware fills RAM), which
+     * compresses some (deflate: to about 60%).
+     */
+    pattern?: "random" | "address";
+  };
 
 /** The default rate of `sweep` when none is given. */
 const DEFAULT_SWEEP_RATE = 32 * 1024 * 1024;
 
 /**
  * Parses a workload as the command line writes it: `idle`,
- * `random:RATE`, `hot-set:SIZE@RATE`, `sweep[:RATE]` or `fill`, with
- * human units (`hot-set:64MiB@200MB/s`).
+ * `random:RATE`, `hot-set:SIZE@RATE`, `sweep[:RATE]` or
+ * `fill[:random|address]`, with human units (`hot-set:64MiB@200MB/s`).
  *
  * @example Usage
  * ```ts
@@ -37,6 +46,7 @@ const DEFAULT_SWEEP_RATE = 32 * 1024 * 1024;
  *   kind: "hot-set", setBytes: 4 * 1024 * 1024, bytesPerSecond: 10_000_000,
  * });
  * assert.deepEqual(parseWorkload("idle"), { kind: "idle" });
+ * assert.deepEqual(parseWorkload("fill:address"), { kind: "fill", pattern: "address" });
  * assert.throws(() => parseWorkload("random"), TypeError);
  * ```
  *
@@ -48,13 +58,20 @@ export function parseWorkload(text: string): WorkloadSpec {
   const [kind, argument] = splitOnce(text, ":");
   switch (kind) {
     case "idle":
-    case "fill":
       if (argument !== undefined) {
         throw new TypeError(
           `Cannot parse workload "${text}": "${kind}" takes no argument`,
         );
       }
       return { kind };
+    case "fill":
+      if (argument === undefined) return { kind };
+      if (argument !== "random" && argument !== "address") {
+        throw new TypeError(
+          `Cannot parse workload "${text}": "fill" takes random or address`,
+        );
+      }
+      return { kind, pattern: argument };
     case "random":
       if (argument === undefined) {
         throw new TypeError(
@@ -87,7 +104,7 @@ export function parseWorkload(text: string): WorkloadSpec {
     }
     default:
       throw new TypeError(
-        `Cannot parse workload "${text}": expected idle, random:RATE, hot-set:SIZE@RATE, sweep[:RATE] or fill`,
+        `Cannot parse workload "${text}": expected idle, random:RATE, hot-set:SIZE@RATE, sweep[:RATE] or fill[:random|address]`,
       );
   }
 }
@@ -110,8 +127,9 @@ export function parseWorkload(text: string): WorkloadSpec {
 export function formatWorkload(spec: WorkloadSpec): string {
   switch (spec.kind) {
     case "idle":
-    case "fill":
       return spec.kind;
+    case "fill":
+      return spec.pattern === undefined ? "fill" : `fill:${spec.pattern}`;
     case "random":
     case "sweep":
       return `${spec.kind}:${compact(spec.bytesPerSecond)}/s`;
@@ -220,6 +238,19 @@ export class Workload {
     this.#cursor = progress?.cursor ?? 0;
     this.#pass = progress?.pass ?? 0;
     this.#written = progress?.written ?? 0;
+    for (
+      const [name, value] of [
+        ["bytesPerSecond", "bytesPerSecond" in spec ? spec.bytesPerSecond : 0],
+        ["setBytes", spec.kind === "hot-set" ? spec.setBytes : 0],
+      ] as const
+    ) {
+      // Both travel in the guest's device state as 64-bit integers.
+      if (!Number.isSafeInteger(value) || value < 0) {
+        throw new RangeError(
+          `Cannot construct Workload as ${name} must be a whole number of bytes >= 0: received ${value}`,
+        );
+      }
+    }
     if (spec.kind === "hot-set" && spec.setBytes > memory.totalBytes) {
       throw new RangeError(
         `Cannot construct Workload as the hot set (${spec.setBytes} bytes) is larger than RAM (${memory.totalBytes} bytes)`,
@@ -243,10 +274,15 @@ export class Workload {
   }
 
   /**
-   * Fills all of RAM with non-zero pseudo-random data and marks it dirty
-   * (the `fill` workload does this once, before migrating).
+   * Fills all of RAM with non-zero pseudo-random data (or, for
+   * `fill:address`, each word with its address) and marks it dirty (the
+   * `fill` workload does this once, before migrating).
    */
   fill(): void {
+    if (this.#spec.kind === "fill" && this.#spec.pattern === "address") {
+      this.#fillAddresses();
+      return;
+    }
     // One megabyte of generated data, copied across RAM, with each page's
     // first word replaced by its own generated value: every page is
     // non-zero and distinct, at the speed of a memory copy.
@@ -273,6 +309,28 @@ export class Workload {
           bytes[at + 1] = value >>> 8;
           bytes[at + 2] = value >>> 16;
           bytes[at + 3] = value >>> 24;
+        }
+      }
+      this.#memory.markDirty(block.idstr, 0, bytes.byteLength);
+    }
+  }
+
+  /** `fill:address`: every 32-bit word holds its own (flat) address. */
+  #fillAddresses(): void {
+    for (const block of this.#memory.blocks) {
+      const bytes = block.bytes;
+      const count = bytes.byteLength >>> 2;
+      if ((bytes.byteOffset & 3) === 0) {
+        const words = new Uint32Array(bytes.buffer, bytes.byteOffset, count);
+        for (let i = 0; i < count; i++) words[i] = block.base + i * 4;
+      } else {
+        const view = new DataView(
+          bytes.buffer,
+          bytes.byteOffset,
+          bytes.byteLength,
+        );
+        for (let i = 0; i < count; i++) {
+          view.setUint32(i * 4, block.base + i * 4, true);
         }
       }
       this.#memory.markDirty(block.idstr, 0, bytes.byteLength);

@@ -3,6 +3,7 @@
  * setup to completed, failed or cancelled. Private to the source.
  *
  * ```
+ * background-snapshot      runBackgroundSnapshot(), all of it
  * setup, active            runPrecopy()      until QEMU's decision says
  *                                            complete or postcopy
  * stop the guest           the downtime starts
@@ -20,6 +21,7 @@
  */
 
 import { MigrationAbortedError } from "../errors.ts";
+import { runBackgroundSnapshot } from "./_background_snapshot.ts";
 import { describeCause } from "./_describe_cause.ts";
 import {
   type Connect,
@@ -46,6 +48,9 @@ export async function runMigrationThread(
   const guest = run.config.guest;
   let pausedByUs = false;
   try {
+    if (run.config.capabilities["background-snapshot"]) {
+      return await runBackgroundSnapshot(run);
+    }
     const decision = await runPrecopy(run);
     // Stop the guest; the downtime starts here.
     const wasRunning = guest.running;

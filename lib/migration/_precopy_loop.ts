@@ -83,8 +83,13 @@ export async function completePrecopy(run: SourceRun): Promise<void> {
   await channel.close();
 }
 
-/** The setup records, and the RAM section's START with the block list. */
-async function sendSetup(run: SourceRun): Promise<void> {
+/**
+ * Sends the setup records and the RAM section's START with the block
+ * list, and starts the dirty-page scan with every page to send.
+ *
+ * @param run The run, its main connection open.
+ */
+export async function sendSetup(run: SourceRun): Promise<void> {
   const { capabilities, guest, machine, uuid } = run.config;
   const memory = guest.memory;
   const pageSize = memory.pageSize;

@@ -54,6 +54,8 @@ export class SourceEta {
         pageSize: ram["page-size"],
         bytesPerSecond: this.#metrics.bytesPerMs * 1000,
         dirtyBytesPerSecond: ram["dirty-pages-rate"] * ram["page-size"],
+        dirtySyncIntervalMs: this.#metrics.dirtySyncIntervalMs,
+        syncCounts: this.#metrics.syncCounts,
         passes,
         transferredBytes: ram.transferred,
         parameters: this.#config.parameters,

@@ -53,6 +53,7 @@ export interface SourceConfig {
   readonly stepMs: number;
   /** Complete passes over RAM after which postcopy is requested. */
   readonly postcopyAfterPasses: number | undefined;
+  readonly snapshotCopyBytes: number; // background-snapshot's copy limit
   readonly capabilities: Readonly<MigrationCapabilities>;
   /** Changed in place by `setParameters()`: a run sees changes at once. */
   readonly parameters: Readonly<MigrationParameters>;

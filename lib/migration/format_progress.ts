@@ -6,8 +6,9 @@ import type { MigrationInfo } from "./migration_info.ts";
  * longer pending, the rate, what remains, the time it should take, and
  * the pass. The time is the source's `x-livemig-eta-ms` with how much
  * later it may come (`+noise`), or "not converging: …" once the pending
- * bytes stopped falling; without them (postcopy, a destination), what
- * remains at the current rate.
+ * bytes stopped falling; without them, what remains at the current rate:
+ * in precopy (`active`) that is when the pass ends (`pass ends in`, not
+ * the migration: the guest may dirty as much again), in postcopy the end.
  *
  * @example Usage
  * ```ts
@@ -25,7 +26,7 @@ import type { MigrationInfo } from "./migration_info.ts";
  *   },
  * };
  * const line = formatProgressLine(info);
- * assert.match(line, /^active +\[#{15}-{5}\]  75% {2}100\.0 MB\/s {2}remaining 50\.0 MiB {2}ETA 0\.5 s {2}pass 2$/);
+ * assert.match(line, /^active +\[#{15}-{5}\]  75% {2}100\.0 MB\/s {2}remaining 50\.0 MiB {2}pass ends in 0\.5 s {2}pass 2$/);
  * const modelled = formatProgressLine({ ...info, "x-livemig-eta-ms": 2300, "x-livemig-eta-noise-ms": 400 });
  * assert.match(modelled, / {2}ETA 2\.3 s \(\+0\.4\) {2}pass 2$/);
  * ```
@@ -53,7 +54,9 @@ export function formatProgressLine(info: MigrationInfo, width = 20): string {
 /**
  * The model's ETA with its noise when the source gives one
  * (`x-livemig-eta-ms`), "not converging" with the reason when the pending
- * bytes stopped falling, else what remains at the current rate.
+ * bytes stopped falling, else what remains at the current rate: the end
+ * of the pass in precopy (the model sees no end, or the source has none),
+ * the end in postcopy.
  */
 function formatEta(info: MigrationInfo, naive: number | undefined): string {
   const stuck = info["x-livemig-not-converging"];
@@ -63,5 +66,6 @@ function formatEta(info: MigrationInfo, naive: number | undefined): string {
     const noise = info["x-livemig-eta-noise-ms"] ?? 0;
     return `ETA ${(eta / 1000).toFixed(1)} s (+${(noise / 1000).toFixed(1)})`;
   }
-  return `ETA ${naive === undefined ? "?" : `${naive.toFixed(1)} s`}`;
+  const left = naive === undefined ? "?" : `${naive.toFixed(1)} s`;
+  return info.status === "active" ? `pass ends in ${left}` : `ETA ${left}`;
 }

@@ -15,17 +15,24 @@
  *           yet how fast the guest dirties RAM, as large as the ETA or
  *           the time so far (all that went may come back at the sync)
  * dirty     the rate the guest writes pages at: the measured rate of
- *           distinct pages as writes, or until there is one, from how
- *           much the last sync added (the model's dirtying, inverted)
+ *           distinct pages per sync interval as writes, or until there
+ *           is one, from how much the last sync added (the model's
+ *           dirtying, inverted)
  * stalled   the bytes pending after a sync have not fallen below their
- *           lowest for stallPasses syncs: "not converging", with advice
- *           from planMigration()
+ *           lowest for stallPasses syncs, or after as many syncs the
+ *           model sees no end: "not converging", with advice from
+ *           planMigration()
+ * hot set   from syncs of different lengths (the first pass is the
+ *           longest): writes over a hot set dirty hardly more in a long
+ *           pass than in a short one
  * ```
  *
  * @module
  */
 
 import { formatBytes } from "../bytes/human_units.ts";
+import { fitHotSet } from "./_hot_set_fit.ts";
+import type { SyncCount } from "./migration_metrics.ts";
 import { predictMigration } from "./migration_model.ts";
 import type { MigrationParameters } from "./migration_parameters.ts";
 import { planMigration } from "./migration_plan.ts";
@@ -44,6 +51,26 @@ export interface EtaSample {
   bytesPerSecond: number;
   /** Measured dirty rate in bytes per second (`dirty-pages-rate` × page). */
   dirtyBytesPerSecond: number;
+  /**
+   * The mean time between the syncs that rate was measured over, in ms:
+   * each sync counts distinct pages written since the one before, so the
+   * longer the interval, the more writes a rate stands for.
+   *
+   * @default {1000}
+   */
+  dirtySyncIntervalMs?: number;
+  /**
+   * The last dirty-bitmap syncs: from syncs of different lengths the ETA
+   * tells writes over a hot set from writes over all of RAM.
+   *
+   * @default {[]}
+   */
+  syncCounts?: readonly SyncCount[];
+  /**
+   * Bytes of RAM the guest's writes fall in, when known; else fitted from
+   * `syncCounts`, or all of RAM.
+   */
+  hotSetBytes?: number;
   /** `dirty-sync-count`. */
   passes: number;
   /** Bytes sent so far (`ram.transferred`). */
@@ -58,7 +85,7 @@ export interface EtaEstimate {
   etaMs?: number;
   /** How much later than stated the end may turn out, in ms. */
   noiseMs: number;
-  /** False once the pending bytes stopped falling. */
+  /** False once the pending bytes stopped falling, or the model sees no end. */
   converging: boolean;
   /** Syncs in a row the pending bytes have not fallen. */
   stalledPasses: number;
@@ -159,12 +186,23 @@ export class MigrationEta {
         advice: this.#advice,
       };
     }
-    this.#advice = undefined;
     const raw = rawEta(measured, sample.atMs - this.#syncAtMs);
     if (raw === undefined) {
       this.#deadline = undefined;
+      // Passes enough to know the guest: the model itself sees no end.
+      if (sample.passes >= this.#stallPasses && sample.bytesPerSecond > 0) {
+        this.#advice ??= adviseModel(measured);
+        return {
+          noiseMs: this.#noise,
+          converging: false,
+          stalledPasses: this.#stalled,
+          advice: this.#advice,
+        };
+      }
+      this.#advice = undefined;
       return { noiseMs: this.#noise, converging, stalledPasses: this.#stalled };
     }
+    this.#advice = undefined;
     const rawDeadline = sample.atMs + raw;
     if (this.#lastRaw !== undefined) {
       this.#moves.push(rawDeadline - this.#lastRaw);
@@ -233,11 +271,25 @@ export class MigrationEta {
         this.#writeRate = -ram * Math.log(1 - dirtied / ram) / seconds;
       }
     }
-    // The measured rate counts distinct pages over a second or more:
-    // as writes, W = −RAM·ln(1 − rate/RAM).
-    const measured = Math.min(ram * 0.999, sample.dirtyBytesPerSecond);
-    const rate = measured > 0
-      ? -ram * Math.log(1 - measured / ram)
+    if (sample.hotSetBytes === undefined) {
+      const fit = fitHotSet(sample.syncCounts ?? [], ram);
+      if (fit) {
+        return {
+          ...sample,
+          hotSetBytes: fit.hotSetBytes,
+          dirtyBytesPerSecond: fit.bytesPerSecond,
+        };
+      }
+    }
+    // The measured rate counts distinct pages per sync interval T: as
+    // writes, W = −RAM·ln(1 − rate·T/RAM)/T.
+    const interval = Math.max(1, sample.dirtySyncIntervalMs ?? 1000) / 1000;
+    const distinct = Math.min(
+      ram * 0.999,
+      sample.dirtyBytesPerSecond * interval,
+    );
+    const rate = distinct > 0
+      ? -ram * Math.log(1 - distinct / ram) / interval
       : this.#writeRate ?? 0;
     return { ...sample, dirtyBytesPerSecond: rate };
   }
@@ -263,6 +315,9 @@ function modelInput(sample: EtaSample, msSinceSync = 0) {
   const rate = limit > 0 ? Math.min(limit, measured) : measured;
   return {
     ramBytes: sample.ramBytes,
+    ...(sample.hotSetBytes === undefined
+      ? {}
+      : { hotSetBytes: sample.hotSetBytes, hotSetAt: "spread" as const }),
     pageSize: sample.pageSize,
     dirtyBytesPerSecond: sample.dirtyBytesPerSecond,
     linkBytesPerSecond: rate,
@@ -288,19 +343,43 @@ function rawEta(
 
 function advise(sample: EtaSample, stalled: number): string {
   const pending = formatBytes(sample.remainingBytes);
+  return `not converging: ${pending} pending has not fallen for ${stalled} passes${
+    ways(sample)
+  }`;
+}
+
+/** "not converging" when the model, fed what was measured, sees no end. */
+function adviseModel(sample: EtaSample): string {
+  const over = sample.hotSetBytes === undefined
+    ? "RAM"
+    : `a ${formatBytes(sample.hotSetBytes)} hot set`;
+  return `not converging: the guest writes ${
+    formatBytes(sample.dirtyBytesPerSecond)
+  }/s over ${over}, faster than the passes can send it${ways(sample)}`;
+}
+
+/** "; try …": the planner's ways to converge, else postcopy or a throttle. */
+function ways(sample: EtaSample): string {
   const plan = planMigration(modelInput(sample), { maxTimeMs: 3_600_000 });
-  const ways: string[] = [];
+  const found: string[] = [];
   for (const s of plan.suggestions) {
     if (s.kind === "postcopy") {
-      ways.push("postcopy (postcopy-ram, then migrate-start-postcopy)");
+      found.push("postcopy (postcopy-ram, then migrate-start-postcopy)");
     } else if (s.kind === "max-bandwidth" || s.kind === "bandwidth") {
-      ways.push(`max-bandwidth >= ${formatBytes(s.value!)}/s`);
+      found.push(`max-bandwidth >= ${formatBytes(s.value!)}/s`);
     } else if (s.kind === "auto-converge") {
-      ways.push(`throttling the guest to ${formatBytes(s.value!)}/s`);
+      found.push(`throttling the guest to ${formatBytes(s.value!)}/s`);
     } else if (s.kind === "downtime-limit") {
-      ways.push(`downtime-limit >= ${s.value} ms`);
+      found.push(`downtime-limit >= ${s.value} ms`);
     }
   }
-  const tail = ways.length > 0 ? `; try ${ways.slice(0, 3).join(", or ")}` : "";
-  return `not converging: ${pending} pending has not fallen for ${stalled} passes${tail}`;
+  // The model sees an end the migration does not reach: postcopy ends
+  // whatever the guest does, a throttle slows the guest.
+  if (found.length === 0) {
+    found.push(
+      "postcopy (postcopy-ram, then migrate-start-postcopy)",
+      "auto-converge",
+    );
+  }
+  return `; try ${found.slice(0, 3).join(", or ")}`;
 }

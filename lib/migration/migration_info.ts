@@ -77,6 +77,13 @@ export interface MigrationInfo {
    * Set when the pending bytes stopped falling: why, and what to do.
    */
   "x-livemig-not-converging"?: string;
+  /**
+   * livemig's extension, a completed background snapshot's result only:
+   * SHA-256 of each RAM block as the snapshot holds it (the RAM at the
+   * snapshot point, not as it is now), by idstr: what `ramSha256()` gives
+   * on a destination that loaded it.
+   */
+  "x-livemig-snapshot-ram-sha256"?: Record<string, string>;
   /** RAM statistics. */
   ram?: RamStats;
   /** XBZRLE statistics, with the `xbzrle` capability. */

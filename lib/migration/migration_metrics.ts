@@ -26,6 +26,14 @@ import type { RateWindow } from "../streams/rate_limit_stream.ts";
 import type { RamStats } from "./migration_info.ts";
 import { expectedDowntime } from "./switchover_decision.ts";
 
+/** One dirty-bitmap sync: how long since the one before, what it found. */
+export interface SyncCount {
+  /** Seconds since the sync before (or the start of the migration). */
+  seconds: number;
+  /** Bytes of distinct pages written in that time. */
+  dirtiedBytes: number;
+}
+
 /** Options for {@linkcode MigrationMetrics}. */
 export interface MigrationMetricsOptions {
   /** The target page size in bytes. */
@@ -117,6 +125,10 @@ export class MigrationMetrics {
   #ratePeriodStart: number;
   #ratePeriodDirtied = 0;
   #ratePeriodPages = 0;
+  #ratePeriodSyncs = 0;
+  #syncIntervalMs = 1000;
+  #lastSyncAt: number;
+  readonly #syncCounts: SyncCount[] = [];
   #bytesBefore = 0;
   #channel: PassedBytes | undefined;
   #preempt: PassedBytes | undefined;
@@ -132,11 +144,30 @@ export class MigrationMetrics {
     this.#totalBytes = options.totalBytes;
     this.#startTime = this.#clock.now();
     this.#ratePeriodStart = this.#startTime;
+    this.#lastSyncAt = this.#startTime;
   }
 
   /** The bandwidth of the last rate-limit window in bytes/ms; 0 before it. */
   get bytesPerMs(): number {
     return this.#bytesPerMs;
+  }
+
+  /**
+   * The mean time between two syncs over the period `dirty-pages-rate` was
+   * last measured on, in ms (1000 before one closed): the dirty pages a
+   * sync counts are distinct pages written since the last one, so how
+   * many writes a rate stands for depends on it.
+   */
+  get dirtySyncIntervalMs(): number {
+    return this.#syncIntervalMs;
+  }
+
+  /**
+   * The first sync and the last 5: the seconds since the one before and
+   * the bytes of distinct pages each found dirtied.
+   */
+  get syncCounts(): readonly SyncCount[] {
+    return this.#syncCounts;
   }
 
   /** Pages sent so far in any record that carries one (zero, page, XBZRLE). */
@@ -227,10 +258,21 @@ export class MigrationMetrics {
    */
   recordSync(dirtiedPages: number): number | undefined {
     this.#ratePeriodDirtied += dirtiedPages;
+    this.#ratePeriodSyncs++;
     const now = this.#clock.now();
+    this.#syncCounts.push({
+      seconds: (now - this.#lastSyncAt) / 1000,
+      dirtiedBytes: dirtiedPages * this.#pageSize,
+    });
+    // The first sync (a whole first pass, the longest) stays: against the
+    // shorter ones it tells a hot set from all of RAM.
+    if (this.#syncCounts.length > 6) this.#syncCounts.splice(1, 1);
+    this.#lastSyncAt = now;
     const period = now - this.#ratePeriodStart;
     if (period < 1000) return undefined;
     this.#dirtyPagesRate = Math.round(this.#ratePeriodDirtied * 1000 / period);
+    this.#syncIntervalMs = period / this.#ratePeriodSyncs;
+    this.#ratePeriodSyncs = 0;
     const sent = this.pagesSent;
     const sentInPeriod = sent - this.#ratePeriodPages;
     this.#ratePeriodPages = sent;
@@ -256,6 +298,19 @@ export class MigrationMetrics {
       throw new TypeError("Cannot end the downtime: the guest was not stopped");
     }
     this.#downtime = Math.round(this.#clock.now() - this.#stopTime);
+  }
+
+  /**
+   * The guest runs again after a pause that did not end precopy (a
+   * background snapshot's start): records the pause as `downtime`, and
+   * bytes sent from now on count as precopy bytes, as QEMU counts bytes
+   * sent while the guest runs.
+   *
+   * @throws {TypeError} If the guest was never stopped.
+   */
+  guestResumed(): void {
+    this.downtimeEnded();
+    this.#stopTime = undefined;
   }
 
   /** Postcopy started: later bytes are postcopy bytes. */

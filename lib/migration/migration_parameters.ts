@@ -7,6 +7,8 @@
  */
 
 import { NotSupportedError } from "../errors.ts";
+import { checkBackgroundSnapshot } from "./check_background_snapshot.ts";
+import { parseInteger, parseSwitch, splitArgument } from "./_parse_setting.ts";
 import type { MultifdCompression } from "../wire/multifd_flags.ts";
 import {
   parseBandwidth,
@@ -28,6 +30,7 @@ export type MigrationCapability =
   | "dirty-limit"
   | "validate-uuid"
   | "switchover-ack"
+  | "background-snapshot"
   | "multifd";
 
 /** Which capabilities are on. */
@@ -93,6 +96,7 @@ export const DEFAULT_CAPABILITIES: Readonly<MigrationCapabilities> = {
   "dirty-limit": false,
   "validate-uuid": false,
   "switchover-ack": false,
+  "background-snapshot": false,
   "multifd": false,
 };
 
@@ -127,7 +131,6 @@ const UNSUPPORTED_CAPABILITIES = new Set([
   "dirty-bitmaps",
   "late-block-activate",
   "x-ignore-shared",
-  "background-snapshot",
   "zero-copy-send",
 ]);
 
@@ -214,9 +217,11 @@ export function checkCapabilityName(name: string): MigrationCapability {
  * @param capabilities The capabilities.
  * @throws {TypeError} If a combination is not allowed.
  * @throws {NotSupportedError} For multifd with postcopy-ram, which QEMU
- *   7.2 accepts but livemig's source does not implement.
+ *   7.2 accepts but livemig's source does not implement, and for
+ *   background-snapshot with mapped-ram.
  */
 export function checkCapabilities(capabilities: MigrationCapabilities): void {
+  checkBackgroundSnapshot(capabilities);
   if (capabilities.multifd && capabilities["postcopy-ram"]) {
     throw new NotSupportedError(
       'Cannot set capability "multifd" with "postcopy-ram": livemig\'s source does not move postcopy pages off the multifd channels (QEMU 7.2 accepts the pair)',
@@ -481,32 +486,4 @@ export function checkParameters(
       `Cannot set parameter "max-cpu-throttle": it must be in the range of cpu-throttle-initial (${initial}) to 99: received ${max}`,
     );
   }
-}
-
-function parseSwitch(name: string, value: string, what: string): boolean {
-  const state = value.toLowerCase();
-  if (state === "on" || state === "true") return true;
-  if (state === "off" || state === "false") return false;
-  throw new TypeError(
-    `Cannot set ${what} "${name}": its state must be on or off: received "${value}"`,
-  );
-}
-
-function parseInteger(name: string, value: string): number {
-  if (!/^\d+$/.test(value)) {
-    throw new TypeError(
-      `Cannot set parameter "${name}": expected a whole number: received "${value}"`,
-    );
-  }
-  return Number(value);
-}
-
-function splitArgument(argument: string, what: string): [string, string] {
-  const at = argument.indexOf("=");
-  if (at <= 0 || at === argument.length - 1) {
-    throw new TypeError(
-      `Cannot parse ${what} "${argument}": expected name=value`,
-    );
-  }
-  return [argument.slice(0, at), argument.slice(at + 1)];
 }

@@ -46,6 +46,7 @@ import { runMigrationThread } from "./_migration_thread.ts";
 import type { Connect } from "./_postcopy_source.ts";
 import { migrateMultifd, type Open } from "./_multifd_send.ts";
 import { type SourceConfig, SourceRun } from "./_source_run.ts";
+import { sourceState } from "./_source_state.ts";
 import type { MigrationInfo } from "./migration_info.ts";
 import {
   checkCapabilities,
@@ -58,8 +59,7 @@ import {
 } from "./migration_parameters.ts";
 import {
   isRunningStatus,
-  type MigrationEventDetail,
-  MigrationState,
+  type MigrationState,
   type MigrationStatus,
 } from "./migration_state.ts";
 
@@ -108,6 +108,14 @@ export interface SourceMigrationOptions {
    * `dirty-sync-count` N + 1. Needs `postcopy-ram`. Off by default.
    */
   postcopyAfterPasses?: number;
+  /**
+   * With `background-snapshot`: most bytes of pages copied aside before
+   * the guest writes them, held until the pass saves them; past that a
+   * guest write to a page not saved yet waits for the pass.
+   *
+   * @default {67108864}
+   */
+  snapshotCopyBytes?: number;
 }
 
 /** Detail of a `"pass"` event: QEMU's `MIGRATION_PASS` event data. */
@@ -179,6 +187,7 @@ export class SourceMigration extends EventTarget {
       batchPages: options.batchPages ?? 256,
       stepMs: options.stepMs ?? 50,
       postcopyAfterPasses: options.postcopyAfterPasses,
+      snapshotCopyBytes: options.snapshotCopyBytes ?? 64 * 1024 * 1024,
       capabilities: this.#capabilities,
       parameters: this.#parameters,
     };
@@ -467,21 +476,7 @@ export class SourceMigration extends EventTarget {
   }
 
   #newState(): MigrationState {
-    const state = new MigrationState("source");
-    state.addEventListener("migration", (event) => {
-      this.dispatchEvent(
-        new CustomEvent<MigrationEventDetail>("status", {
-          detail: (event as CustomEvent<MigrationEventDetail>).detail,
-        }),
-      );
-      if (!this.#capabilities.events) return;
-      this.dispatchEvent(
-        new CustomEvent<MigrationEventDetail>("migration", {
-          detail: (event as CustomEvent<MigrationEventDetail>).detail,
-        }),
-      );
-    });
-    return state;
+    return sourceState(this, () => this.#capabilities.events);
   }
 
   #pass(count: number): void {

@@ -25,6 +25,7 @@
  * @module
  */
 
+import { BACKGROUND_SNAPSHOT_CONFLICTS } from "../migration/check_background_snapshot.ts";
 import {
   QEMU_MIGRATION_CAPABILITIES,
   type QemuMigrationCapabilities,
@@ -93,25 +94,6 @@ export interface CapabilityCheckOptions {
    */
   parameters?: QemuMigrationParameters;
 }
-
-/** What background-snapshot cannot be combined with, in the order QEMU checks. */
-const NOT_WITH_BACKGROUND_SNAPSHOT: readonly QemuMigrationCapability[] = [
-  "postcopy-ram",
-  "dirty-bitmaps",
-  "postcopy-blocktime",
-  "late-block-activate",
-  "return-path",
-  "multifd",
-  "pause-before-switchover",
-  "auto-converge",
-  "release-ram",
-  "rdma-pin-all",
-  "compress",
-  "xbzrle",
-  "x-colo",
-  "validate-uuid",
-  "zero-copy-send",
-];
 
 /**
  * Applies `migrate-set-capabilities` to `current` the way QEMU 7.2 does:
@@ -182,7 +164,7 @@ export function checkCapabilityChange(
         "Background-snapshot is not compatible with guest memory configuration",
       );
     }
-    const other = NOT_WITH_BACKGROUND_SNAPSHOT.find((c) => next[c]);
+    const other = BACKGROUND_SNAPSHOT_CONFLICTS.find((c) => next[c]);
     if (other !== undefined) {
       return refuse(`Background-snapshot is not compatible with ${other}`);
     }

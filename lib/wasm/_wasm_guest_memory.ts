@@ -10,6 +10,7 @@
 import { NotSupportedError } from "../errors.ts";
 import type { DirtyBitmap } from "../guest/dirty_bitmap.ts";
 import { GuestMemory, type GuestRamBlockSpec } from "../guest/guest_memory.ts";
+import type { PageWriteGuard } from "../guest/page_write_guard.ts";
 
 /** How the memory reaches the instrumented module. */
 export interface WasmGuestMemoryOptions {
@@ -57,6 +58,18 @@ export class WasmGuestMemory extends GuestMemory {
   override stopDirtyLog(): void {
     this.#options.lockGrowth(false);
     super.stopDirtyLog();
+  }
+
+  /**
+   * Refuses a write guard (a background snapshot): the program's stores
+   * are instrumented to mark pages after they land, so nothing could keep
+   * a page's content before the program writes it.
+   */
+  override guardWrites(guard: PageWriteGuard | undefined): void {
+    if (guard === undefined) return super.guardWrites(guard);
+    throw new NotSupportedError(
+      "Cannot take a background snapshot of a WasmGuest: the program writes its memory without a copy-before-write hook",
+    );
   }
 
   /**

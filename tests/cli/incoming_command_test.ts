@@ -264,3 +264,20 @@ Deno.test("cli incoming refuses a second source at once and completes the first"
     await intruder.close();
   }
 });
+
+Deno.test("cli incoming refuses switchover-ack where no return path can be had, as QEMU does", async () => {
+  for (
+    const args of [
+      ["exec:cat", "-c", "switchover-ack=on"],
+      ["tcp:127.0.0.1:0", "-c", "switchover-ack=on", "-c", "return-path=off"],
+    ]
+  ) {
+    const { code, err } = await run(["incoming", ...args]);
+    assert.equal(code, 2, err);
+    assert.match(
+      err,
+      /Capability 'switchover-ack' requires capability 'return-path'/,
+    );
+    assert.doesNotMatch(err, /waiting for a migration/);
+  }
+});

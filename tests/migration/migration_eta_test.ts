@@ -109,7 +109,8 @@ Deno.test("MigrationEta says not converging once pending stopped falling for 3 p
       remainingBytes: mib * MIB,
       passes: i + 2,
       transferredBytes: sent,
-      dirtyBytesPerSecond: 100 * MIB,
+      // Slow enough that the model sees an end: the stall says otherwise.
+      dirtyBytesPerSecond: 8 * MIB,
     });
   });
   assert.deepEqual(
@@ -140,4 +141,54 @@ Deno.test("MigrationEta gives no ETA before a bandwidth is measured", () => {
   const estimate = eta.update({ ...BASE, bytesPerSecond: 0 });
   assert.equal(estimate.etaMs, undefined);
   assert.equal(estimate.converging, true);
+});
+
+Deno.test("MigrationEta reads a dirty rate as writes over the time between syncs", () => {
+  // 16 MiB of distinct pages per second, counted over 2 s syncs, is 32 MiB
+  // of distinct pages per sync: more rewrites hidden than over 1 s syncs.
+  const sample: EtaSample = {
+    ...BASE,
+    atMs: 5000,
+    remainingBytes: 96 * MIB,
+    dirtyBytesPerSecond: 16 * MIB,
+    passes: 3,
+    transferredBytes: 300 * MIB,
+  };
+  const oneSecond = new MigrationEta().update({
+    ...sample,
+    dirtySyncIntervalMs: 1000,
+  });
+  const unstated = new MigrationEta().update(sample);
+  const twoSeconds = new MigrationEta().update({
+    ...sample,
+    dirtySyncIntervalMs: 2000,
+  });
+  assert.equal(unstated.etaMs, oneSecond.etaMs, "1 s is the default");
+  assert.ok(
+    twoSeconds.etaMs! > oneSecond.etaMs!,
+    `${twoSeconds.etaMs} > ${oneSecond.etaMs}`,
+  );
+});
+
+Deno.test("MigrationEta says not converging after 3 passes when the model sees no end", () => {
+  const eta = new MigrationEta();
+  const sample = (passes: number): EtaSample => ({
+    ...BASE,
+    atMs: passes * 1000,
+    remainingBytes: (210 - passes) * MIB,
+    passes,
+    transferredBytes: passes * 64 * MIB,
+    // Writes over all of RAM faster than the 64 MiB/s link.
+    dirtyBytesPerSecond: 100 * MIB,
+  });
+  const early = eta.update(sample(2));
+  assert.equal(early.converging, true, "too early to say");
+  assert.equal(early.etaMs, undefined);
+  const third = eta.update(sample(3));
+  assert.equal(third.converging, false);
+  assert.equal(third.stalledPasses, 0, "pending still falls");
+  assert.match(
+    third.advice!,
+    /^not converging: the guest writes [\d.]+ MiB\/s over RAM, faster than the passes can send it; try /,
+  );
 });

@@ -56,14 +56,17 @@ Deno.test("MigrationMetrics closes a dirty-rate period only after a second", () 
   clock.advance(400);
   assert.equal(metrics.recordSync(30), undefined);
   assert.equal(metrics.ramStats(SCAN)["dirty-pages-rate"], 0);
+  assert.equal(metrics.dirtySyncIntervalMs, 1000, "before a period closed");
   metrics.counters.normal = 300;
   clock.advance(600);
   assert.equal(metrics.recordSync(20), 300, "pages sent in the period");
   assert.equal(metrics.ramStats(SCAN)["dirty-pages-rate"], 50);
+  assert.equal(metrics.dirtySyncIntervalMs, 500, "two syncs in 1000 ms");
   metrics.counters.duplicate = 50;
   clock.advance(2000);
   assert.equal(metrics.recordSync(10), 50);
   assert.equal(metrics.ramStats(SCAN)["dirty-pages-rate"], 5);
+  assert.equal(metrics.dirtySyncIntervalMs, 2000, "one sync in 2000 ms");
 });
 
 Deno.test("MigrationMetrics adds up the bytes of every connection", () => {
