@@ -42,9 +42,11 @@ export interface GuestMemoryOptions {
   pageSize?: number;
   /**
    * Allocates a block's memory (zeroed), e.g. to ask the OS for huge
-   * pages before the memory is first touched.
+   * pages before the memory is first touched. Memory over a
+   * `SharedArrayBuffer` lets a multifd destination's channel workers place
+   * pages straight into it.
    *
-   * @default {(size) => new Uint8Array(size)}
+   * @default {(size) => new Uint8Array(new SharedArrayBuffer(size))}
    */
   allocate?: (size: number) => Uint8Array;
 }
@@ -116,7 +118,7 @@ export class GuestMemory {
     }
     this.#pageSize = pageSize;
     const allocate = options.allocate ??
-      ((size: number) => new Uint8Array(size));
+      ((size: number) => new Uint8Array(new SharedArrayBuffer(size)));
     for (const spec of blocks) {
       const size = checkBlockSpec(spec, { pageSize, taken: this.#byName });
       const block: GuestRamBlock = {

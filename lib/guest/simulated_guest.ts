@@ -64,7 +64,7 @@ export interface SimulatedGuestOptions {
   /**
    * Allocates the RAM (see {@linkcode GuestMemoryOptions.allocate}).
    *
-   * @default {(size) => new Uint8Array(size)}
+   * @default {(size) => new Uint8Array(new SharedArrayBuffer(size))}
    */
   allocate?: GuestMemoryOptions["allocate"];
   /**

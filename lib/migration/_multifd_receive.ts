@@ -5,7 +5,9 @@
  * ```
  * accept           → main connection (QEVM) + one connection per channel
  *                    (the 0x11223344 initial packet names its id)
- * channel packet   → decompress (one session per channel), place the pages
+ * channel packet   → its worker decompresses it (one session per channel)
+ *                    and places the pages in shared RAM, or hands them
+ *                    back to be placed here (see _multifd_channel.ts)
  * channel SYNC     → the channel has finished round k; it waits until the
  *                    main stream's RAM EOS of round k collected every
  *                    channel's SYNC
@@ -17,16 +19,16 @@
  */
 
 import { MigrationProtocolError } from "../errors.ts";
+import type { GuestMemory } from "../guest/guest_memory.ts";
 import type { Clock } from "../streams/clock.ts";
 import type { Transport } from "../transport/transport.ts";
-import { MultifdChannelDecoderStream } from "../wire/multifd_channel_decoder_stream.ts";
-import { MULTIFD_FLAG } from "../wire/multifd_flags.ts";
 import { MULTIFD_MAGIC } from "../wire/multifd_initial_packet.ts";
-import {
-  type MultifdPacket,
-  multifdPacketHeaderSize,
-} from "../wire/multifd_packet.ts";
-import { MultifdPageDecompressor } from "../wire/multifd_page_decompressor.ts";
+import { MultifdChannel } from "./_multifd_channel.ts";
+import { peekTransport } from "./_peeked_transport.ts";
+import type {
+  ChannelPages,
+  SharedRamBlock,
+} from "./_multifd_channel_worker.ts";
 import type { RamPageRecord } from "../ram/ram_record.ts";
 import type { RecordLoader } from "./_record_loader.ts";
 import type { DestinationMultifdOptions } from "./destination_migration.ts";
@@ -51,7 +53,10 @@ export function multifdSettings(
 }
 
 /**
- * Starts reading `channels` into `loader`.
+ * Starts reading `channels` into `loader`. Unless `inPlace` is false, the
+ * channels' workers write pages straight into the guest's RAM once it
+ * exists and is shared; otherwise (postcopy possible, where a page may
+ * only land while still missing; RAM not shared) the loader places them.
  *
  * @returns Undefined when multifd is off.
  * @throws {TypeError} If the channel count is not the settings'.
@@ -60,6 +65,7 @@ export function startMultifd(
   settings: MultifdReceiveSettings | undefined,
   channels: Transport[],
   loader: RecordLoader,
+  inPlace: boolean = true,
 ): MultifdReceiver | undefined {
   if (settings === undefined) {
     if (channels.length === 0) return undefined;
@@ -76,7 +82,21 @@ export function startMultifd(
     settings,
     place: (record) => loader.placeChannelPage(record),
     count: (bytes, multifd) => loader.countChannelBytes(bytes, multifd),
+    memory: () => inPlace ? sharedBlocks(loader.guest?.memory) : undefined,
+    placed: (pages) => loader.countChannelBytes(0, 0, pages),
   });
+}
+
+/** The blocks of `memory` when every one is over a `SharedArrayBuffer`. */
+function sharedBlocks(
+  memory: GuestMemory | undefined,
+): SharedRamBlock[] | undefined {
+  const blocks = memory?.blocks;
+  if (blocks === undefined) return undefined;
+  if (!blocks.every((b) => b.bytes.buffer instanceof SharedArrayBuffer)) {
+    return undefined;
+  }
+  return blocks.map(({ idstr, bytes }) => ({ idstr, bytes }));
 }
 
 /**
@@ -138,7 +158,8 @@ export async function acceptMultifdConnections(
     deadline.catch(() => {});
     let next: Transport | undefined = first;
     while (true) {
-      const [head, transport] = await Promise.race([peek(next, 4), deadline]);
+      const transport = await Promise.race([peekTransport(next, 4), deadline]);
+      const head = transport.head;
       const magic = head.byteLength >= 4
         ? new DataView(head.buffer, head.byteOffset).getUint32(0)
         : undefined;
@@ -166,56 +187,6 @@ export async function acceptMultifdConnections(
   }
 }
 
-/**
- * Reads at least `bytes` bytes of `transport` (fewer if it ends), and
- * gives them back with a transport that reads them again.
- */
-async function peek(
-  transport: Transport,
-  bytes: number,
-): Promise<[Uint8Array, Transport]> {
-  const reader = transport.readable.getReader();
-  const chunks: Uint8Array[] = [];
-  let length = 0;
-  while (length < bytes) {
-    const { value, done } = await reader.read();
-    if (done) break;
-    chunks.push(value);
-    length += value.byteLength;
-  }
-  const head = chunks.length === 1 ? chunks[0]! : concat(chunks, length);
-  const readable = new ReadableStream<Uint8Array>({
-    start(controller) {
-      if (head.byteLength > 0) controller.enqueue(head);
-    },
-    async pull(controller) {
-      const { value, done } = await reader.read();
-      if (done) controller.close();
-      else controller.enqueue(value);
-    },
-    cancel: (reason) => reader.cancel(reason),
-  }, { highWaterMark: 0 });
-  return [head, {
-    readable,
-    writable: transport.writable,
-    description: transport.description,
-    ...(transport.copiesWrites === undefined
-      ? {}
-      : { copiesWrites: transport.copiesWrites }),
-    close: () => transport.close(),
-  }];
-}
-
-function concat(chunks: Uint8Array[], length: number): Uint8Array {
-  const out = new Uint8Array(length);
-  let at = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, at);
-    at += chunk.byteLength;
-  }
-  return out;
-}
-
 /** What {@linkcode MultifdReceiver} does with what arrives. */
 export interface MultifdReceiverOptions {
   /** `multifd-channels` and `multifd-compression`. */
@@ -236,6 +207,14 @@ export interface MultifdReceiverOptions {
    * @default {4096}
    */
   pageSize?: number;
+  /**
+   * The RAM blocks the channels' workers may write pages into themselves
+   * (each over a `SharedArrayBuffer`), or undefined while there are none:
+   * their pages then come to `place`. Asked at each channel's SYNC.
+   */
+  memory?: () => SharedRamBlock[] | undefined;
+  /** Counts pages a channel's worker placed in shared RAM. */
+  placed?: (pages: number) => void;
 }
 
 /** One round's barrier: how many channels sent their SYNC. */
@@ -254,6 +233,7 @@ export class MultifdReceiver {
   readonly #pageSize: number;
   readonly #transports: Transport[];
   readonly #ids = new Set<number>();
+  readonly #channels: MultifdChannel[] = [];
   readonly #failure = Promise.withResolvers<never>();
   #error: unknown;
   #round: Round = newRound();
@@ -275,6 +255,17 @@ export class MultifdReceiver {
     for (const channel of channels) {
       this.#read(channel).catch((error) => this.#fail(error));
     }
+  }
+
+  /**
+   * Resolves once every channel's worker has loaded; rejects with the first
+   * channel error.
+   */
+  get ready(): Promise<void> {
+    return Promise.race([
+      Promise.all(this.#channels.map((c) => c.ready)).then(() => {}),
+      this.#failure.promise,
+    ]);
   }
 
   /** Rejects with the first channel error. */
@@ -309,9 +300,20 @@ export class MultifdReceiver {
     round.release.resolve();
   }
 
-  /** Closes every channel. */
+  /**
+   * Stops every channel's worker and closes every channel; a RAM EOS still
+   * waiting for their SYNC fails.
+   */
   async close(): Promise<void> {
+    if (!this.#closed && this.#error === undefined) {
+      this.#failure.reject(
+        new MigrationProtocolError(
+          "Cannot sync the multifd channels: they were closed",
+        ),
+      );
+    }
     this.#closed = true;
+    for (const channel of this.#channels) void channel.stop();
     await Promise.all(this.#transports.map((t) => t.close().catch(() => {})));
   }
 
@@ -335,37 +337,28 @@ export class MultifdReceiver {
 
   async #read(transport: Transport): Promise<void> {
     const { compression, channels } = this.#options.settings;
-    const pageSize = this.#pageSize;
-    const headerSize = multifdPacketHeaderSize(pageSize);
-    const decompressor = new MultifdPageDecompressor(compression, {
-      pageSize,
-    });
-    const decoded = transport.readable.pipeThrough(
-      new MultifdChannelDecoderStream({ pageSize, compression }),
-    );
-    let id = -1;
-    try {
-      for await (const record of decoded) {
-        if (this.#closed) return;
-        if (record.type === "multifd-initial") {
-          id = record.channelId;
+    const channel = new MultifdChannel(transport, {
+      pageSize: this.#pageSize,
+      compression,
+      memory: () => this.#options.memory?.(),
+      handlers: {
+        initial: (id) => {
           this.#claim(id, channels, transport);
           this.#options.count(64, 0);
-          continue;
-        }
-        const pages = record.offsets.length;
-        this.#options.count(
-          headerSize + record.data.byteLength,
-          headerSize + pages * pageSize,
-        );
-        if (pages > 0) await this.#place(record, decompressor, id);
-        if ((record.flags & MULTIFD_FLAG.SYNC) !== 0) await this.#arrive();
-      }
-      this.#ended++;
-      this.#checkEnded();
-    } finally {
-      decompressor.close();
-    }
+        },
+        packet: async (report, id) => {
+          if (this.#closed) return;
+          this.#options.count(report.bytes, report.multifdBytes);
+          if (report.placed > 0) this.#options.placed?.(report.placed);
+          if (report.pages !== undefined) await this.#place(report.pages, id);
+          if (report.sync) await this.#arrive();
+        },
+      },
+    });
+    this.#channels.push(channel);
+    await channel.done;
+    this.#ended++;
+    this.#checkEnded();
   }
 
   #claim(id: number, channels: number, transport: Transport): void {
@@ -384,18 +377,11 @@ export class MultifdReceiver {
     this.#ids.add(id);
   }
 
-  async #place(
-    packet: MultifdPacket,
-    decompressor: MultifdPageDecompressor,
-    id: number,
-  ): Promise<void> {
+  /** Places pages a channel's worker handed back (RAM not shared). */
+  async #place(pages: ChannelPages, id: number): Promise<void> {
     const pageSize = this.#pageSize;
-    const data = await decompressor.decompress(
-      packet.data,
-      packet.offsets.length,
-    );
-    const block = packet.ramBlock;
-    for (const [i, offset] of packet.offsets.entries()) {
+    const { block, offsets, data } = pages;
+    for (const [i, offset] of offsets.entries()) {
       let placed;
       try {
         placed = this.#options.place({

@@ -4,12 +4,14 @@
  *
  * ```
  * open             initial packet on each channel (id, zero UUID)
- * page             copied into the batch: up to 128 pages of one block
+ * page             into the batch: up to 128 pages of one block, by their
+ *                  place in shared guest RAM (others copied)
  * batch full, other block, or sync
  *                  → the next free channel, round-robin from the last one
  *                    used; while every channel is busy the migration
  *                    thread waits (a channel is free once its socket took
- *                    its last packet); compressed with the channel's own
+ *                    its last packet); the channel's worker gathers the
+ *                    pages and compresses them with the channel's own
  *                    zlib/zstd session; counted against max-bandwidth
  * RAM EOS          → sync(): the batch, then one SYNC packet on every
  *                    channel, each written, before the EOS goes out on
@@ -38,7 +40,12 @@ import {
   multifdPacketHeaderSize,
   multifdPageSlots,
 } from "../wire/multifd_packet.ts";
-import { MultifdPageCompressor } from "../wire/multifd_page_compressor.ts";
+import {
+  MultifdSendWorker,
+  PageBatch,
+  pageRuns,
+  startSendWorkers,
+} from "./_multifd_send_channel.ts";
 
 /** Options for {@linkcode MultifdSender}. */
 export interface MultifdSenderOptions {
@@ -52,22 +59,24 @@ export interface MultifdSenderOptions {
   limiter: Pick<RateLimitStream, "pass">;
   /** Stops waits for the limiter. */
   signal: AbortSignal;
+  /** Loaded workers for the channels' compression, one per channel. */
+  workers?: Worker[] | undefined;
 }
+
+/** More runs of pages than this in a packet are copied into one write. */
+const MAX_RUN_WRITES = 8;
 
 const ZERO_UUID = "00000000-0000-0000-0000-000000000000";
 
-/** One channel: its connection, its compression session, its last write. */
+/** One channel: its connection, its encoding worker, its last packet. */
 interface SendChannel {
   id: number;
   transport: Transport;
   writer: WritableStreamDefaultWriter<Uint8Array>;
-  compressor: MultifdPageCompressor;
-  /** The last write, until the socket took it. */
+  /** Compresses the channel's packets (zlib, zstd). */
+  encoder: MultifdSendWorker | undefined;
+  /** The last packet, until the socket took it. */
   busy: Promise<void> | undefined;
-  /** Page buffer: the last packet's pages, then the next batch's. */
-  buffer: Uint8Array;
-  /** Whether the socket copies what it took (else data is copied first). */
-  copies: boolean;
 }
 
 /**
@@ -79,13 +88,13 @@ export class MultifdSender {
   readonly #channels: SendChannel[];
   readonly #slots: number;
   readonly #headerSize: number;
-  #batch: Uint8Array;
-  #batchBlock = "";
-  #batchOffsets: number[] = [];
+  readonly #batch: PageBatch;
   #last = -1;
   #packetNum = 0n;
   #multifdBytes = 0;
   #error: { reason: unknown } | undefined;
+  /** Rejects when the run is aborted: a peer that takes nothing is left. */
+  readonly #aborted: Promise<never>;
 
   /**
    * Sends the initial packet on every channel.
@@ -98,15 +107,24 @@ export class MultifdSender {
     const { pageSize, compression, level } = options;
     this.#slots = multifdPageSlots(pageSize);
     this.#headerSize = multifdPacketHeaderSize(pageSize);
-    this.#batch = new Uint8Array(this.#slots * pageSize);
+    this.#batch = new PageBatch(pageSize, this.#slots);
+    const { signal } = options;
+    this.#aborted = new Promise<never>((_, reject) => {
+      if (signal.aborted) reject(signal.reason);
+      signal.addEventListener("abort", () => reject(signal.reason), {
+        once: true,
+      });
+    });
+    this.#aborted.catch(() => {});
     this.#channels = transports.map((transport, id) => ({
       id,
       transport,
       writer: transport.writable.getWriter(),
-      compressor: new MultifdPageCompressor(compression, { level }),
+      encoder: compression === "none" ? undefined : new MultifdSendWorker(
+        { compression, level, pageSize },
+        options.workers?.[id],
+      ),
       busy: undefined,
-      buffer: new Uint8Array(this.#slots * pageSize),
-      copies: transport.copiesWrites ?? false,
     }));
     for (const channel of this.#channels) {
       this.#write(
@@ -126,20 +144,18 @@ export class MultifdSender {
   }
 
   /**
-   * Queues one page (its bytes are copied now).
+   * Queues one page: a page in shared guest RAM by its place (a channel's
+   * worker reads it there), any other by a copy made now.
    *
    * @param record The page.
    * @returns When the page is queued (a full batch went to a channel).
    */
   async queue(record: RamPageRecord): Promise<void> {
     this.#throwIfFailed();
-    const count = this.#batchOffsets.length;
-    if (count > 0 && record.block !== this.#batchBlock) await this.#flush();
-    const at = this.#batchOffsets.length * this.#options.pageSize;
-    this.#batch.set(record.data, at);
-    this.#batchOffsets.push(record.offset);
-    this.#batchBlock = record.block;
-    if (this.#batchOffsets.length === this.#slots) await this.#flush();
+    const batch = this.#batch;
+    if (batch.length > 0 && record.block !== batch.block) await this.#flush();
+    batch.add(record.block, record.offset, record.data);
+    if (batch.length === this.#slots) await this.#flush();
   }
 
   /**
@@ -152,62 +168,95 @@ export class MultifdSender {
     await this.#flush();
     for (const channel of this.#channels) {
       await this.#settle(channel);
-      await this.#sendPacket(channel, MULTIFD_FLAG.SYNC, []);
+      await this.#sendSync(channel);
     }
     await Promise.all(this.#channels.map((c) => this.#settle(c)));
   }
 
-  /** Closes every channel connection (after the last sync, or on failure). */
+  /**
+   * Closes every channel connection (after the last sync, or on failure:
+   * a write the peer does not take then fails instead of waiting).
+   */
   async close(): Promise<void> {
     await Promise.all(this.#channels.map(async (channel) => {
-      await channel.busy?.catch(() => {});
-      channel.compressor.close();
+      channel.encoder?.stop();
       await channel.transport.close().catch(() => {});
+      await channel.busy?.catch(() => {});
     }));
   }
 
-  /** Sends the batch on the next free channel. */
+  /**
+   * Sends the batch on the next free channel: written from where the pages
+   * are, or compressed by the channel's worker; the channel is busy until
+   * its socket took it.
+   */
   async #flush(): Promise<void> {
-    if (this.#batchOffsets.length === 0) return;
+    const batch = this.#batch;
+    if (batch.length === 0) return;
     const channel = await this.#freeChannel();
-    const offsets = this.#batchOffsets;
-    this.#batchOffsets = [];
-    // The channel's buffer is free (its socket took the last packet): it
-    // takes the batch's pages, the batch goes on in the channel's buffer.
-    const pages = this.#batch;
-    this.#batch = channel.buffer;
-    channel.buffer = pages;
-    await this.#sendPacket(channel, 0, offsets);
+    const { pageSize, compression, limiter, signal } = this.#options;
+    const { offsets, block } = batch;
+    const pages = batch.take();
+    this.#multifdBytes += this.#headerSize + offsets.length * pageSize;
+    const header = {
+      type: "multifd-packet",
+      flags: multifdCompressionFlag(compression),
+      pagesAlloc: this.#slots,
+      packetNum: this.#packetNum++,
+      ramBlock: block,
+      offsets,
+    } as const;
+    if (compression === "none") {
+      // Nothing to encode: the header, then the pages written from where
+      // they are (runs of adjacent pages as one write), as QEMU's
+      // zero-copy send does. A transport that does not copy what it is
+      // given gets copies.
+      const runs = pageRuns(pages, pageSize);
+      const bytes = encodeMultifdPacketHeader({
+        ...header,
+        nextPacketSize: offsets.length * pageSize,
+      }, { pageSize });
+      await limiter.pass(bytes.byteLength + offsets.length * pageSize, signal);
+      this.#write(channel, bytes);
+      const copies = channel.transport.copiesWrites ?? false;
+      if (copies && runs.length <= MAX_RUN_WRITES) {
+        for (const run of runs) this.#write(channel, run);
+      } else this.#write(channel, gather(runs));
+      return;
+    }
+    // zlib and zstd: the channel's worker gathers and compresses the pages
+    // (off this thread); the limiter then counts what goes out, as it
+    // paces the pages that come in.
+    let bytes: Uint8Array;
+    try {
+      bytes = await channel.encoder!.encode({
+        type: "encode",
+        header,
+        ...pages,
+      });
+    } catch (error) {
+      this.#fail(channel, error);
+      throw this.#error!.reason;
+    }
+    await limiter.pass(bytes.byteLength, signal);
+    this.#write(channel, bytes);
   }
 
-  /** Encodes and writes one packet; the pages are the batch's first ones. */
-  async #sendPacket(
-    channel: SendChannel,
-    flags: number,
-    offsets: number[],
-  ): Promise<void> {
-    const { pageSize, compression, limiter, signal } = this.#options;
-    const pages = offsets.length;
-    let data = channel.buffer.subarray(0, pages * pageSize);
-    if (pages > 0 && compression !== "none") {
-      const views = offsets.map((_, i) =>
-        channel.buffer.subarray(i * pageSize, (i + 1) * pageSize)
-      );
-      data = await this.#guard(channel, channel.compressor.compress(views));
-    } else if (!channel.copies) data = data.slice();
+  /** Writes a SYNC packet without pages. */
+  async #sendSync(channel: SendChannel): Promise<void> {
+    const { pageSize, limiter, signal } = this.#options;
     const header = encodeMultifdPacketHeader({
       type: "multifd-packet",
-      flags: flags | (pages > 0 ? multifdCompressionFlag(compression) : 0),
+      flags: MULTIFD_FLAG.SYNC,
       pagesAlloc: this.#slots,
-      nextPacketSize: pages > 0 ? data.byteLength : 0,
+      nextPacketSize: 0,
       packetNum: this.#packetNum++,
-      ramBlock: pages > 0 ? this.#batchBlock : "",
-      offsets,
+      ramBlock: "",
+      offsets: [],
     }, { pageSize });
-    this.#multifdBytes += this.#headerSize + pages * pageSize;
-    await limiter.pass(header.byteLength + data.byteLength, signal);
+    this.#multifdBytes += this.#headerSize;
+    await limiter.pass(header.byteLength, signal);
     this.#write(channel, header);
-    if (pages > 0) this.#write(channel, data);
   }
 
   /** The next channel whose socket took its last packet, round-robin. */
@@ -222,34 +271,30 @@ export class MultifdSender {
           return channel;
         }
       }
-      await Promise.race(channels.map((c) => c.busy));
+      await Promise.race([...channels.map((c) => c.busy), this.#aborted]);
     }
   }
 
   async #settle(channel: SendChannel): Promise<void> {
-    await channel.busy;
+    await Promise.race([channel.busy, this.#aborted]);
     this.#throwIfFailed();
   }
 
   #write(channel: SendChannel, bytes: Uint8Array): void {
-    const write = channel.writer.write(bytes).then(
+    this.#track(channel, channel.writer.write(bytes));
+  }
+
+  /** The channel is busy until `work` is done; its failure fails all. */
+  #track(channel: SendChannel, work: Promise<void>): void {
+    const busy = work.then(
       () => {
-        if (channel.busy === write) channel.busy = undefined;
+        if (channel.busy === busy) channel.busy = undefined;
       },
       (error) => {
         this.#fail(channel, error);
       },
     );
-    channel.busy = write;
-  }
-
-  async #guard<T>(channel: SendChannel, promise: Promise<T>): Promise<T> {
-    try {
-      return await promise;
-    } catch (error) {
-      this.#fail(channel, error);
-      throw this.#error!.reason;
-    }
+    channel.busy = busy;
   }
 
   #fail(channel: SendChannel, cause: unknown): void {
@@ -270,6 +315,17 @@ export class MultifdSender {
   }
 }
 
+/** The runs one after the other, in a buffer of their own. */
+function gather(runs: readonly Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(runs.reduce((n, run) => n + run.byteLength, 0));
+  let at = 0;
+  for (const run of runs) {
+    out.set(run, at);
+    at += run.byteLength;
+  }
+  return out;
+}
+
 /** Opens a run's main connection. */
 export type Open = (run: SourceRun) => OutgoingChannel;
 
@@ -286,6 +342,7 @@ export async function migrateMultifd(
   options: {
     connect: (() => Promise<Transport>) | undefined;
     "multifd-channels": number;
+    "multifd-compression"?: MultifdCompression;
     start: (open: Open) => Promise<MigrationInfo>;
   },
 ): Promise<MigrationInfo> {
@@ -295,13 +352,22 @@ export async function migrateMultifd(
     options["multifd-channels"],
   );
   let sender: MultifdSender | undefined;
+  let workers: Worker[] = [];
   try {
+    // Compression runs in a worker per channel, started before the first
+    // round (as QEMU starts its channel threads in setup).
+    if ((options["multifd-compression"] ?? "none") !== "none") {
+      workers = await startSendWorkers(channels.length);
+    }
     return await options.start((run) => {
       const channel = run.openChannel(transport, run.usesReturnPath);
-      sender = startMultifd(run, channels);
+      sender = startMultifd(run, channels, workers);
       return channel;
     });
   } finally {
+    if (sender === undefined) {
+      for (const worker of workers) worker.terminate();
+    }
     await (sender?.close() ??
       Promise.all(channels.map((c) => c.close().catch(() => {}))));
   }
@@ -352,6 +418,7 @@ export async function openMultifdChannels(
 function startMultifd(
   run: SourceRun,
   channels: Transport[],
+  workers: Worker[],
 ): MultifdSender {
   const { guest, parameters } = run.config;
   const compression = parameters["multifd-compression"];
@@ -363,6 +430,7 @@ function startMultifd(
     pageSize: guest.memory.pageSize,
     limiter: run.channel.limiter,
     signal: run.signal,
+    workers,
   });
   run.multifd = sender;
   run.channel.useMultifd(sender);

@@ -206,7 +206,9 @@ export function splitMultifdChannels(
         controller.enqueue([...main]);
         return Promise.resolve();
       }, true),
-    // The channels close after the last SYNC went out.
+    // The channels close after the last SYNC went out, or when the proxy
+    // stops (which also stops their workers).
     flush: () => sender.close(),
+    cancel: () => sender.close(),
   });
 }

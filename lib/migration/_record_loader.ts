@@ -370,8 +370,12 @@ export class RecordLoader {
     this.#place(record);
   }
 
-  /** Counts channel bytes: all, and QEMU's `multifd-bytes`. */
-  countChannelBytes(bytes: number, multifdBytes: number): void {
+  /**
+   * Counts channel bytes: all, and QEMU's `multifd-bytes`; and pages a
+   * channel's worker placed itself.
+   */
+  countChannelBytes(bytes: number, multifdBytes: number, pages = 0): void {
+    this.#received.normal += pages;
     this.#countBytes(bytes);
     this.#received.multifd += multifdBytes;
   }

@@ -83,7 +83,7 @@ export interface DestinationMigrationOptions {
    * Allocates guest RAM for the default guests (see
    * {@linkcode GuestMemoryOptions.allocate}).
    *
-   * @default {(size) => new Uint8Array(size)}
+   * @default {(size) => new Uint8Array(new SharedArrayBuffer(size))}
    */
   allocate?: GuestMemoryOptions["allocate"];
   /**
@@ -355,6 +355,7 @@ export class DestinationMigration extends EventTarget {
       return;
     }
     void this.#connection?.close();
+    void this.#multifd?.close(); // a RAM EOS may be waiting for them
   }
 
   /**
@@ -500,7 +501,9 @@ export class DestinationMigration extends EventTarget {
       this.multifd,
       first.multifdChannels ?? [],
       this.#loader,
+      !(this.#options.postcopy ?? false),
     );
+    await this.#multifd?.ready; // workers start before the first round
     while (true) {
       const connection = new IncomingConnection(next.transport, { recovery });
       this.#connection = connection;

@@ -6,7 +6,9 @@
  */
 
 import type { Transport } from "./transport.ts";
+import { describeError } from "../errors.ts";
 import { createSinkStream, createSourceStream } from "./_byte_streams.ts";
+import { TransportError } from "./transport_error.ts";
 
 /**
  * The part of a `Deno.Conn` a {@linkcode ConnTransport} uses, so a
@@ -64,6 +66,26 @@ export class ConnTransport implements Transport {
       isClosed: () => this.#closed,
     });
   }
+
+  readonly readInto = async (view: Uint8Array): Promise<number | null> => {
+    let count: number | null;
+    try {
+      do count = await this.#conn.read(view); while (count === 0);
+    } catch (error) {
+      if (!this.#closed) {
+        throw new TransportError(
+          `Cannot read from "${this.description}": ${describeError(error)}`,
+          { uri: this.description, cause: error },
+        );
+      }
+      count = null;
+    }
+    if (count === null && !this.#readingFinished) {
+      this.#readingFinished = true;
+      if (this.#writingFinished) this.#release();
+    }
+    return count;
+  };
 
   close(): Promise<void> {
     this.#release();

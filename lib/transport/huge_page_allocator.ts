@@ -43,7 +43,8 @@ export type HugePageAllocator =
     /** Huge pages can be asked for. */
     available: true;
     /**
-     * Allocates `size` bytes aligned to 2 MiB and advised as huge pages.
+     * Allocates `size` bytes aligned to 2 MiB and advised as huge pages,
+     * over a `SharedArrayBuffer` (so that workers can write them in place).
      * The bytes are zero, as `new Uint8Array(size)` would be.
      */
     allocate: (size: number) => Uint8Array;
@@ -119,7 +120,7 @@ export function createHugePageAllocator(
   return {
     available: true,
     allocate(size: number): Uint8Array {
-      const buffer = new ArrayBuffer(size + HUGE_PAGE);
+      const buffer = new SharedArrayBuffer(size + HUGE_PAGE);
       const pointer = Deno.UnsafePointer.of(new Uint8Array(buffer));
       const base = BigInt(Deno.UnsafePointer.value(pointer));
       const aligned = (base + BigInt(HUGE_PAGE - 1)) & ~BigInt(HUGE_PAGE - 1);

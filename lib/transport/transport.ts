@@ -62,6 +62,14 @@ export interface Transport {
    */
   readonly copiesWrites?: boolean;
   /**
+   * Reads the next bytes from the peer straight into `view` (which may be
+   * over a `SharedArrayBuffer`), bypassing `readable`: for a reader that
+   * manages its own memory. Resolves to how many bytes were read (at least
+   * one), or `null` at the end. Present on socket transports; do not mix
+   * with reading `readable`.
+   */
+  readonly readInto?: (view: Uint8Array) => Promise<number | null>;
+  /**
    * Closes both directions and releases the connection, process or file.
    * Safe to call more than once and while the streams are locked.
    */

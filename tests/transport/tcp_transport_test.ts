@@ -152,3 +152,27 @@ Deno.test("TCP transport descriptions name the address and the peer", async () =
     await listener.close();
   }
 });
+
+Deno.test("TCP transport readInto() reads into shared memory and returns null at the end", async () => {
+  const listener = await listenTcp(LOOPBACK);
+  try {
+    const [a, b] = await Promise.all([
+      connectTcp(parseTransportUri(listener.address) as TcpTransportUri),
+      listener.accept(),
+    ]);
+    const writer = a.writable.getWriter();
+    await writer.write(new Uint8Array([1, 2, 3, 4, 5]));
+    await writer.close();
+    const ring = new Uint8Array(new SharedArrayBuffer(16));
+    let filled = 0;
+    while (true) {
+      const count = await b.readInto!(ring.subarray(filled));
+      if (count === null) break;
+      filled += count;
+    }
+    assert.deepEqual([...ring.subarray(0, filled)], [1, 2, 3, 4, 5]);
+    await Promise.all([a.close(), b.close()]);
+  } finally {
+    await listener.close();
+  }
+});
