@@ -120,6 +120,8 @@ export class WasmGuest implements MigratableGuest {
   #throttle: GuestThrottle = NO_THROTTLE;
   /** Milliseconds the throttle still owes, not yet slept. */
   #throttleDebtMs = 0;
+  /** Ends the throttle's current sleep early (when it is lifted). */
+  #wake: (() => void) | undefined;
 
   /**
    * Instantiates the program. Use {@linkcode WasmProgram.createGuest}.
@@ -216,7 +218,11 @@ export class WasmGuest implements MigratableGuest {
    */
   setThrottle(throttle: GuestThrottle): void {
     this.#throttle = throttle;
-    if (throttle.cpuPercentage === 0) this.#throttleDebtMs = 0;
+    if (throttle.cpuPercentage === 0) {
+      // Lifted: the program runs on now, not after the sleep it owed.
+      this.#throttleDebtMs = 0;
+      this.#wake?.();
+    }
   }
 
   /** Stops the program between two steps. */
@@ -365,7 +371,14 @@ export class WasmGuest implements MigratableGuest {
     this.#throttleDebtMs += stepMs * percentage / (100 - percentage);
     if (this.#throttleDebtMs < 1) return false;
     const started = performance.now();
-    await new Promise((resolve) => setTimeout(resolve, this.#throttleDebtMs));
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => this.#wake?.(), this.#throttleDebtMs);
+      this.#wake = () => {
+        clearTimeout(timer);
+        this.#wake = undefined;
+        resolve();
+      };
+    });
     this.#throttleDebtMs = Math.max(
       0,
       this.#throttleDebtMs - (performance.now() - started),

@@ -198,16 +198,21 @@ Deno.test("a corrupt multifd packet fails with a StreamFormatError naming its ch
   }
 });
 
-Deno.test("a multifd packet cut short fails with an UnexpectedEndOfStreamError at its data", async () => {
-  const ram = new Uint8Array(new SharedArrayBuffer(4 * PAGE));
+/** One channel into 4 pages of shared RAM, past its first SYNC. */
+async function syncedChannel() {
   const channel = feed();
   const { multifd } = receiver([channel.transport], [{
     idstr: "pc.ram",
-    bytes: ram,
+    bytes: new Uint8Array(new SharedArrayBuffer(4 * PAGE)),
   }]);
+  await channel.push(initial(0), SYNC());
+  await multifd.sync();
+  return { channel, multifd };
+}
+
+Deno.test("a multifd packet cut short fails with an UnexpectedEndOfStreamError at its data", async () => {
+  const { channel, multifd } = await syncedChannel();
   try {
-    await channel.push(initial(0), SYNC());
-    await multifd.sync();
     await channel.push(
       packet([0, PAGE], new Uint8Array(2 * PAGE)).subarray(0, HEADER + 100),
     );
@@ -226,15 +231,8 @@ Deno.test("a multifd packet cut short fails with an UnexpectedEndOfStreamError a
 });
 
 Deno.test("a multifd page beyond its block fails as on the main thread", async () => {
-  const ram = new Uint8Array(new SharedArrayBuffer(4 * PAGE));
-  const channel = feed();
-  const { multifd } = receiver([channel.transport], [{
-    idstr: "pc.ram",
-    bytes: ram,
-  }]);
+  const { channel, multifd } = await syncedChannel();
   try {
-    await channel.push(initial(0), SYNC());
-    await multifd.sync();
     await channel.push(packet([4 * PAGE], new Uint8Array(PAGE)));
     await assert.rejects(
       multifd.failure,
