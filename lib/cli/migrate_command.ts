@@ -203,9 +203,20 @@ export const MIGRATE_COMMAND: Command = defineCommand({
       await done(source.query());
       guest.pause();
       if (settings.json) {
+        const info = source.query();
         io.writeOut(
           formatJson({
-            ...source.query(),
+            ...info,
+            // Never started (the destination could not be reached): failed,
+            // as QEMU's status is after a migrate that cannot connect.
+            ...(info.status === "none"
+              ? {
+                status: "failed" as const,
+                "error-desc": error instanceof Error
+                  ? error.message
+                  : String(error),
+              }
+              : {}),
             "ram-sha256": await ramSha256(guest.memory),
           }) + "\n",
         );

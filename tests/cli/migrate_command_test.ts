@@ -152,6 +152,22 @@ Deno.test("cli migrate refuses switchover-ack without return-path before startin
   }
 });
 
+Deno.test("cli migrate --json says failed, with exit 1, when the destination cannot be reached", async () => {
+  // A port nobody listens on: bind one, then close it.
+  const listener = await listenTransport("tcp:127.0.0.1:0");
+  const uri = listener.address;
+  await listener.close();
+  const io = captureIo();
+  // The error goes to the CLI's handler (message, exit 1); the JSON first.
+  await assert.rejects(
+    MIGRATE_COMMAND.run([uri, "--ram", "1MiB", "--json"], io),
+    { name: "TransportError", message: /Cannot connect to .*refused/ },
+  );
+  const info = lastJson(io.out);
+  assert.equal(info.status, "failed", "not the status none");
+  assert.match(String(info["error-desc"]), /^Cannot connect to /);
+});
+
 /** A stand-in for a source: its status, and what cancel/abandon did. */
 function fakeSource(status: string) {
   const calls: string[] = [];
