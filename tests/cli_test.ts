@@ -1,26 +1,12 @@
 import assert from "node:assert/strict";
-import { type CliIo, main } from "../cli.ts";
+import { main } from "../cli.ts";
 import { encodeMigrationRecords, type MigrationRecord } from "../mod.ts";
+import { captureIo } from "./_helpers/capture_io.ts";
 
 const FIXTURES = new URL("../fixtures/qemu/", import.meta.url);
 
-function capture(): CliIo & { out: string; err: string } {
-  const io = {
-    out: "",
-    err: "",
-    errIsTerminal: false,
-    writeOut(text: string) {
-      io.out += text;
-    },
-    writeErr(text: string) {
-      io.err += text;
-    },
-  };
-  return io;
-}
-
 async function run(args: string[]) {
-  const io = capture();
+  const io = captureIo();
   const code = await main(args, io);
   return { code, out: io.out, err: io.err };
 }

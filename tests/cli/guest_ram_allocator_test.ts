@@ -9,28 +9,13 @@ import { DEMO_COMMAND } from "../../lib/cli/demo_command.ts";
 import { INCOMING_COMMAND } from "../../lib/cli/incoming_command.ts";
 import { MIGRATE_COMMAND } from "../../lib/cli/migrate_command.ts";
 import { UsageError } from "../../lib/cli/usage_error.ts";
-import type { CliIo } from "../../lib/cli/cli_io.ts";
+import { captureIo } from "../_helpers/capture_io.ts";
 
 const CLI = new URL("../../cli.ts", import.meta.url).pathname;
 const WARNING =
   "livemig: guest RAM without huge pages (run deno with --allow-ffi for about 2x faster first touch, or pass --no-hugepages)\n";
 const noFfi = Deno.permissions.querySync({ name: "ffi" }).state !== "granted";
 const linux = Deno.build.os === "linux";
-
-function captureIo(): CliIo & { out: string; err: string } {
-  const io = {
-    out: "",
-    err: "",
-    errIsTerminal: false,
-    writeOut(text: string) {
-      io.out += text;
-    },
-    writeErr(text: string) {
-      io.err += text;
-    },
-  };
-  return io;
-}
 
 Deno.test({
   name:

@@ -13,22 +13,7 @@ import { finishCli, spawnCli, waitForLine } from "../_helpers/cli_process.ts";
 import { MIGRATE_COMMAND } from "../../lib/cli/migrate_command.ts";
 import { migrationInterrupts } from "../../lib/cli/on_interrupt.ts";
 import { UsageError } from "../../lib/cli/usage_error.ts";
-import type { CliIo } from "../../lib/cli/cli_io.ts";
-
-function captureIo(): CliIo & { out: string; err: string } {
-  const io = {
-    out: "",
-    err: "",
-    errIsTerminal: false,
-    writeOut(text: string) {
-      io.out += text;
-    },
-    writeErr(text: string) {
-      io.err += text;
-    },
-  };
-  return io;
-}
+import { captureIo } from "../_helpers/capture_io.ts";
 
 function lastJson(text: string): Record<string, unknown> {
   return JSON.parse(text.trimEnd().split("\n").at(-1)!);
