@@ -15,6 +15,7 @@
  * @module
  */
 export * from "./lib/bytes/byte_writer.ts";
+export * from "./lib/bytes/concat_bytes.ts";
 export * from "./lib/bytes/escape_untrusted_text.ts";
 export * from "./lib/bytes/human_units.ts";
 export * from "./lib/bytes/is_zero_page.ts";

@@ -21,6 +21,7 @@
  * @module
  */
 
+import { concatBytes } from "../bytes/concat_bytes.ts";
 import { describeError, MigrationAbortedError } from "../errors.ts";
 import type { RamPageRecord } from "../ram/ram_record.ts";
 import type { MigrationRecord } from "../wire/migration_record.ts";
@@ -221,7 +222,7 @@ export class MultifdSender {
       const copies = channel.transport.copiesWrites ?? false;
       if (copies && runs.length <= MAX_RUN_WRITES) {
         for (const run of runs) this.#write(channel, run);
-      } else this.#write(channel, gather(runs));
+      } else this.#write(channel, concatBytes(runs));
       return;
     }
     // zlib and zstd: the channel's worker gathers and compresses the pages
@@ -313,17 +314,6 @@ export class MultifdSender {
   #throwIfFailed(): void {
     if (this.#error !== undefined) throw this.#error.reason;
   }
-}
-
-/** The runs one after the other, in a buffer of their own. */
-function gather(runs: readonly Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(runs.reduce((n, run) => n + run.byteLength, 0));
-  let at = 0;
-  for (const run of runs) {
-    out.set(run, at);
-    at += run.byteLength;
-  }
-  return out;
 }
 
 /** Opens a run's main connection. */

@@ -158,16 +158,3 @@ export function wasmSection(
   out.set(content, 1 + size.length);
   return out;
 }
-
-/** Concatenates byte arrays. */
-export function concatBytes(
-  parts: readonly ArrayLike<number>[],
-): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(parts.reduce((sum, p) => sum + p.length, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.length;
-  }
-  return out;
-}

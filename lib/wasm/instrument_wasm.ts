@@ -18,14 +18,9 @@
  * @module
  */
 
+import { concatBytes } from "../bytes/concat_bytes.ts";
 import { NotSupportedError } from "../errors.ts";
-import {
-  concatBytes,
-  uleb,
-  wasmName,
-  WasmReader,
-  wasmSection,
-} from "./_wasm_bytes.ts";
+import { uleb, wasmName, WasmReader, wasmSection } from "./_wasm_bytes.ts";
 import {
   type RewriteContext,
   rewriteFunctionBody,

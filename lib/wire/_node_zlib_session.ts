@@ -8,6 +8,7 @@
  * @module
  */
 
+import { concatBytes } from "../bytes/concat_bytes.ts";
 import zlib from "node:zlib";
 
 /** Which `node:zlib` stream a session drives. */
@@ -102,15 +103,7 @@ export class NodeZlibSession {
     if (this.#failed) throw this.#error;
     const chunks = this.#chunks;
     this.#chunks = [];
-    const output = new Uint8Array(
-      chunks.reduce((sum, chunk) => sum + chunk.byteLength, 0),
-    );
-    let at = 0;
-    for (const chunk of chunks) {
-      output.set(chunk, at);
-      at += chunk.byteLength;
-    }
-    return output;
+    return concatBytes(chunks);
   }
 
   /** Frees the stream; later calls fail. */

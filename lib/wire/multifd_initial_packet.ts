@@ -20,6 +20,7 @@
  * @module
  */
 
+import { formatUuid } from "../bytes/parse_uuid.ts";
 import { StreamFormatError, UnexpectedEndOfStreamError } from "../errors.ts";
 
 /**
@@ -196,19 +197,6 @@ export function decodeMultifdInitialPacket(
     uuid: formatUuid(bytes.subarray(8, 24)),
     channelId: bytes[24]!,
   };
-}
-
-function formatUuid(bytes: Uint8Array): string {
-  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join(
-    "",
-  );
-  return [
-    hex.slice(0, 8),
-    hex.slice(8, 12),
-    hex.slice(12, 16),
-    hex.slice(16, 20),
-    hex.slice(20),
-  ].join("-");
 }
 
 function hex32(value: number): string {

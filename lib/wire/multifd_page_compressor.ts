@@ -18,6 +18,7 @@
  * @module
  */
 
+import { concatBytes } from "../bytes/concat_bytes.ts";
 import { NodeZlibSession } from "./_node_zlib_session.ts";
 import type { MultifdCompression } from "./multifd_flags.ts";
 
@@ -103,15 +104,7 @@ export class MultifdPageCompressor {
   compress(pages: readonly Uint8Array[]): Promise<Uint8Array> {
     if (pages.length === 0) return Promise.resolve(new Uint8Array(0));
     if (this.#session === undefined) {
-      const data = new Uint8Array(
-        pages.reduce((sum, page) => sum + page.byteLength, 0),
-      );
-      let at = 0;
-      for (const page of pages) {
-        data.set(page, at);
-        at += page.byteLength;
-      }
-      return Promise.resolve(data);
+      return Promise.resolve(concatBytes(pages));
     }
     return this.#session.process(pages);
   }
