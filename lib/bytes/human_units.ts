@@ -116,7 +116,9 @@ export function parseBandwidth(text: string, what = "bandwidth"): number {
   const parts = /^([kKMGT]?)(i?)(B|bit)\/s$/.exec(unit);
   const prefix = parts ? BANDWIDTH_PREFIXES[parts[1]!] : undefined;
   if (!parts || prefix === undefined || (parts[2] && parts[1] === "")) {
-    const letter = /^([kmgt])/i.exec(unit)?.[1]?.toUpperCase() ?? "";
+    // The prefix the user meant, or M for an example: "iB/s" alone is no
+    // unit.
+    const letter = /^([kmgt])/i.exec(unit)?.[1]?.toUpperCase() ?? "M";
     throw new TypeError(
       `Cannot parse ${what} "${text}": the unit "${unit}" is ambiguous or unknown; write ${number}${letter}B/s (bytes), ${number}${letter}iB/s (binary bytes) or ${number}${letter}bit/s (bits) per second`,
     );

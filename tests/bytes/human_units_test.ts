@@ -46,3 +46,13 @@ Deno.test("parseBandwidth() refuses units that mix up bits and bytes", () => {
     assert.throws(() => parseBandwidth(text), TypeError, text);
   }
 });
+
+Deno.test("parseBandwidth() suggests real units for a unit with no prefix it knows", () => {
+  for (const text of ["64XB/s", "64iB/s", "64foo"]) {
+    assert.throws(
+      () => parseBandwidth(text),
+      /write 64MB\/s \(bytes\), 64MiB\/s \(binary bytes\) or 64Mbit\/s \(bits\) per second$/,
+      text,
+    );
+  }
+});
