@@ -43,6 +43,7 @@ import {
   wasmGuestOptions,
 } from "./wasm_flags.ts";
 import { parseTlsFlags, TLS_FLAGS, TLS_FLAGS_USAGE } from "./tls_flags.ts";
+import { checkWorkerPermission } from "./check_worker_permission.ts";
 
 const USAGE = `Usage: livemig incoming URI [options]
 
@@ -168,6 +169,7 @@ export const INCOMING_COMMAND: Command = defineCommand({
     }
     const program = wasm && await loadWasmProgram(wasm);
     const capabilities = { ...DEFAULT_CAPABILITIES, ...settings.capabilities };
+    if (capabilities.multifd) checkWorkerPermission("multifd", USAGE);
     const digests: { loaded: Record<string, string> } = { loaded: {} };
     const allocate = guestRamAllocator(io, {
       hugePages: parseHugePagesMode(flags, USAGE),

@@ -47,6 +47,7 @@ import {
   WASM_FLAGS_USAGE,
 } from "./wasm_flags.ts";
 import { parseTlsFlags, TLS_FLAGS, TLS_FLAGS_USAGE } from "./tls_flags.ts";
+import { checkWorkerPermission } from "./check_worker_permission.ts";
 
 const USAGE = `Usage: livemig migrate URI [options]
 
@@ -161,6 +162,7 @@ export const MIGRATE_COMMAND: Command = defineCommand({
       checkCapabilities({ ...DEFAULT_CAPABILITIES, ...settings.capabilities });
     });
     checkCompletion(settings.capabilities, { uri, qmp: flags.qmp, io });
+    if (settings.capabilities.multifd) checkWorkerPermission("multifd", USAGE);
     const tls = await parseTlsFlags(flags, "client", USAGE);
     const guest = await sourceGuest(flags, settings, io);
     const source = new SourceMigration(guest, {

@@ -22,6 +22,7 @@ import {
 import { startReport } from "./start_report.ts";
 import { asUsageError } from "./usage_error.ts";
 import { parseTlsFlags, TLS_FLAGS, type TlsFlagValues } from "./tls_flags.ts";
+import { checkWorkerPermission } from "./check_worker_permission.ts";
 
 const USAGE = `Usage: livemig proxy LISTEN_URI TARGET_URI [options]
 
@@ -127,6 +128,9 @@ export const PROXY_COMMAND: Command = defineCommand({
       () => proxySettings(flags.capability, flags.parameter),
     );
     const multifd = asUsageError(USAGE, () => proxyMultifd(flags, settings));
+    if (multifd.source || multifd.destination) {
+      checkWorkerPermission("multifd", USAGE);
+    }
     const idleTimeoutMs = parseIdleTimeout(flags["idle-timeout"], USAGE);
     const { listenTls, targetTls } = await proxyTls(flags);
     const proxy = new MigrationProxy({ ...settings, multifd });

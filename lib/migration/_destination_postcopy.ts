@@ -10,7 +10,8 @@
  *                        the guest and sends REQ_PAGES(_ID)         requestPage()
  * a page (main or preempt connection) → placed if still missing   place()
  * with preempt: a second connection carries requested pages; the
- *   main loader polls for it and holds back while a request is out  ioTurnDue(), awaitUrgentPages()
+ *   main loader polls for it and holds back while a request is out  ioTurnDue(), takeTurn()
+ * background pages go to a worker that writes them into RAM         (_postcopy_placer.ts)
  * connection lost      → (the session) postcopy-paused, until a new one:
  *   RECV_BITMAP        → the pages that arrived                   receivedBitmapMessage()
  *   POSTCOPY_RESUME    → postcopy-active, RESUME_ACK, the pending
@@ -40,6 +41,7 @@ import {
   type IncomingConnection,
   noReturnPath,
 } from "./_incoming_connection.ts";
+import { PostcopyPlacer } from "./_postcopy_placer.ts";
 import { yieldToIo } from "./_yield_to_io.ts";
 import {
   GUEST_SECTION_IDSTR,
@@ -49,14 +51,11 @@ import type { MigrationState } from "./migration_state.ts";
 
 /** Longest stretch of postcopy loading between two socket polls. */
 const IO_TURN_MS = 0.5;
-/** How long after a page request the loader polls after every record. */
-const FAULT_TURNS_MS = 1;
 /**
- * Most socket polls the main loader spends waiting for a requested page to
- * come in on the preempt connection (about 60 µs each when nothing is
- * ready) before it goes on loading background pages anyway.
+ * Longest the main loader holds the background pages while a requested
+ * page is on its way on the preempt connection.
  */
-const URGENT_WAIT_TURNS = 50;
+const URGENT_WAIT_MS = 3;
 /** Most requested pages remembered as urgent. */
 const MAX_URGENT_PAGES = 64;
 
@@ -127,8 +126,15 @@ export interface DestinationPostcopyOptions {
   preempt: boolean;
   /** The connection page requests go out on (undefined while paused). */
   connection(): IncomingConnection | undefined;
-  /** Places a page that came on the preempt connection. */
-  place(record: RamPageCarrier): void;
+  /** Places a page that came on the preempt connection (urgent). */
+  place(record: RamPageCarrier, urgent: true): void;
+  /**
+   * Whether background pages are placed by a worker when the guest's RAM
+   * is shared memory.
+   *
+   * @default {true}
+   */
+  placer?: boolean;
 }
 
 /**
@@ -144,6 +150,7 @@ export class DestinationPostcopy {
   /** Requested pages (block index, page pairs) not yet seen placed. */
   #urgent: number[] = [];
   #preemptLoad: Promise<void> | undefined;
+  #placer: PostcopyPlacer | undefined;
 
   /**
    * Constructs a new instance.
@@ -177,6 +184,11 @@ export class DestinationPostcopy {
       discarded ?? noPages(this.#memory),
       (blockIndex, page) => this.requestPage(blockIndex, page),
     );
+    if (
+      (this.#options.placer ?? true) && PostcopyPlacer.canPlace(this.#memory)
+    ) {
+      this.#placer = new PostcopyPlacer(this.#memory);
+    }
     if (this.#options.preempt && accept) this.#acceptPreempt(accept);
   }
 
@@ -228,72 +240,127 @@ export class DestinationPostcopy {
   }
 
   /**
-   * Places a page that is still missing.
+   * Places a page that is still missing: a background page (main
+   * connection) through the worker when there is one, a requested page
+   * (preempt connection) at once. A page already on its way through the
+   * worker is not placed twice: the guest waits for the worker's copy.
    *
    * @param record The page.
-   * @returns Whether it was placed (false: it arrived before).
+   * @param urgent Whether it came on the preempt connection.
+   * @returns Whether it was placed or handed to the worker (false: it
+   *   arrived before).
    * @throws {MigrationProtocolError} For an XBZRLE record.
    */
-  place(record: RamPageCarrier): boolean {
+  place(record: RamPageCarrier, urgent = false): boolean {
     if (record.type === "ram-xbzrle") {
       throw new MigrationProtocolError(
         "Cannot load an XBZRLE record in postcopy",
       );
     }
     const memory = this.#memory;
+    memory.pageView(record.block, record.offset); // in the block
     const block = memory.block(record.block);
     const page = record.offset / memory.pageSize;
     if (!memory.isMissing(block.index, page)) return false;
+    const placer = this.#placer;
+    if (placer !== undefined) {
+      if (placer.has(block.index, page)) return false;
+      if (
+        !urgent &&
+        (record.type === "ram-page" ||
+          (record.type === "ram-zero" && record.fill === 0))
+      ) {
+        placer.submit(
+          block.index,
+          page,
+          record.type === "ram-page" ? record.data : undefined,
+        );
+        return true;
+      }
+    }
     applyRamRecord(record, memory);
     memory.markReceived(block.index, page);
     return true;
   }
 
   /**
-   * Whether the loader should let the runtime poll its sockets now: with
-   * preempt, reads from a ready main connection never wait, so the
-   * preempt connection would be read only when the main one runs dry.
-   * Every half millisecond, and after every record for a moment after a
-   * page request, while its page is due on the preempt channel. (Without
-   * preempt the requested page comes on the main connection: polling
+   * Before a background page: waits while the placer's worker has no room
+   * (undefined when it has).
+   *
+   * @returns Undefined, or a promise that resolves once there is room.
+   * @throws {Error} The placer's error, if its worker failed.
+   */
+  roomForPage(): Promise<void> | undefined {
+    return this.#placer?.room();
+  }
+
+  /** Hands the background pages gathered so far to the placer's worker. */
+  flush(): void {
+    this.#placer?.flush();
+  }
+
+  /** Stops the placer's worker, if any. */
+  close(): void {
+    this.#placer?.close();
+  }
+
+  /**
+   * Whether the loader should stop for a turn now (then it calls
+   * {@linkcode DestinationPostcopy.takeTurn}): with preempt, reads from a
+   * ready main connection never wait, so the preempt connection would be
+   * read only when the main one runs dry. While a requested page is out,
+   * after every record; otherwise every half millisecond. (Without
+   * preempt the requested page comes on the main connection: stopping
    * would only slow it down.)
    *
-   * @returns Whether to poll.
+   * @returns Whether to take a turn.
    */
   ioTurnDue(): boolean {
     if (!this.#options.preempt) return false;
+    if (this.#urgent.length > 0) return true;
     const now = this.#options.clock.now();
-    const faulting = now - this.#lastRequestAt < FAULT_TURNS_MS;
-    if (!faulting && now - this.#lastIoTurn < IO_TURN_MS) return false;
+    if (now - this.#lastIoTurn < IO_TURN_MS) return false;
     this.#lastIoTurn = now;
     return true;
   }
 
   /**
-   * With preempt, holds the main connection while a requested page is on
-   * its way on the preempt connection: on a single thread, every
-   * background page placed meanwhile (a copy into RAM touched for the
-   * first time) delays the read that answers the fault. Bounded, so a
-   * page that comes some other way (or a preempt connection that broke)
-   * only costs a few milliseconds of background loading.
+   * One turn of the loader (with preempt): while requested pages are out,
+   * holds the main connection until they are placed, for at most a few
+   * milliseconds (every background page taken meanwhile costs the CPU the
+   * fault's path needs: on a machine with few cores that wait is what
+   * keeps a fault short); otherwise lets the runtime poll its sockets once.
    *
-   * @returns When the urgent pages arrived, or the wait ran out.
+   * @returns When the turn is over.
    */
-  async awaitUrgentPages(): Promise<void> {
+  async takeTurn(): Promise<void> {
+    this.#placer?.flush();
     const memory = this.#memory;
-    for (let turns = 0; turns < URGENT_WAIT_TURNS; turns++) {
-      const urgent = this.#urgent;
-      let kept = 0;
-      for (let i = 0; i < urgent.length; i += 2) {
-        if (memory.isMissing(urgent[i]!, urgent[i + 1]!)) {
-          urgent[kept++] = urgent[i]!;
-          urgent[kept++] = urgent[i + 1]!;
-        }
+    const urgent = this.#urgent;
+    const waits: Promise<void>[] = [];
+    let kept = 0;
+    for (let i = 0; i < urgent.length; i += 2) {
+      const blockIndex = urgent[i]!;
+      const page = urgent[i + 1]!;
+      if (memory.isMissing(blockIndex, page)) {
+        urgent[kept++] = blockIndex;
+        urgent[kept++] = page;
+        waits.push(memory.waitForPage(blockIndex, page));
       }
-      urgent.length = kept;
-      if (kept === 0) return;
-      await yieldToIo();
     }
+    urgent.length = kept;
+    if (kept === 0) return await yieldToIo();
+    const timeout = new AbortController();
+    const late = this.#options.clock.sleep(URGENT_WAIT_MS, timeout.signal)
+      .then(() => true, () => false);
+    const timedOut = await Promise.race([
+      Promise.all(waits).then(() => false),
+      late,
+    ]);
+    timeout.abort();
+    // Pages that come some other way (or a preempt connection that broke)
+    // stop holding the background after one wait.
+    if (timedOut) urgent.length = 0;
   }
 
   /**
@@ -305,6 +372,8 @@ export class DestinationPostcopy {
    */
   async finish(): Promise<void> {
     await this.#preemptLoad?.catch(() => {});
+    await this.#placer?.drain();
+    this.#placer?.close();
     const missing = this.#memory.missingPages;
     if (missing > 0) {
       throw new MigrationProtocolError(
@@ -340,7 +409,7 @@ export class DestinationPostcopy {
               record.type === "ram-zero" || record.type === "ram-page" ||
               record.type === "ram-xbzrle" || record.type === "ram-compressed"
             ) {
-              this.#options.place(record);
+              this.#options.place(record, true);
             }
           }
         }

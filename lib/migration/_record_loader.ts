@@ -46,7 +46,6 @@ import {
   type IncomingConnection,
   noReturnPath,
 } from "./_incoming_connection.ts";
-import { yieldToIo } from "./_yield_to_io.ts";
 import { GUEST_SECTION_IDSTR, RAM_SECTION_ID } from "./guest_device_section.ts";
 import type { MigrationInfo, RamStats } from "./migration_info.ts";
 import type { MigrationState } from "./migration_state.ts";
@@ -284,13 +283,13 @@ export class RecordLoader {
         counted = now;
       }
       for (const record of batch) {
+        const room = this.#postcopy?.roomForPage();
+        if (room !== undefined) await room;
         await this.apply(record);
         const postcopy = this.#postcopy;
-        if (postcopy?.ioTurnDue()) {
-          await yieldToIo();
-          await postcopy.awaitUrgentPages();
-        }
+        if (postcopy?.ioTurnDue()) await postcopy.takeTurn();
       }
+      this.#postcopy?.flush();
     }
   }
 
@@ -363,6 +362,11 @@ export class RecordLoader {
       guest.loadState(this.#guestState);
     }
     return guest;
+  }
+
+  /** Stops what the load runs beside it (postcopy's placer worker). */
+  close(): void {
+    this.#postcopy?.close();
   }
 
   /** Places a page that arrived on a multifd channel. */
@@ -450,7 +454,7 @@ export class RecordLoader {
       clock: this.#options.clock,
       preempt: this.#options.preempt,
       connection: () => this.#options.connection(),
-      place: (record) => this.#place(record),
+      place: (record, urgent) => this.#place(record, urgent),
     });
     this.#postcopy.listen(this.#discarded, this.#accept);
   }
@@ -479,10 +483,10 @@ export class RecordLoader {
   }
 
   /** Applies one page record; in postcopy only to a page still missing. */
-  #place(record: RamPageCarrier): void {
+  #place(record: RamPageCarrier, urgent = false): void {
     const memory = this.#memory("a page");
     if (this.#postcopy === undefined) applyRamRecord(record, memory);
-    else if (!this.#postcopy.place(record)) return; // already placed
+    else if (!this.#postcopy.place(record, urgent)) return; // placed before
     if (record.type === "ram-zero") this.#received.duplicate++;
     else if (record.type === "ram-xbzrle") this.#received.xbzrle++;
     else this.#received.normal++;

@@ -542,6 +542,7 @@ export class DestinationMigration extends EventTarget {
   async #complete(guest: MigratableGuest): Promise<IncomingResult> {
     this.#endTime = this.#clock.now();
     await this.#multifd?.close();
+    this.#loader.close();
     this.#errorDesc = undefined;
     this.#state.moveTo("completed");
     const connection = this.#connection;
@@ -576,6 +577,7 @@ export class DestinationMigration extends EventTarget {
     reason: MigrationAbortReason,
   ): Promise<MigrationAbortedError> {
     this.#endTime = this.#clock.now();
+    this.#loader.close(); // a postcopy placer's worker
     if (
       this.#pause.abandoned !== undefined &&
       error instanceof MigrationAbortedError

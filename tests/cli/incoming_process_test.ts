@@ -194,3 +194,67 @@ Deno.test("cli incoming's summary says how postcopy went", async () => {
     /^completed: 4\.0 MiB of RAM from a livemig source, \d+ zero and \d+ normal pages; postcopy: \d+ pages requested, blocktime \d+ ms\n$/,
   );
 });
+
+Deno.test("cli incoming and migrate refuse multifd up front without --allow-read, naming it", async () => {
+  for (const command of ["incoming", "migrate"]) {
+    const { code, stderr } = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "--allow-net=127.0.0.1",
+        CLI,
+        command,
+        "tcp:127.0.0.1:9",
+        "-c",
+        "multifd=on",
+      ],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+    assert.equal(code, 2, command);
+    assert.match(
+      new TextDecoder().decode(stderr),
+      /^livemig: multifd needs --allow-read: its channels run in Workers loaded from \S+\/lib\/migration\//,
+    );
+  }
+});
+
+Deno.test("cli incoming in postcopy needs no read permission: background pages are placed by a worker all the same", async () => {
+  // The summary test above runs incoming with --allow-net only; this one
+  // checks the worker really placed pages (RAM as the source had it).
+  const incoming = spawnIncoming([
+    "tcp:127.0.0.1:0",
+    "-c",
+    "postcopy-ram=on",
+    "--json",
+  ]);
+  const [, address] = await incoming.waitFor(
+    /waiting for a migration at (tcp:\S+)/,
+  );
+  const guest = new SimulatedGuest({ ramBytes: 4 * MIB, prefill: true });
+  const source = new SourceMigration(guest, {
+    capabilities: { "postcopy-ram": true },
+    postcopyAfterPasses: 0,
+  });
+  try {
+    assert.equal(
+      (await source.migrate(await connectTransport(address!))).status,
+      "completed",
+    );
+  } finally {
+    guest.pause();
+  }
+  const { code, json } = await incoming.finish();
+  assert.equal(code, 0, incoming.err());
+  const digest = new Uint8Array(
+    await crypto.subtle.digest(
+      "SHA-256",
+      guest.memory.blocks[0]!.bytes.slice(),
+    ),
+  );
+  const hex = Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join(
+    "",
+  );
+  assert.deepEqual(json["ram-sha256-received"], {
+    [guest.memory.blocks[0]!.idstr]: hex,
+  });
+});
