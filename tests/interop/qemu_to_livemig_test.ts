@@ -237,3 +237,56 @@ interopTest(
     });
   },
 );
+
+interopTest(
+  "QEMU 7.2 switches to postcopy into livemig incoming: background pages placed by its worker equal the source's RAM",
+  async () => {
+    await withWorkDir(async (dir) => {
+      const { source, image } = await sourceFor(dir, {
+        ...DIRTY_FIRMWARE,
+        PATTERN_START: 0x200000,
+        PATTERN_PAGES: 0x800,
+      }, {
+        capabilities: ["postcopy-ram"],
+        // Precopy would never complete on its own (1 ms downtime).
+        parameters: { "downtime-limit": 1, "max-bandwidth": 4 * 1024 * 1024 },
+        passes: 2,
+      });
+      await using _ = source;
+      const port = freeLoopbackPort();
+      const io = captureIo();
+      const dumpDir = `${dir}/dump`;
+      const run = main([
+        "incoming",
+        `tcp:127.0.0.1:${port}`,
+        "-c",
+        "postcopy-ram=on",
+        "--ram-dump",
+        dumpDir,
+        "--json",
+      ], io);
+      await startMigration(source, `tcp:127.0.0.1:${port}`);
+      // Switch at once: most of RAM is still on the source.
+      await source.qmp.execute("migrate-start-postcopy");
+      const code = await run;
+      assert.equal(code, 0, `incoming failed: ${io.err}`);
+      const info = lastJsonLine<Received["info"]>(io.out);
+      const final = await waitForStatus(source.qmp, "completed", 60_000);
+      await waitForRunState(source.qmp, "postmigrate", 10_000);
+      assert.match(io.err, /postcopy-active/);
+      const postcopyBytes = info.ram!["postcopy-bytes"] as number;
+      assert.ok(
+        postcopyBytes > 4 * 1024 * 1024,
+        `${postcopyBytes} bytes came in postcopy`,
+      );
+      const dump = new Map<string, Uint8Array>();
+      for await (const entry of Deno.readDir(dumpDir)) {
+        dump.set(entry.name, await Deno.readFile(`${dumpDir}/${entry.name}`));
+      }
+      checkReceived(
+        { info, source: final, sourceRam: await guestRam(source), dump },
+        image,
+      );
+    });
+  },
+);
