@@ -55,6 +55,11 @@ export class MissingPages {
     return waiter.promise;
   }
 
+  /** Whether a page is waited for. */
+  waited(blockIndex: number, page: number): boolean {
+    return this.#waiters.has(blockIndex * 0x1_0000_0000 + page);
+  }
+
   /** The pages waited for, as `[blockIndex, page]` pairs. */
   pending(): [number, number][] {
     return [...this.#waiters.keys()].map((key) => [

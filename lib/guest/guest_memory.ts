@@ -444,6 +444,18 @@ export class GuestMemory {
   }
 
   /**
+   * Whether something waits for a missing page (postcopy): a copy of it
+   * should land at once.
+   *
+   * @param blockIndex The block's index.
+   * @param page The page.
+   * @returns Whether {@linkcode GuestMemory.waitForPage} waits for it.
+   */
+  isWaitedFor(blockIndex: number, page: number): boolean {
+    return this.#missing?.waited(blockIndex, page) ?? false;
+  }
+
+  /**
    * The pages being waited for, as `[blockIndex, page]` pairs (to request
    * them again after a postcopy recovery).
    *

@@ -242,7 +242,7 @@ export class DestinationPostcopy {
   /**
    * Places a page that is still missing: a background page (main
    * connection) through the worker when there is one, a requested page
-   * (preempt connection) at once. A page already on its way through the
+   * (preempt connection, or any page the guest waits for) at once. A page already on its way through the
    * worker is not placed twice: the guest waits for the worker's copy.
    *
    * @param record The page.
@@ -266,7 +266,7 @@ export class DestinationPostcopy {
     if (placer !== undefined) {
       if (placer.has(block.index, page)) return false;
       if (
-        !urgent &&
+        !urgent && !memory.isWaitedFor(block.index, page) &&
         (record.type === "ram-page" ||
           (record.type === "ram-zero" && record.fill === 0))
       ) {

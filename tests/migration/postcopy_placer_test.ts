@@ -50,9 +50,9 @@ Deno.test("postcopy background pages land in RAM while the main thread is blocke
   const { memory, postcopy } = listening();
   try {
     const ram = memory.blocks[0]!.bytes;
-    const arrived = memory.waitForPage(0, 5);
     assert.equal(postcopy.place(page(5 * PAGE, 0x41)), true);
     assert.equal(postcopy.place(page(9 * PAGE, 0x42)), true);
+    const arrived = memory.waitForPage(0, 5); // on its way: waits
     postcopy.flush();
     // The main thread spins without yielding: only a worker can write now.
     const deadline = performance.now() + 10_000;
@@ -162,4 +162,19 @@ Deno.test("a failing placer worker fails with its own error, and a closed one sa
   closed.submit(0, 1, undefined);
   closed.close();
   await assert.rejects(closed.drain(), /the placer was closed/);
+});
+
+Deno.test("a background page the guest waits for lands at once, not through the worker", async () => {
+  const { memory, postcopy } = listening();
+  try {
+    const waited = memory.waitForPage(0, 7);
+    assert.equal(memory.isWaitedFor(0, 7), true);
+    assert.equal(memory.isWaitedFor(0, 8), false);
+    assert.equal(postcopy.place(page(7 * PAGE, 9)), true);
+    assert.equal(memory.isMissing(0, 7), false); // no worker round trip
+    await waited;
+    assert.equal(memory.blocks[0]!.bytes[7 * PAGE], 9);
+  } finally {
+    postcopy.close();
+  }
 });
