@@ -133,6 +133,22 @@ export class IncomingConnection {
   close(): Promise<void> {
     return this.transport.close();
   }
+
+  /**
+   * Sends what was replied, then closes the connection: a transport may
+   * hold a small write back to send it with the next one, and closing
+   * would drop it (a SHUT the source waits for).
+   *
+   * @returns When it is closed.
+   */
+  async finish(): Promise<void> {
+    const writer = this.#writer;
+    if (writer !== undefined) {
+      await this.#chain.catch(() => {});
+      await writer.close().catch(() => {});
+    }
+    await this.transport.close();
+  }
 }
 
 /**

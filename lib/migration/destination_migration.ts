@@ -556,7 +556,7 @@ export class DestinationMigration extends EventTarget {
     if (!this.#loader.guestStarted && (this.#options.autostart ?? true)) {
       guest.resume();
     }
-    await connection?.close();
+    await connection?.finish();
     return {
       guest,
       info: this.query(),
@@ -595,7 +595,7 @@ export class DestinationMigration extends EventTarget {
     if (connection?.returnPath) {
       await connection.reply({ type: "SHUT", value: 1 }).catch(() => {});
     }
-    await connection?.close().catch(() => {});
+    await connection?.finish().catch(() => {});
     return new MigrationAbortedError(
       `Cannot complete the incoming migration: ${message}`,
       { reason, cause: error },
