@@ -18,7 +18,7 @@ import type {
   ToChannelWorker,
 } from "./_multifd_channel_worker.ts";
 import type { PeekedTransport } from "./_peeked_transport.ts";
-import { rebuildError } from "./_worker_error.ts";
+import { listenToWorker, rebuildError } from "./_worker_error.ts";
 
 /** How far the main thread reads ahead of a worker, in copied bytes. */
 const WINDOW_BYTES = 4 * 1024 * 1024;
@@ -89,12 +89,11 @@ export class MultifdChannel {
       new URL("./_multifd_channel_worker.ts", import.meta.url),
       { type: "module" },
     );
-    this.#worker.onmessage = (event: MessageEvent<FromChannelWorker>) =>
-      this.#receive(event.data);
-    this.#worker.onerror = (event) => {
-      event.preventDefault();
-      this.#fail(new Error(event.message));
-    };
+    listenToWorker<FromChannelWorker>(
+      this.#worker,
+      (message) => this.#receive(message),
+      (error) => this.#fail(error),
+    );
     this.#post({
       type: "start",
       pageSize: options.pageSize,

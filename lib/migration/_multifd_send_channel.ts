@@ -15,7 +15,7 @@ import type {
   FromSendWorker,
   ToSendWorker,
 } from "./_multifd_send_worker.ts";
-import { rebuildError } from "./_worker_error.ts";
+import { listenToWorker, rebuildError } from "./_worker_error.ts";
 
 const SEND_WORKER_URL = new URL("./_multifd_send_worker.ts", import.meta.url);
 
@@ -35,13 +35,9 @@ export async function startSendWorkers(count: number): Promise<Worker[]> {
   try {
     await Promise.all(
       workers.map((worker) =>
-        new Promise<void>((resolve, reject) => {
-          worker.onmessage = () => resolve();
-          worker.onerror = (event) => {
-            event.preventDefault();
-            reject(new Error(event.message));
-          };
-        })
+        new Promise<void>((resolve, reject) =>
+          listenToWorker(worker, () => resolve(), reject)
+        )
       ),
     );
   } catch (error) {
@@ -72,18 +68,16 @@ export class MultifdSendWorker {
     worker: Worker = new Worker(SEND_WORKER_URL, { type: "module" }),
   ) {
     this.#worker = worker;
-    this.#worker.onmessage = ({ data }: MessageEvent<FromSendWorker>) => {
+    listenToWorker<FromSendWorker>(this.#worker, (data) => {
       if (data.type === "ready") return;
       const pending = this.#pending;
       this.#pending = undefined;
       if (data.type === "encoded") pending?.resolve(data.bytes);
       else pending?.reject(rebuildError(data.error));
-    };
-    this.#worker.onerror = (event) => {
-      event.preventDefault();
-      this.#pending?.reject(new Error(event.message));
+    }, (error) => {
+      this.#pending?.reject(error);
       this.#pending = undefined;
-    };
+    });
     this.#post({ type: "start", ...settings });
   }
 

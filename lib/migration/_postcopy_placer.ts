@@ -21,7 +21,7 @@ import {
   runPlacerWorker,
   type ToPlacerWorker,
 } from "./_postcopy_placer_worker.ts";
-import { rebuildError } from "./_worker_error.ts";
+import { listenToWorker, rebuildError } from "./_worker_error.ts";
 
 /** Bytes of the staging ring pages are copied into for the worker. */
 const RING_BYTES = 4 * 1024 * 1024;
@@ -75,12 +75,11 @@ export class PostcopyPlacer {
     );
     this.#onWay = memory.blocks.map((b) => new DirtyBitmap(b.pageCount));
     this.#worker = new Worker(placerWorkerUrl(), { type: "module" });
-    this.#worker.onmessage = (event: MessageEvent<FromPlacerWorker>) =>
-      this.#receive(event.data);
-    this.#worker.onerror = (event) => {
-      event.preventDefault();
-      this.#fail(new Error(event.message));
-    };
+    listenToWorker<FromPlacerWorker>(
+      this.#worker,
+      (message) => this.#receive(message),
+      (error) => this.#fail(error),
+    );
     this.#post({
       type: "start",
       blocks: memory.blocks.map((b) => b.bytes),

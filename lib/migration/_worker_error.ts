@@ -96,3 +96,24 @@ export function rebuildError(
     }
   }
 }
+
+/**
+ * Listens to a worker: its messages go to `onMessage`, and an error it did
+ * not catch (or a script that failed to load) goes to `onError` instead
+ * of being reported as uncaught.
+ *
+ * @param worker The worker.
+ * @param onMessage Called with each message's data.
+ * @param onError Called with the worker's error.
+ */
+export function listenToWorker<T>(
+  worker: Worker,
+  onMessage: (data: T) => void,
+  onError: (error: Error) => void,
+): void {
+  worker.onmessage = (event: MessageEvent<T>) => onMessage(event.data);
+  worker.onerror = (event) => {
+    event.preventDefault();
+    onError(new Error(event.message));
+  };
+}

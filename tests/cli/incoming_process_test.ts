@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import {
   connectTransport,
   type MigrationInfo,
+  ramSha256,
   SimulatedGuest,
   SourceMigration,
 } from "../../mod.ts";
@@ -170,8 +171,13 @@ Deno.test("cli incoming fails at Ctrl-C while it waits for a source, and says so
   );
 });
 
-Deno.test("cli incoming's summary says how postcopy went", async () => {
-  const incoming = spawnIncoming(["tcp:127.0.0.1:0", "-c", "postcopy-ram=on"]);
+/**
+ * Migrates a 4 MiB prefilled guest into `incoming` in postcopy from the
+ * first page on (each page arrives after the switch).
+ *
+ * @returns The source's guest, stopped.
+ */
+async function migrateInPostcopy(incoming: Incoming): Promise<SimulatedGuest> {
   const [, address] = await incoming.waitFor(
     /waiting for a migration at (tcp:\S+)/,
   );
@@ -187,6 +193,12 @@ Deno.test("cli incoming's summary says how postcopy went", async () => {
     guest.pause();
   }
   assert.equal(info.status, "completed");
+  return guest;
+}
+
+Deno.test("cli incoming's summary says how postcopy went", async () => {
+  const incoming = spawnIncoming(["tcp:127.0.0.1:0", "-c", "postcopy-ram=on"]);
+  await migrateInPostcopy(incoming);
   const { code, out } = await incoming.finish();
   assert.equal(code, 0, incoming.err());
   assert.match(
@@ -219,42 +231,16 @@ Deno.test("cli incoming and migrate refuse multifd up front without --allow-read
 });
 
 Deno.test("cli incoming in postcopy needs no read permission: background pages are placed by a worker all the same", async () => {
-  // The summary test above runs incoming with --allow-net only; this one
-  // checks the worker really placed pages (RAM as the source had it).
+  // spawnIncoming grants --allow-net only: the placer's worker must start
+  // without reading a module file, and place the pages as they were.
   const incoming = spawnIncoming([
     "tcp:127.0.0.1:0",
     "-c",
     "postcopy-ram=on",
     "--json",
   ]);
-  const [, address] = await incoming.waitFor(
-    /waiting for a migration at (tcp:\S+)/,
-  );
-  const guest = new SimulatedGuest({ ramBytes: 4 * MIB, prefill: true });
-  const source = new SourceMigration(guest, {
-    capabilities: { "postcopy-ram": true },
-    postcopyAfterPasses: 0,
-  });
-  try {
-    assert.equal(
-      (await source.migrate(await connectTransport(address!))).status,
-      "completed",
-    );
-  } finally {
-    guest.pause();
-  }
+  const guest = await migrateInPostcopy(incoming);
   const { code, json } = await incoming.finish();
   assert.equal(code, 0, incoming.err());
-  const digest = new Uint8Array(
-    await crypto.subtle.digest(
-      "SHA-256",
-      guest.memory.blocks[0]!.bytes.slice(),
-    ),
-  );
-  const hex = Array.from(digest, (b) => b.toString(16).padStart(2, "0")).join(
-    "",
-  );
-  assert.deepEqual(json["ram-sha256-received"], {
-    [guest.memory.blocks[0]!.idstr]: hex,
-  });
+  assert.deepEqual(json["ram-sha256-received"], await ramSha256(guest.memory));
 });

@@ -57,7 +57,13 @@ async function receive(
   dir: string,
   source: QemuInstance,
   syncs?: number,
-): Promise<Received> {
+  options: {
+    /** More `incoming` flags. */
+    flags?: string[];
+    /** Runs once the source migrates (e.g. migrate-start-postcopy). */
+    started?: () => Promise<unknown>;
+  } = {},
+): Promise<Received & { err: string }> {
   const port = freeLoopbackPort();
   const io = captureIo();
   const dumpDir = `${dir}/dump`;
@@ -67,8 +73,10 @@ async function receive(
     "--ram-dump",
     dumpDir,
     "--json",
+    ...options.flags ?? [],
   ], io);
   await startMigration(source, `tcp:127.0.0.1:${port}`);
+  await options.started?.();
   if (syncs !== undefined) await allowSwitchoverAfter(source, syncs);
   const code = await run;
   assert.equal(code, 0, `incoming failed: ${io.err}`);
@@ -79,7 +87,13 @@ async function receive(
   for await (const entry of Deno.readDir(dumpDir)) {
     dump.set(entry.name, await Deno.readFile(`${dumpDir}/${entry.name}`));
   }
-  return { info, source: final, sourceRam: await guestRam(source), dump };
+  return {
+    info,
+    source: final,
+    sourceRam: await guestRam(source),
+    dump,
+    err: io.err,
+  };
 }
 
 /** Checks what every received migration must show. */
@@ -253,40 +267,18 @@ interopTest(
         passes: 2,
       });
       await using _ = source;
-      const port = freeLoopbackPort();
-      const io = captureIo();
-      const dumpDir = `${dir}/dump`;
-      const run = main([
-        "incoming",
-        `tcp:127.0.0.1:${port}`,
-        "-c",
-        "postcopy-ram=on",
-        "--ram-dump",
-        dumpDir,
-        "--json",
-      ], io);
-      await startMigration(source, `tcp:127.0.0.1:${port}`);
-      // Switch at once: most of RAM is still on the source.
-      await source.qmp.execute("migrate-start-postcopy");
-      const code = await run;
-      assert.equal(code, 0, `incoming failed: ${io.err}`);
-      const info = lastJsonLine<Received["info"]>(io.out);
-      const final = await waitForStatus(source.qmp, "completed", 60_000);
-      await waitForRunState(source.qmp, "postmigrate", 10_000);
-      assert.match(io.err, /postcopy-active/);
-      const postcopyBytes = info.ram!["postcopy-bytes"] as number;
+      const received = await receive(dir, source, undefined, {
+        flags: ["-c", "postcopy-ram=on"],
+        // Switch at once: most of RAM is still on the source.
+        started: () => source.qmp.execute("migrate-start-postcopy"),
+      });
+      assert.match(received.err, /postcopy-active/);
+      const postcopyBytes = received.info.ram!["postcopy-bytes"] as number;
       assert.ok(
         postcopyBytes > 4 * 1024 * 1024,
         `${postcopyBytes} bytes came in postcopy`,
       );
-      const dump = new Map<string, Uint8Array>();
-      for await (const entry of Deno.readDir(dumpDir)) {
-        dump.set(entry.name, await Deno.readFile(`${dumpDir}/${entry.name}`));
-      }
-      checkReceived(
-        { info, source: final, sourceRam: await guestRam(source), dump },
-        image,
-      );
+      checkReceived(received, image);
     });
   },
 );
