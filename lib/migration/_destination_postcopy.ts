@@ -128,13 +128,6 @@ export interface DestinationPostcopyOptions {
   connection(): IncomingConnection | undefined;
   /** Places a page that came on the preempt connection (urgent). */
   place(record: RamPageCarrier, urgent: true): void;
-  /**
-   * Whether background pages are placed by a worker when the guest's RAM
-   * is shared memory.
-   *
-   * @default {true}
-   */
-  placer?: boolean;
 }
 
 /**
@@ -145,7 +138,6 @@ export class DestinationPostcopy {
   readonly #memory: GuestMemory;
   readonly #options: DestinationPostcopyOptions;
   #requests = 0;
-  #lastRequestAt = -Infinity;
   #lastIoTurn = 0;
   /** Requested pages (block index, page pairs) not yet seen placed. */
   #urgent: number[] = [];
@@ -184,9 +176,7 @@ export class DestinationPostcopy {
       discarded ?? noPages(this.#memory),
       (blockIndex, page) => this.requestPage(blockIndex, page),
     );
-    if (
-      (this.#options.placer ?? true) && PostcopyPlacer.canPlace(this.#memory)
-    ) {
+    if (PostcopyPlacer.canPlace(this.#memory)) {
       this.#placer = new PostcopyPlacer(this.#memory);
     }
     if (this.#options.preempt && accept) this.#acceptPreempt(accept);
@@ -220,7 +210,6 @@ export class DestinationPostcopy {
     if (connection === undefined || !connection.returnPath) return;
     const pageSize = this.#memory.pageSize;
     this.#requests++;
-    this.#lastRequestAt = this.#options.clock.now();
     if (
       this.#options.preempt && this.#urgent.length < 2 * MAX_URGENT_PAGES
     ) {
@@ -242,8 +231,10 @@ export class DestinationPostcopy {
   /**
    * Places a page that is still missing: a background page (main
    * connection) through the worker when there is one, a requested page
-   * (preempt connection, or any page the guest waits for) at once. A page already on its way through the
-   * worker is not placed twice: the guest waits for the worker's copy.
+   * (preempt connection, or any page the guest waits for) at once. A page
+   * already on its way through the worker is not placed twice: the guest
+   * waits for the worker's copy. (The decoder checked the offset against
+   * the block.)
    *
    * @param record The page.
    * @param urgent Whether it came on the preempt connection.
@@ -258,7 +249,6 @@ export class DestinationPostcopy {
       );
     }
     const memory = this.#memory;
-    memory.pageView(record.block, record.offset); // in the block
     const block = memory.block(record.block);
     const page = record.offset / memory.pageSize;
     if (!memory.isMissing(block.index, page)) return false;

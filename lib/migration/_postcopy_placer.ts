@@ -50,10 +50,14 @@ export class PostcopyPlacer {
   readonly #slots: number;
   readonly #pageSize: number;
   readonly #onWay: DirtyBitmap[];
-  /** Pages on their way, in order: block index, page, slot used (0/1). */
+  /**
+   * Pages on their way, in order: block index, page, ring slot (-1: a zero
+   * page) triples; those from `#head` on are not placed yet, those from
+   * `#sent` on not handed over yet.
+   */
   #queue: number[] = [];
   #head = 0;
-  #pending: number[] = [];
+  #sent = 0;
   #nextSlot = 0;
   #slotsUsed = 0;
   #error: Error | undefined;
@@ -148,16 +152,16 @@ export class PostcopyPlacer {
       this.#slotsUsed++;
       this.#ring.set(data, slot * this.#pageSize);
     }
-    this.#queue.push(blockIndex, page, slot < 0 ? 0 : 1);
-    this.#pending.push(blockIndex, page, slot);
-    if (this.#pending.length >= 3 * BATCH_PAGES) this.flush();
+    this.#queue.push(blockIndex, page, slot);
+    if (this.#queue.length - this.#sent >= 3 * BATCH_PAGES) this.flush();
   }
 
   /** Hands over the pages gathered so far. */
   flush(): void {
-    if (this.#pending.length === 0) return;
-    const pages = Int32Array.from(this.#pending);
-    this.#pending = [];
+    const queue = this.#queue;
+    if (this.#sent === queue.length) return;
+    const pages = new Int32Array(queue.slice(this.#sent));
+    this.#sent = queue.length;
     this.#post({ type: "pages", pages }, [pages.buffer]);
   }
 
@@ -208,13 +212,14 @@ export class PostcopyPlacer {
       const at = this.#head;
       const blockIndex = queue[at]!;
       const page = queue[at + 1]!;
-      this.#slotsUsed -= queue[at + 2]!;
+      if (queue[at + 2]! >= 0) this.#slotsUsed--;
       this.#head = at + 3;
       this.#onWay[blockIndex]!.clear(page);
       memory.markReceived(blockIndex, page);
     }
     if (this.#head > 3 * MAX_IN_FLIGHT && this.#head * 2 > queue.length) {
       this.#queue = queue.slice(this.#head);
+      this.#sent -= this.#head;
       this.#head = 0;
     }
     this.#wake();
@@ -229,7 +234,6 @@ export class PostcopyPlacer {
   #fail(error: Error): void {
     this.#error ??= error;
     this.close();
-    this.#wake();
   }
 
   #post(message: ToPlacerWorker, transfer: Transferable[] = []): void {
