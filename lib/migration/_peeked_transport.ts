@@ -7,6 +7,7 @@
  */
 
 import type { Transport } from "../transport/transport.ts";
+import { concatBytes } from "../bytes/concat_bytes.ts";
 
 /** Size of the buffers the readable side reads into. */
 const CHUNK_BYTES = 64 * 1024;
@@ -105,12 +106,7 @@ async function readHead(
     chunks.push(value);
     length += value.byteLength;
   }
-  const head = new Uint8Array(length);
-  let at = 0;
-  for (const chunk of chunks) {
-    head.set(chunk, at);
-    at += chunk.byteLength;
-  }
+  const head = concatBytes(chunks);
   const next: Next = async () => {
     const { value, done } = await reader.read();
     return done ? undefined : value;

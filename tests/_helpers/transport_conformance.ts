@@ -8,6 +8,7 @@
 
 import assert from "node:assert/strict";
 import type { Transport } from "../../lib/transport/transport.ts";
+import { concatBytes } from "../../lib/bytes/concat_bytes.ts";
 import { createPrng, type Prng } from "./prng.ts";
 
 /** Two connected transports and what to release after the test. */
@@ -247,18 +248,8 @@ export async function readAll(
   readable: ReadableStream<Uint8Array>,
 ): Promise<Uint8Array> {
   const chunks: Uint8Array[] = [];
-  let size = 0;
-  for await (const chunk of readable) {
-    chunks.push(chunk.slice());
-    size += chunk.byteLength;
-  }
-  const bytes = new Uint8Array(size);
-  let offset = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return bytes;
+  for await (const chunk of readable) chunks.push(chunk.slice());
+  return concatBytes(chunks);
 }
 
 /** Asserts two byte arrays are equal, naming the first differing offset. */

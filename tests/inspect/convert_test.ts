@@ -8,6 +8,7 @@ import assert from "node:assert/strict";
 import {
   analyzeMappedRamFile,
   analyzeMigrationStream,
+  concatBytes,
   convertMappedRamToStream,
   convertStreamToMappedRam,
   encodeMigrationRecords,
@@ -36,16 +37,6 @@ import {
 const FIXTURES = new URL("../../fixtures/qemu/", import.meta.url);
 const CASES = ["idle", "dirty", "xbzrle", "return-path"];
 const SKIP_REASON = qemuSkipReason();
-
-function concat(chunks: readonly Uint8Array[]): Uint8Array<ArrayBuffer> {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
-  let at = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, at);
-    at += chunk.byteLength;
-  }
-  return out;
-}
 
 /** Decodes a whole stream; returns its records and where its device tail starts. */
 async function decode(
@@ -80,7 +71,7 @@ async function toStream(
     new WritableStream({ write: (chunk) => void chunks.push(chunk.slice()) }),
     options,
   );
-  return { bytes: concat(chunks), result };
+  return { bytes: concatBytes(chunks), result };
 }
 
 async function withTempFile<T>(

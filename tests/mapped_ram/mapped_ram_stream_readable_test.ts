@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  concatBytes,
   createMappedRamStreamReadable,
   MappedRamReader,
   MappedRamWriter,
@@ -8,14 +9,7 @@ import {
 import { createMemoryFile } from "./_memory_file.ts";
 
 async function concat(stream: ReadableStream<Uint8Array>): Promise<Uint8Array> {
-  const chunks = await Array.fromAsync(stream);
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
-  let at = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, at);
-    at += chunk.byteLength;
-  }
-  return out;
+  return concatBytes(await Array.fromAsync(stream));
 }
 
 Deno.test("createMappedRamStreamReadable() serves regions as zeros without reading them", async () => {

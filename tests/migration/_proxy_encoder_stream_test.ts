@@ -1,16 +1,10 @@
 import assert from "node:assert/strict";
-import { MigrationEncoderStream, type MigrationRecord } from "../../mod.ts";
+import {
+  concatBytes,
+  MigrationEncoderStream,
+  type MigrationRecord,
+} from "../../mod.ts";
 import { ProxyEncoderStream } from "../../lib/migration/_proxy_encoder_stream.ts";
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
-  let at = 0;
-  for (const chunk of chunks) {
-    out.set(chunk, at);
-    at += chunk.byteLength;
-  }
-  return out;
-}
 
 Deno.test("ProxyEncoderStream cuts a chunk after urgent data and passes the device tail as it came", async () => {
   const tail = new Uint8Array([4, 0, 0, 0, 1]);
@@ -40,5 +34,5 @@ Deno.test("ProxyEncoderStream cuts a chunk after urgent data and passes the devi
   const plain = await Array.fromAsync(
     ReadableStream.from([records]).pipeThrough(new MigrationEncoderStream()),
   );
-  assert.deepEqual(concat(chunks), concat([...plain, tail]));
+  assert.deepEqual(concatBytes(chunks), concatBytes([...plain, tail]));
 });

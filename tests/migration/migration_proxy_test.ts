@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import {
   ByteWriter,
+  concatBytes,
   createMemoryTransportPair,
   DestinationMigration,
   encodePostcopyPackage,
@@ -116,7 +117,7 @@ async function proxyBytes(
       // the proxy closed the connection
     }
     await destinationEnd.close();
-    return concat(parts);
+    return concatBytes(parts);
   })();
   const [result] = await Promise.allSettled([running]);
   await writing;
@@ -127,16 +128,6 @@ async function proxyBytes(
     received: await reading,
     returned: await returned.catch(() => new Uint8Array()),
   };
-}
-
-function concat(parts: Uint8Array[]): Uint8Array {
-  const out = new Uint8Array(parts.reduce((sum, p) => sum + p.byteLength, 0));
-  let at = 0;
-  for (const part of parts) {
-    out.set(part, at);
-    at += part.byteLength;
-  }
-  return out;
 }
 
 async function decodeAll(
@@ -278,7 +269,7 @@ Deno.test("MigrationProxy re-encodes an XBZRLE stream with its own XBZRLE cache"
 
 Deno.test("MigrationProxy relays the return path in both directions", async () => {
   const input = await fixture("return-path");
-  const reply = concat([
+  const reply = concatBytes([
     encodeReturnPathMessage({ type: "PONG", value: 1 }),
     encodeReturnPathMessage({ type: "SHUT", value: 0 }),
   ]);
@@ -531,7 +522,7 @@ Deno.test("MigrationProxy carries livemig's own postcopy: XBZRLE before the swit
       await ramSha256(loaded.memory),
       await ramSha256(replay),
     );
-    const records = await decodeAll(concat(sentBytes));
+    const records = await decodeAll(concatBytes(sentBytes));
     const packaged = records.findIndex((r) =>
       r.type === "command" && r.command === "PACKAGED"
     );
@@ -650,7 +641,7 @@ Deno.test("MigrationProxy paces postcopy at max-postcopy-bandwidth and lets a re
       while (returned.byteLength < length) {
         const { value, done } = await reader.read();
         if (done) throw new Error("the return path ended early");
-        returned = concat([returned, value]);
+        returned = concatBytes([returned, value]);
       }
     };
     await readUntil(request.byteLength);
@@ -683,7 +674,7 @@ Deno.test("MigrationProxy paces postcopy at max-postcopy-bandwidth and lets a re
         } else if (record.type === "eof") {
           await writer.write(shut);
           await destinationEnd.close();
-          return concat(parts);
+          return concatBytes(parts);
         }
       }
     }
@@ -696,8 +687,8 @@ Deno.test("MigrationProxy paces postcopy at max-postcopy-bandwidth and lets a re
   ]);
   assert.equal(info.status, "completed");
   assert.equal(info["postcopy-requests"], 1);
-  assert.deepEqual(returned, concat([request, shut]));
-  assert.deepEqual(received, concat([first, rest]));
+  assert.deepEqual(returned, concatBytes([request, shut]));
+  assert.deepEqual(received, concatBytes([first, rest]));
   // The proxy waited only for the 127 pages after the requested one (about
   // 5 s at the limit): the 128 before it (as much again) went at once.
   const pageBytes = rest.byteLength / pages;
