@@ -8,6 +8,14 @@
 
 import type { DirtyBitmap } from "./dirty_bitmap.ts";
 
+/** A block index's weight in a page's key (pages of a block stay below). */
+const KEY_BLOCK = 0x1_0000_0000;
+
+/** One number for a page of a block, the waiters' key. */
+function pageKey(blockIndex: number, page: number): number {
+  return blockIndex * KEY_BLOCK + page;
+}
+
 /** Missing pages per block, with a waiter per page waited for. */
 export class MissingPages {
   readonly #missing: DirtyBitmap[];
@@ -45,7 +53,7 @@ export class MissingPages {
 
   /** Waits for a missing page, calling `onFault` the first time. */
   wait(blockIndex: number, page: number): Promise<void> {
-    const key = blockIndex * 0x1_0000_0000 + page;
+    const key = pageKey(blockIndex, page);
     let waiter = this.#waiters.get(key);
     if (waiter === undefined) {
       waiter = Promise.withResolvers<void>();
@@ -57,14 +65,14 @@ export class MissingPages {
 
   /** Whether a page is waited for. */
   waited(blockIndex: number, page: number): boolean {
-    return this.#waiters.has(blockIndex * 0x1_0000_0000 + page);
+    return this.#waiters.has(pageKey(blockIndex, page));
   }
 
   /** The pages waited for, as `[blockIndex, page]` pairs. */
   pending(): [number, number][] {
     return [...this.#waiters.keys()].map((key) => [
-      Math.floor(key / 0x1_0000_0000),
-      key % 0x1_0000_0000,
+      Math.floor(key / KEY_BLOCK),
+      key % KEY_BLOCK,
     ]);
   }
 
@@ -72,7 +80,7 @@ export class MissingPages {
   arrived(blockIndex: number, page: number): boolean {
     if (!this.#missing[blockIndex]!.testAndClear(page)) return false;
     this.#count--;
-    const key = blockIndex * 0x1_0000_0000 + page;
+    const key = pageKey(blockIndex, page);
     const waiter = this.#waiters.get(key);
     if (waiter) {
       this.#waiters.delete(key);

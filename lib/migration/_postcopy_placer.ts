@@ -200,7 +200,6 @@ export class PostcopyPlacer {
   }
 
   #receive(message: FromPlacerWorker): void {
-    if (message.type === "ready") return;
     if (message.type === "error") {
       return this.#fail(
         rebuildError(message.error, ", in the postcopy placer"),

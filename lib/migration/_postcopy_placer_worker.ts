@@ -16,8 +16,7 @@
  * main → worker   start (the shared RAM blocks, the staging ring, the page
  *                 size), pages (one Int32Array of block index, page, ring
  *                 slot triples; slot -1 for a zero page), transferred
- * worker → main   ready (loaded), placed (how many pages, in order),
- *                 error
+ * worker → main   placed (how many pages, in order), error
  * ```
  *
  * @module
@@ -37,7 +36,6 @@ export type ToPlacerWorker =
 
 /** What the placer worker posts to the main thread. */
 export type FromPlacerWorker =
-  | { type: "ready" }
   | { type: "placed"; count: number }
   | { type: "error"; error: WorkerErrorData };
 
@@ -51,8 +49,8 @@ export interface PlacerWorkerScope {
 }
 
 /**
- * Runs the placer on `scope` (the worker's global scope) and says it is
- * ready. Self-contained: it runs from its own source text.
+ * Runs the placer on `scope` (the worker's global scope). Self-contained:
+ * it runs from its own source text.
  *
  * @param scope Where messages come from and go to.
  */
@@ -93,5 +91,4 @@ export function runPlacerWorker(scope: PlacerWorkerScope): void {
       scope.postMessage({ type: "error", error: { name, message } });
     }
   });
-  scope.postMessage({ type: "ready" });
 }
