@@ -28,6 +28,7 @@
  * @module
  */
 
+import { concatBytes } from "../../lib/bytes/concat_bytes.ts";
 import {
   buildFirmware,
   DEFAULT_MACHINE,
@@ -602,12 +603,12 @@ function startRecordingProxy(destinationPort: number): RecordingProxy {
       closeQuietly(from);
       closeQuietly(to);
     }
-    return concat(chunks);
+    return concatBytes(chunks);
   })();
   return {
     port,
     recorded,
-    returned: () => concat(returned),
+    returned: () => concatBytes(returned),
     [Symbol.dispose]() {
       // Ends a proxy that is still waiting or forwarding (error paths).
       closeQuietly(listener);
@@ -643,17 +644,6 @@ function closeQuietly(resource: { close(): void }): void {
   } catch {
     // already closed
   }
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const total = chunks.reduce((sum, chunk) => sum + chunk.byteLength, 0);
-  const bytes = new Uint8Array(total);
-  let offset = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return bytes;
 }
 
 /** Loads the recorded stream into a fresh destination and compares its RAM. */

@@ -35,6 +35,7 @@
  * @module
  */
 
+import { concatBytes } from "../../lib/bytes/concat_bytes.ts";
 import {
   buildFirmware,
   DEFAULT_MACHINE,
@@ -383,7 +384,7 @@ async function relayConnection(
     closeQuietly(from);
     closeQuietly(to);
   }
-  return { sent: concat(sent), returned: concat(returned) };
+  return { sent: concatBytes(sent), returned: concatBytes(returned) };
 }
 
 /** Copies `from` to `to` until EOF, then half-closes `to`. */
@@ -416,18 +417,6 @@ function closeQuietly(resource: { close(): void }): void {
   } catch {
     // already closed
   }
-}
-
-function concat(chunks: Uint8Array[]): Uint8Array {
-  const bytes = new Uint8Array(
-    chunks.reduce((sum, chunk) => sum + chunk.byteLength, 0),
-  );
-  let at = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, at);
-    at += chunk.byteLength;
-  }
-  return bytes;
 }
 
 /**

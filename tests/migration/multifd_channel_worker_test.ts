@@ -9,6 +9,7 @@
 
 import assert from "node:assert/strict";
 import {
+  concatBytes,
   encodeMultifdInitialPacket,
   encodeMultifdPacket,
   MigrationProtocolError,
@@ -290,12 +291,7 @@ Deno.test("a multifd channel read in large reads never waits for ring room its w
     parts.push(packet(offsets, data));
   }
   parts.push(SYNC());
-  const stream = new Uint8Array(parts.reduce((n, p) => n + p.byteLength, 0));
-  let at = 0;
-  for (const part of parts) {
-    stream.set(part, at);
-    at += part.byteLength;
-  }
+  const stream = concatBytes(parts);
   const { multifd, counts } = receiver([greedySocket(stream)], [{
     idstr: "pc.ram",
     bytes: ram,

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { concatBytes } from "../../lib/bytes/concat_bytes.ts";
 import {
   type ByteSink,
   createSinkStream,
@@ -33,7 +34,7 @@ function recordingSink(maxBytesPerWrite = Infinity) {
     sink,
     writes,
     events,
-    bytes: () => joined(writes),
+    bytes: () => concatBytes(writes),
     hold() {
       gate = Promise.withResolvers();
     },
@@ -42,16 +43,6 @@ function recordingSink(maxBytesPerWrite = Infinity) {
       gate = undefined;
     },
   };
-}
-
-function joined(chunks: Uint8Array[]): Uint8Array {
-  const bytes = new Uint8Array(chunks.reduce((n, c) => n + c.byteLength, 0));
-  let offset = 0;
-  for (const chunk of chunks) {
-    bytes.set(chunk, offset);
-    offset += chunk.byteLength;
-  }
-  return bytes;
 }
 
 Deno.test("createSinkStream() keeps byte order across short writes, small and large chunks", async () => {

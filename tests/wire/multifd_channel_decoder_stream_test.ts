@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
 import {
+  concatBytes,
   encodeMultifdChannelRecord,
   MULTIFD_FLAG,
   MultifdChannelDecoderStream,
@@ -50,14 +51,9 @@ const RECORDS: MultifdChannelRecord[] = [
 ];
 
 function channelBytes(records: MultifdChannelRecord[]): Uint8Array {
-  const parts = records.map((record) => encodeMultifdChannelRecord(record));
-  const bytes = new Uint8Array(parts.reduce((sum, p) => sum + p.byteLength, 0));
-  let at = 0;
-  for (const part of parts) {
-    bytes.set(part, at);
-    at += part.byteLength;
-  }
-  return bytes;
+  return concatBytes(
+    records.map((record) => encodeMultifdChannelRecord(record)),
+  );
 }
 
 const BYTES = channelBytes(RECORDS);

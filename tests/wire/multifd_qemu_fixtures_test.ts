@@ -4,6 +4,7 @@
  */
 import assert from "node:assert/strict";
 import {
+  concatBytes,
   encodeMultifdChannelRecord,
   MigrationDecoderStream,
   MULTIFD_FLAG,
@@ -91,13 +92,8 @@ for (const name of CASES) {
             }),
           ),
         );
-        const parts = records.map((r) => encodeMultifdChannelRecord(r));
-        const encoded = new Uint8Array(
-          parts.reduce((sum, part) => sum + part.byteLength, 0),
-        );
-        parts.reduce(
-          (at, part) => (encoded.set(part, at), at + part.byteLength),
-          0,
+        const encoded = concatBytes(
+          records.map((r) => encodeMultifdChannelRecord(r)),
         );
         const at = firstDifference(encoded, bytes);
         assert.equal(at, -1, `re-encoded bytes differ at offset ${at}`);
