@@ -24,6 +24,7 @@
 
 import { TransportError } from "../../lib/transport/transport_error.ts";
 import { QmpClient, QmpConnectionError } from "./qmp.ts";
+import { delay } from "./delay.ts";
 
 /** Name of the QEMU binary the helpers run. */
 export const QEMU_BINARY = "qemu-system-x86_64";
@@ -447,10 +448,6 @@ async function collectText(
   } catch {
     // the process is gone; keep what was read
   }
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 async function run(command: string, args: string[]): Promise<string> {

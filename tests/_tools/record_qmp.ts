@@ -46,6 +46,7 @@ import {
   qemuVersion,
   startQemu,
 } from "../_helpers/qemu.ts";
+import { delay } from "../_helpers/delay.ts";
 
 const OUTPUT = new URL("../../fixtures/qmp/qemu-7.2/", import.meta.url);
 
@@ -96,10 +97,6 @@ function log(message: string): void {
 function logError(message: string): void {
   // deno-lint-ignore no-console
   console.error(message);
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /**

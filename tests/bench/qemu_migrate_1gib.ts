@@ -34,6 +34,7 @@ import {
   startQemu,
 } from "../_helpers/qemu.ts";
 import { createTlsCredentials } from "../_helpers/tls_certs.ts";
+import { delay } from "../_helpers/delay.ts";
 
 const MIB = 1 << 20;
 const RAM_MIB = 1024;
@@ -51,10 +52,6 @@ const { values } = parseArgs({
 function vmHwm(pid: number): number {
   const text = Deno.readTextFileSync(`/proc/${pid}/status`);
   return Number(/VmHWM:\s+(\d+) kB/.exec(text)?.[1] ?? 0) * 1024;
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** Gives `vm` x509 credentials `tls0` and points its migration at them. */

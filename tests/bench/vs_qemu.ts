@@ -57,6 +57,7 @@ import {
   startQemu,
 } from "../_helpers/qemu.ts";
 import type { QmpValue } from "../../lib/qmp/qmp_json.ts";
+import { delay } from "../_helpers/delay.ts";
 
 const MIB = 1 << 20;
 const GIB = 1 << 30;
@@ -107,10 +108,6 @@ const rows = values.rows.split(",").map((name) => {
   }
   return name as Row;
 });
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
 
 function vmHwm(pid: number): number {
   try {

@@ -10,6 +10,7 @@ import {
   SimulatedGuest,
   SourceMigration,
 } from "../../mod.ts";
+import { delay } from "../_helpers/delay.ts";
 
 const CLI = new URL("../../cli.ts", import.meta.url).pathname;
 const MIB = 1024 * 1024;
@@ -103,10 +104,6 @@ async function pausedPostcopy(incoming: Incoming) {
   source.pause(); // the connection goes: both ends pause
   await incoming.waitFor(/Ctrl-C twice within 5 s, or SIGTERM, quits/);
   return source;
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 Deno.test("cli incoming stays in postcopy-paused without --recover, says what to do, and quits at a second Ctrl-C", async () => {

@@ -45,6 +45,7 @@ import {
   waitForGuestPasses,
   withWorkDir,
 } from "./_interop.ts";
+import { delay } from "../_helpers/delay.ts";
 
 const MIB = 1024 * 1024;
 
@@ -407,10 +408,6 @@ interopTest(
 
 function sentBytes(proxy: MigrationProxy): number {
   return proxy.query().sent?.transferred ?? 0;
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /**

@@ -6,6 +6,7 @@
 import assert from "node:assert/strict";
 import type { Transport } from "../../mod.ts";
 import { IncomingConnection } from "../../lib/migration/_incoming_connection.ts";
+import { delay } from "../_helpers/delay.ts";
 
 /**
  * A transport like a socket's: writes resolve at once and reach the peer
@@ -57,6 +58,6 @@ Deno.test("IncomingConnection.close() is abrupt: a reply held back is lost (why 
   connection.returnPath = true;
   await connection.reply({ type: "SHUT", value: 0 });
   await connection.close();
-  await new Promise((resolve) => setTimeout(resolve, 5));
+  await delay(0); // after the transport's send, scheduled before
   assert.deepEqual(delivered, []);
 });

@@ -13,6 +13,7 @@ import { QmpError } from "../../lib/qmp/qmp_error.ts";
 import type { QmpValue } from "../../lib/qmp/qmp_json.ts";
 import { buildFirmware, startQemu } from "../_helpers/qemu.ts";
 import { startRun } from "./_run_process.ts";
+import { delay } from "../_helpers/delay.ts";
 
 /** Which implementation a script runs against. */
 export type Implementation = "qemu" | "livemig";
@@ -357,11 +358,6 @@ export function migrateShape(value: QmpValue): unknown {
 /** HMP text reduced to its labels (the text before each `:`). */
 export function textShape(value: QmpValue): string[] {
   return String(value).split("\r\n").map((line) => line.replace(/:.*/, ":"));
-}
-
-/** Waits `ms` of real time (the scripts talk to real processes). */
-export function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 /** One entry where the two implementations answered differently. */

@@ -8,13 +8,13 @@
 
 import type { QmpValue } from "../../lib/qmp/qmp_json.ts";
 import {
-  delay,
   keys,
   migrateShape,
   type Script,
   textShape,
   type VmSpec,
 } from "./_differential.ts";
+import { delay } from "../_helpers/delay.ts";
 
 /** One script. */
 export interface Scenario {

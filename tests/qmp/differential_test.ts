@@ -14,7 +14,6 @@ import { loadTranscript } from "./_fixtures.ts";
 import {
   comparableEvents,
   compareEntries,
-  delay,
   type Difference,
   type Entry,
   type Implementation,
@@ -26,6 +25,7 @@ import {
   type VmSpec,
 } from "./_differential.ts";
 import { SCENARIOS } from "./_differential_scenarios.ts";
+import { delay } from "../_helpers/delay.ts";
 
 /** A difference the tests accept, and why. */
 interface Exception {

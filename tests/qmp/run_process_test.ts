@@ -11,6 +11,7 @@ import type { QmpClient, QmpEvent } from "../../lib/qmp/qmp_client.ts";
 import { startCuttableProxy } from "./_cuttable_proxy.ts";
 import { migrateOverQmp } from "./_drive_migration.ts";
 import { type RunProcess, runQmpCommand, startRun } from "./_run_process.ts";
+import { delay } from "../_helpers/delay.ts";
 
 const MiB = 1 << 20;
 
@@ -286,10 +287,6 @@ async function portOf(qmp: QmpClient): Promise<number> {
     "query-migrate",
   );
   return Number(info["socket-address"][0]!.port);
-}
-
-function delay(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
 }
 
 Deno.test("quit during a migration ends the source at once, and the destination, losing its stream, exits 1", async () => {
